@@ -1,0 +1,135 @@
+"""The ``lumos`` command line.
+
+Every sub-command reports a user mistake as one line on standard error and a non-zero exit
+status, never as a Python traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import LumosError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors say which command they belong to."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lumos`` command."""
+    parser = _Parser(
+        prog="lumos",
+        description=(
+            "Galaxy flux probability distributions from images with a neural network "
+            "(LUMOS, PAU Survey)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"lumos {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="simulate a PAUS-like CCD and measure it end to end")
+    p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
+    p.add_argument("--n-galaxies", type=int, default=3000, help="galaxies in the field")
+    p.add_argument("--seed", type=int, default=2024, help="random seed")
+
+    p = sub.add_parser("measure", help="measure galaxy flux PDFs in an image (or a manifest)")
+    p.add_argument("image", help="FITS image, or a manifest table listing images")
+    p.add_argument("catalogue", help="catalogue (FITS, Parquet, CSV or ECSV)")
+    p.add_argument("--out", required=True, help="output table (.fits, .parquet or .ecsv)")
+    p.add_argument("--band", help="band name, e.g. NB685 (default: FILTER header keyword)")
+    p.add_argument("--psf-fwhm", type=float, help="PSF FWHM in arcsec (default: header)")
+    p.add_argument("--psf-beta", type=float, help="Moffat beta of the PSF (default: header or 3.5)")
+    p.add_argument("--pixel-scale", type=float, help="arcsec per pixel (default: header)")
+    p.add_argument("--gain", type=float, help="e-/ADU (default: header or 1)")
+    p.add_argument("--camera-state", type=int, choices=(0, 1), help="0 before, 1 after")
+    p.add_argument(
+        "--method",
+        default="lumos",
+        choices=("lumos", "aperture", "modelfit", "weighted"),
+        help="measurement method (default lumos)",
+    )
+    p.add_argument("--model", help="lumos model file (default: the shipped model)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler (manifests)")
+
+    p = sub.add_parser("simulate", help="write TEAHUPOO simulated stamps to HDF5")
+    p.add_argument("--n", type=int, required=True, help="number of stamps")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+
+    p = sub.add_parser("train", help="train a lumos model on simulations")
+    p.add_argument("--out", required=True, help="output model file")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint directory")
+    p.add_argument("--hours", type=float, help="stop after this wall time")
+    p.add_argument("--seed", type=int, default=1, help="training seed")
+
+    p = sub.add_parser("transfer", help="unsupervised transfer learning on pairs of exposures")
+    p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")
+    p.add_argument("--model", help="starting model (default: the shipped model)")
+    p.add_argument("--out", required=True, help="output model file")
+
+    p = sub.add_parser("coadd", help="co-add per-exposure measurements per galaxy and band")
+    p.add_argument("tables", nargs="+", help="measurement tables")
+    p.add_argument("--out", required=True, help="output table")
+    p.add_argument("--zero-points", help="table of zero points (image or band, zp, zp_err)")
+
+    p = sub.add_parser("validate", help="validate a model on held-out simulations")
+    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quick", action="store_true", help="a small run (minutes)")
+    return parser
+
+
+def _not_yet(name: str):
+    def run(args: argparse.Namespace) -> int:
+        raise LumosError(f"'lumos {name}' is not available in lumos {__version__} yet")
+
+    return run
+
+
+def _handler(command: str):
+    """Import the implementation of a command lazily (keeps ``lumos --help`` fast)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"lumos.commands.{command}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("lumos.commands"):
+            return _not_yet(command)
+        raise
+    return module.run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lumos`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(_handler(args.command)(args) or 0)
+    except LumosError as exc:
+        print(f"lumos {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"lumos {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"lumos {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Implementations of the ``lumos`` sub-commands, one module each, imported lazily."""

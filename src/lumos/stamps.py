@@ -1,0 +1,246 @@
+"""Stamps: the one batch type shared by simulations and real images, and cutting it from an image.
+
+Pixel convention (astropy/photutils): array element ``image[j, i]`` is centred on
+``x = i, y = j`` (0-based). A stamp of even size ``S`` is centred on the point
+``((S - 1) / 2, (S - 1) / 2)`` between its four central pixels; a source at image position
+``(x, y)`` sits in its stamp at ``(c + dx, c + dy)`` with ``c = (S - 1) / 2`` and the
+sub-pixel offset ``dx, dy`` in ``[-0.5, 0.5)``. The same offset is given to the renderer of
+the model-profile channel, so that the galaxy and its profile line up exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from .flags import Flag
+
+__all__ = ["StampBatch", "StampCut", "cut_stamps", "stamp_origin", "CORE_RADIUS", "STAMP_SIZE"]
+
+STAMP_SIZE = 60
+#: Radius (pixels) of the central region in which masked pixels set ``Flag.MASKED_CORE``.
+CORE_RADIUS = 8.0
+
+
+@dataclass
+class StampBatch:
+    """A batch of galaxy stamps, as the network sees them.
+
+    Simulations and real images both produce this type, and the network does its own
+    normalisation, so that training and inference cannot disagree.
+
+    Attributes
+    ----------
+    pixels : torch.Tensor, float32, shape (N, S, S)
+        Image pixels in image units (electrons for PAUS-like images); NaN/masked set to 0.
+    profile : torch.Tensor, float32, shape (N, S, S)
+        The PSF-convolved model profile of the galaxy, unit total flux, drawn at the same
+        sub-pixel offset.
+    i_mag : torch.Tensor, float32, shape (N,)
+        Catalogue i-band magnitude.
+    ccd_xy : torch.Tensor, float32, shape (N, 2)
+        Position on the CCD in pixels (x, y).
+    band_idx : torch.Tensor, int64, shape (N,)
+        Band x camera-state index, 0..79 (see :mod:`lumos.bands`).
+    flags : torch.Tensor, int64, shape (N,)
+        Bit mask of :class:`lumos.flags.Flag`.
+    offset : torch.Tensor, float32, shape (N, 2)
+        Sub-pixel offset (dx, dy) of the source from the stamp centre.
+    truth : torch.Tensor or None, float32, shape (N,)
+        True flux in image units (simulations only).
+    """
+
+    pixels: torch.Tensor
+    profile: torch.Tensor
+    i_mag: torch.Tensor
+    ccd_xy: torch.Tensor
+    band_idx: torch.Tensor
+    flags: torch.Tensor
+    offset: torch.Tensor
+    truth: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = self.pixels.shape[0]
+        if self.pixels.ndim != 3 or self.pixels.shape[1] != self.pixels.shape[2]:
+            raise ValueError(f"pixels must have shape (N, S, S), got {tuple(self.pixels.shape)}")
+        if self.profile.shape != self.pixels.shape:
+            raise ValueError(
+                f"profile shape {tuple(self.profile.shape)} differs from pixels "
+                f"{tuple(self.pixels.shape)}"
+            )
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and value.shape[0] != n:
+                raise ValueError(f"{f.name} has {value.shape[0]} rows, pixels has {n}")
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def _map(self, fn) -> StampBatch:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return StampBatch(**{k: (None if v is None else fn(v)) for k, v in values.items()})
+
+    def __getitem__(self, index) -> StampBatch:
+        """Select rows with a slice, an integer array or a boolean mask."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return self._map(lambda v: v[index])
+
+    def to(self, device: torch.device | str) -> StampBatch:
+        """Move every tensor to a device."""
+        return self._map(lambda v: v.to(device))
+
+    def replace(self, **changes) -> StampBatch:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+    @staticmethod
+    def concat(batches: list[StampBatch]) -> StampBatch:
+        """Concatenate batches along the first axis."""
+        if not batches:
+            raise ValueError("cannot concatenate an empty list of batches")
+        out = {}
+        for f in fields(StampBatch):
+            values = [getattr(b, f.name) for b in batches]
+            if any(v is None for v in values):
+                out[f.name] = None
+            else:
+                out[f.name] = torch.cat(values)
+        return StampBatch(**out)
+
+
+@dataclass
+class StampCut:
+    """Stamps cut from an image.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray, float32, shape (N, S, S)
+        Stamp pixels; pixels outside the image or NaN/masked are 0.
+    valid : numpy.ndarray, bool, shape (N, S, S)
+        True where the pixel came from a finite, unmasked image pixel.
+    offset : numpy.ndarray, float64, shape (N, 2)
+        Sub-pixel offset (dx, dy) of the source from the stamp centre.
+    origin : numpy.ndarray, int64, shape (N, 2)
+        Image coordinates (i0, j0) of stamp pixel [0, 0].
+    flags : numpy.ndarray, int64, shape (N,)
+        ``EDGE``, ``MASKED_CORE``, ``MASKED`` and ``OFF_IMAGE`` bits.
+    """
+
+    pixels: np.ndarray
+    valid: np.ndarray
+    offset: np.ndarray
+    origin: np.ndarray
+    flags: np.ndarray
+
+
+def stamp_origin(x: np.ndarray, y: np.ndarray, size: int = STAMP_SIZE):
+    """Integer origin and sub-pixel offset of stamps centred on (x, y).
+
+    Parameters
+    ----------
+    x, y : array_like
+        Source positions, 0-based pixel coordinates.
+    size : int
+        Stamp size in pixels.
+
+    Returns
+    -------
+    origin : numpy.ndarray, int64, shape (N, 2)
+        (i0, j0) such that stamp pixel [b, a] is image pixel [j0 + b, i0 + a].
+    offset : numpy.ndarray, float64, shape (N, 2)
+        (dx, dy) in [-0.5, 0.5): the source is at stamp position ``c + dx, c + dy``
+        with ``c = (size - 1) / 2``.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    c = (size - 1) / 2.0
+    xs = np.where(np.isfinite(x), x, 0.0)
+    ys = np.where(np.isfinite(y), y, 0.0)
+    i0 = np.floor(xs - c + 0.5).astype(np.int64)
+    j0 = np.floor(ys - c + 0.5).astype(np.int64)
+    offset = np.stack([xs - i0 - c, ys - j0 - c], axis=-1)
+    return np.stack([i0, j0], axis=-1), offset
+
+
+def cut_stamps(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    size: int = STAMP_SIZE,
+    mask: np.ndarray | None = None,
+    core_radius: float = CORE_RADIUS,
+) -> StampCut:
+    """Cut square stamps centred on catalogue positions, vectorised over sources.
+
+    Sources near or beyond the image edge keep the source at the stamp centre: the part of
+    the stamp outside the image is padded with zeros and ``Flag.EDGE`` is set. NaN,
+    infinite and masked pixels become 0 and set ``Flag.MASKED`` (``Flag.MASKED_CORE`` when
+    within ``core_radius`` of the source). A position that is not finite or whose centre
+    lies outside the image sets ``Flag.OFF_IMAGE``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (ny, nx)
+        The image.
+    x, y : array_like, shape (N,)
+        Source positions, 0-based pixel coordinates (``image[j, i]`` is centred on x=i, y=j).
+    size : int
+        Stamp size in pixels (default 60).
+    mask : numpy.ndarray of bool, optional
+        True for bad pixels, same shape as ``image``.
+    core_radius : float
+        Radius in pixels of the central region for ``Flag.MASKED_CORE``.
+
+    Returns
+    -------
+    StampCut
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-dimensional, got shape {image.shape}")
+    if mask is not None and np.shape(mask) != image.shape:
+        raise ValueError(f"mask shape {np.shape(mask)} differs from image shape {image.shape}")
+    x = np.atleast_1d(np.asarray(x, dtype=float))
+    y = np.atleast_1d(np.asarray(y, dtype=float))
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("x and y must be 1-dimensional arrays of the same length")
+    ny, nx = image.shape
+    n = x.size
+    origin, offset = stamp_origin(x, y, size)
+
+    bad_position = ~(np.isfinite(x) & np.isfinite(y))
+    bad_position |= (x < -0.5) | (x >= nx - 0.5) | (y < -0.5) | (y >= ny - 0.5)
+
+    a = np.arange(size)
+    cols = origin[:, 0, None] + a[None, :]  # (N, S)
+    rows = origin[:, 1, None] + a[None, :]  # (N, S)
+    col_in = (cols >= 0) & (cols < nx)
+    row_in = (rows >= 0) & (rows < ny)
+    inside = row_in[:, :, None] & col_in[:, None, :]  # (N, S, S)
+    cc = np.clip(cols, 0, nx - 1)
+    rr = np.clip(rows, 0, ny - 1)
+    pixels = image[rr[:, :, None], cc[:, None, :]].astype(np.float32)
+    good = np.isfinite(pixels)
+    if mask is not None:
+        good &= ~np.asarray(mask, dtype=bool)[rr[:, :, None], cc[:, None, :]]
+    valid = inside & good
+    pixels = np.where(valid, pixels, np.float32(0.0))
+
+    flags = np.zeros(n, dtype=np.int64)
+    edge = ~inside.all(axis=(1, 2))
+    flags[edge] |= int(Flag.EDGE)
+    masked = (inside & ~good).any(axis=(1, 2))
+    flags[masked] |= int(Flag.MASKED)
+    c = (size - 1) / 2.0
+    dxg = a[None, None, :] - c - offset[:, 0, None, None]
+    dyg = a[None, :, None] - c - offset[:, 1, None, None]
+    core = dxg**2 + dyg**2 <= core_radius**2
+    core_bad = (core & ~valid).any(axis=(1, 2)) & ~bad_position
+    flags[core_bad] |= int(Flag.MASKED_CORE)
+    flags[bad_position] |= int(Flag.OFF_IMAGE)
+    pixels[bad_position] = 0.0
+    valid[bad_position] = False
+    return StampCut(pixels=pixels, valid=valid, offset=offset, origin=origin, flags=flags)

@@ -1,0 +1,172 @@
+"""Reading and writing tables (FITS, Parquet, CSV, ECSV), chosen by the file extension.
+
+Parquet goes through pyarrow directly (vector columns become fixed-size lists), so that no
+pandas is needed. Writes are atomic: a temporary file in the target directory, then a rename,
+so a failed run never leaves a partial table behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from .errors import LumosError
+
+__all__ = ["TABLE_FORMATS", "table_format", "read_table", "write_table"]
+
+TABLE_FORMATS = {
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fts": "fits",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "ascii.csv",
+    ".ecsv": "ascii.ecsv",
+}
+
+
+def table_format(path: str | Path, what: str = "table") -> str:
+    """The astropy format name for a file extension, or a clear error."""
+    fmt = TABLE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise LumosError(
+            f"cannot tell the format of {what} {Path(path).name}: use one of "
+            f"{', '.join(sorted(TABLE_FORMATS))}"
+        )
+    return fmt
+
+
+def read_table(path: str | Path, what: str = "table", error=LumosError) -> Table:
+    """Read a table; any failure becomes ``error`` with a one-line message.
+
+    Parameters
+    ----------
+    path : str or Path
+        File name; the extension chooses the format.
+    what : str
+        What the table is, for messages ("catalogue", "manifest", ...).
+    error : type
+        Exception class raised on failure (a :class:`~lumos.errors.LumosError`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} file not found: {path}")
+    try:
+        fmt = table_format(path, what)
+    except LumosError as exc:
+        raise error(str(exc)) from None
+    try:
+        if fmt == "parquet":
+            return _read_parquet(path)
+        if fmt == "fits":
+            return Table.read(path, format="fits", hdu=_first_table_hdu(path, what, error))
+        return Table.read(path, format=fmt)
+    except LumosError:
+        raise
+    except Exception as exc:  # astropy and pyarrow raise many kinds for a corrupt file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(f"cannot read {what} {path.name}: {msg}") from None
+
+
+def _first_table_hdu(path: Path, what: str, error) -> int:
+    from astropy.io import fits
+
+    try:
+        with fits.open(path) as hdul:
+            for i, hdu in enumerate(hdul):
+                if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
+                    return i
+    except Exception as exc:
+        raise error(f"cannot read {what} {path.name}: {exc}") from None
+    raise error(f"{what} {path.name} has no table HDU")
+
+
+def _read_parquet(path: Path) -> Table:
+    import pyarrow.parquet as pq
+
+    arrow = pq.read_table(path)
+    table = Table()
+    for name in arrow.column_names:
+        column = arrow.column(name).combine_chunks()
+        values = column.to_numpy(zero_copy_only=False)
+        if values.dtype == object and len(values) and isinstance(values[0], np.ndarray):
+            values = np.stack(values)
+        table[name] = values
+    meta = arrow.schema.metadata or {}
+    if b"lumos_meta" in meta:
+        info = json.loads(meta[b"lumos_meta"])
+        table.meta.update(info.get("meta", {}))
+        for name, unit in info.get("units", {}).items():
+            if name in table.colnames:
+                table[name].unit = unit
+    return table
+
+
+def _write_parquet(table: Table, path: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays, names = [], []
+    for name in table.colnames:
+        values = np.asarray(table[name])
+        if values.ndim == 2:
+            flat = pa.array(values.reshape(-1))
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
+        else:
+            arrays.append(pa.array(values))
+        names.append(name)
+    units = {n: str(table[n].unit) for n in table.colnames if table[n].unit is not None}
+    meta = {k: v for k, v in table.meta.items() if isinstance(v, str | int | float | bool)}
+    schema_meta = {"lumos_meta": json.dumps({"meta": meta, "units": units})}
+    arrow = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(schema_meta)
+    pq.write_table(arrow, path)
+
+
+def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
+    """Write a table atomically; the format follows the extension.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        The table.
+    path : str or Path
+        Output file (``.fits``, ``.parquet``, ``.ecsv`` or ``.csv``).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Raises
+    ------
+    LumosError
+        If the directory does not exist, the extension is unknown, or the file exists and
+        ``overwrite`` is false.
+    """
+    path = Path(path)
+    fmt = table_format(path, "output table")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise LumosError(f"output directory does not exist: {parent}")
+    if path.exists() and not overwrite:
+        raise LumosError(f"output file exists: {path}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=parent)
+    os.close(fd)
+    try:
+        if fmt == "parquet":
+            _write_parquet(table, tmp)
+        else:
+            table.write(tmp, format=fmt, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
