@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import LumosError
+
 __all__ = [
     "Band",
     "PAUS_BANDS",
@@ -130,7 +132,7 @@ def get_band(name: str | Band) -> Band:
     for band_name, band in _REGISTRY.items():
         if band_name.upper() == key:
             return band
-    raise ValueError(
+    raise LumosError(
         f"unknown band {name!r}; valid bands are: {', '.join(band_names())}"
     )
 

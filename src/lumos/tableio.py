@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
@@ -63,9 +65,12 @@ def read_table(path: str | Path, what: str = "table", error=LumosError) -> Table
     try:
         if fmt == "parquet":
             return _read_parquet(path)
-        if fmt == "fits":
-            return Table.read(path, format="fits", hdu=_first_table_hdu(path, what, error))
-        return Table.read(path, format=fmt)
+        with warnings.catch_warnings():
+            # non-standard FITS units (e.g. "electron") come back as unrecognised units
+            warnings.simplefilter("ignore", u.UnitsWarning)
+            if fmt == "fits":
+                return Table.read(path, format="fits", hdu=_first_table_hdu(path, what, error))
+            return Table.read(path, format=fmt)
     except LumosError:
         raise
     except Exception as exc:  # astropy and pyarrow raise many kinds for a corrupt file
@@ -127,6 +132,23 @@ def _write_parquet(table: Table, path: str) -> None:
     pq.write_table(arrow, path)
 
 
+def _write_fits(table: Table, path: str) -> None:
+    """FITS with the units written as TUNITn strings even where not FITS-standard."""
+    from astropy.io import fits
+
+    plain = table.copy(copy_data=False)
+    units = {}
+    for name in plain.colnames:
+        if plain[name].unit is not None:
+            units[name] = plain[name].unit.to_string()
+            plain[name].unit = None
+    hdu = fits.table_to_hdu(plain)
+    for i, name in enumerate(plain.colnames, start=1):
+        if name in units:
+            hdu.header[f"TUNIT{i}"] = units[name]
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+
+
 def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
     """Write a table atomically; the format follows the extension.
 
@@ -162,6 +184,8 @@ def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
     try:
         if fmt == "parquet":
             _write_parquet(table, tmp)
+        elif fmt == "fits":
+            _write_fits(table, tmp)
         else:
             table.write(tmp, format=fmt, overwrite=True)
         os.replace(tmp, path)

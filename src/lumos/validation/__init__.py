@@ -1,0 +1,1 @@
+"""Validation: metrics, the paper's experiments, plots and reports."""
