@@ -1,0 +1,984 @@
+"""TEAHUPOO: simulated PAUS-like galaxy stamps with known fluxes, as :class:`StampBatch`.
+
+Each stamp holds one galaxy of the :mod:`lumos.population` at the stamp centre (sub-pixel
+offset uniform in [-0.5, 0.5)^2), observed in a random narrow band (uniform over the 40)
+and camera state (0/1), with the exposure time of the band's filter tray, at a random
+position on the 4096 x 2048 CCD, through a Moffat PSF (FWHM ~ U(0.6, 1.3) arcsec, beta ~
+U(2.5, 5)). The galaxy is rendered with exact pixel integration by
+:class:`lumos.profiles.SersicRenderer` with a total flux of ``flux_e_per_s[band] *
+exposure_time`` electrons (the ``truth``), photon shot noise is added (Poisson), and the
+result is pasted onto a background stamp of a :class:`BackgroundSource` (sky level,
+scattered light, read noise, cosmic rays, ... in electrons, *not* sky-subtracted).
+
+Neighbours make blends: by default 20% of the stamps get a galaxy 4-15 pixels from the
+central one, and every stamp gets a Poisson number (mean 0.4 per 60 x 60 pixel area) of
+other sources at random positions; 10% of all neighbours are stars (black bodies, drawn
+as near-point Sersic profiles). Neighbours come from the same population and share the
+stamp's band, exposure and PSF.
+
+The model-profile channel is drawn by the same renderer from the *catalogue* parameters
+(unit total flux, same PSF and sub-pixel offset). By default the catalogue is exact;
+:class:`CatalogueErrors` adds realistic errors to r50, n, q, pa, the PSF FWHM and i_mag
+(``CatalogueErrors.realistic()``), off by default so that the network learns the flux, not
+the catalogue's mistakes, unless asked to.
+
+Everything is vectorised over stamps and rendered in chunks; the same seed gives identical
+batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .bands import N_PAUS_BANDS, PAUS_BANDS, get_band
+from .flags import Flag
+from .population import PopulationConfig, sample_population, sample_stars
+from .stamps import StampBatch
+
+__all__ = [
+    "CatalogueErrors",
+    "SimulationConfig",
+    "SimulationExtras",
+    "Simulator",
+    "write_hdf5",
+    "read_hdf5",
+    "read_extras",
+    "read_attrs",
+    "FlatSky",
+    "default_background",
+    "simulate_to_file",
+    "HDF5_FORMAT",
+    "HDF5_VERSION",
+]
+
+HDF5_FORMAT = "lumos-stamps"
+HDF5_VERSION = 1
+_STAMP_FIELDS = ("pixels", "profile", "i_mag", "ccd_xy", "band_idx", "flags", "offset", "truth")
+
+#: Radius (arcsec) and Sersic index used to draw stars as (near) point sources.
+_STAR_R50 = 0.02
+_STAR_N = 0.5
+
+
+@dataclass(frozen=True)
+class CatalogueErrors:
+    """Errors of the catalogue parameters given to the model-profile channel.
+
+    All zero (the default) means an exact catalogue. Errors are Gaussian and independent.
+
+    Parameters
+    ----------
+    r50_frac : float
+        Fractional error of r50 (log-normal, sigma of ln r50).
+    n_frac : float
+        Fractional error of the Sersic index (log-normal).
+    q_sigma : float
+        Absolute error of the axis ratio (result clipped to [0.05, 1]).
+    pa_sigma : float
+        Error of the position angle, degrees.
+    psf_fwhm_frac : float
+        Fractional error of the PSF FWHM used for the profile channel (log-normal).
+    i_mag_sigma : float
+        Error of the catalogue i-band magnitude, magnitudes.
+    """
+
+    r50_frac: float = 0.0
+    n_frac: float = 0.0
+    q_sigma: float = 0.0
+    pa_sigma: float = 0.0
+    psf_fwhm_frac: float = 0.0
+    i_mag_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"catalogue error {f.name} must be finite and >= 0, got {value}")
+
+    @property
+    def enabled(self) -> bool:
+        """True when any error is non-zero."""
+        return any(getattr(self, f.name) > 0 for f in fields(self))
+
+    @classmethod
+    def realistic(cls) -> CatalogueErrors:
+        """Errors typical of a deep space-based shape catalogue and a ground-based PSF model:
+        10% in r50, 15% in n, 0.05 in q, 5 degrees in pa, 3% in the PSF FWHM, 0.03 mag."""
+        return cls(0.10, 0.15, 0.05, 5.0, 0.03, 0.03)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Settings of the TEAHUPOO simulator.
+
+    Parameters
+    ----------
+    stamp_size : int
+        Stamp side in pixels (even).
+    pixel_scale : float
+        Arcsec per pixel.
+    psf_fwhm_range : tuple of float
+        Uniform range of the Moffat PSF FWHM, arcsec.
+    psf_beta_range : tuple of float
+        Uniform range of the Moffat beta.
+    bands : tuple of str or None
+        Bands to draw from (uniformly); None for the 40 PAUS narrow bands.
+    camera_state_prob : float
+        Probability of camera state 1 (after the intervention).
+    ccd_size : tuple of int
+        CCD width and height (x, y) in pixels; positions are uniform over it.
+    close_neighbour_fraction : float
+        Fraction of stamps with a neighbour at ``close_neighbour_distance`` pixels.
+    close_neighbour_distance : tuple of float
+        Uniform range of the close neighbour's distance, pixels.
+    random_neighbours : float
+        Mean number of further sources at random positions per ``stamp_size`` squared area
+        (Poisson); larger canvases get proportionally more.
+    neighbour_margin : float
+        Random neighbours are placed up to this many pixels outside the canvas, so that
+        light from outside enters the stamp.
+    star_fraction : float
+        Fraction of neighbours that are stars.
+    star_mag_range : tuple of float
+        i-band magnitude range of the stars.
+    shot_noise : bool
+        Add photon shot noise (Poisson) to the sources.
+    catalogue_errors : CatalogueErrors
+        Errors of the profile-channel parameters (default none).
+    population : PopulationConfig
+        Galaxy population settings.
+    chunk_size : int
+        Stamps rendered per renderer call.
+    """
+
+    stamp_size: int = 60
+    pixel_scale: float = 0.263
+    psf_fwhm_range: tuple[float, float] = (0.6, 1.3)
+    psf_beta_range: tuple[float, float] = (2.5, 5.0)
+    bands: tuple[str, ...] | None = None
+    camera_state_prob: float = 0.5
+    ccd_size: tuple[int, int] = (4096, 2048)
+    close_neighbour_fraction: float = 0.2
+    close_neighbour_distance: tuple[float, float] = (4.0, 15.0)
+    random_neighbours: float = 0.4
+    neighbour_margin: float = 6.0
+    star_fraction: float = 0.1
+    star_mag_range: tuple[float, float] = (17.0, 23.0)
+    shot_noise: bool = True
+    catalogue_errors: CatalogueErrors = field(default_factory=CatalogueErrors)
+    population: PopulationConfig = field(default_factory=PopulationConfig)
+    chunk_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.stamp_size < 8 or self.stamp_size % 2:
+            raise ValueError(f"stamp_size must be an even number >= 8, got {self.stamp_size}")
+        if not self.pixel_scale > 0:
+            raise ValueError(f"pixel_scale must be positive, got {self.pixel_scale}")
+        for name in ("psf_fwhm_range", "psf_beta_range", "close_neighbour_distance"):
+            lo, hi = getattr(self, name)
+            if not (0 < lo <= hi and np.isfinite(hi)):
+                raise ValueError(f"{name} must be a positive increasing range, got {(lo, hi)}")
+        if self.psf_beta_range[0] <= 1.0:
+            raise ValueError("Moffat beta must exceed 1")
+        for name in ("camera_state_prob", "close_neighbour_fraction", "star_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.random_neighbours < 0 or self.neighbour_margin < 0:
+            raise ValueError("random_neighbours and neighbour_margin must be >= 0")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.bands is not None:
+            for b in self.bands:
+                if get_band(b).name not in PAUS_BANDS:
+                    raise ValueError(f"simulations draw PAUS narrow bands only, not {b!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dictionary (inverse of :meth:`from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimulationConfig:
+        """Build a configuration from :meth:`to_dict` output."""
+        data = dict(data)
+        if "catalogue_errors" in data and isinstance(data["catalogue_errors"], dict):
+            data["catalogue_errors"] = CatalogueErrors(**data["catalogue_errors"])
+        if "population" in data and isinstance(data["population"], dict):
+            pop = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in data["population"].items()
+            }
+            data["population"] = PopulationConfig(**pop)
+        for k, v in list(data.items()):
+            if isinstance(v, list):
+                data[k] = tuple(v)
+        return cls(**data)
+
+
+@dataclass
+class SimulationExtras:
+    """Everything the simulator knows about a batch, for classical methods and diagnostics.
+
+    Images are context cutouts of ``C x C`` pixels centred like the stamps (the 60 x 60
+    stamp is the central part, rows and columns ``(C - S) / 2 ..``). All arrays are NumPy,
+    leading dimension N.
+
+    Attributes
+    ----------
+    pixels : float32 [N, C, C]
+        Image in electrons, including the sky.
+    valid : bool [N, C, C]
+        True for usable pixels (finite).
+    sky_model : float32 [N, C, C]
+        Noiseless background (sky + scattered light), electrons.
+    sky_sigma : float32 [N]
+        Background noise standard deviation, electrons.
+    artefacts : int64 [N]
+        Bit mask of injected background artefacts (:mod:`lumos.sky`).
+    profile_true : float32 [N, C, C]
+        Unit-flux PSF-convolved profile from the true parameters.
+    profile_catalogue : float32 [N, C, C]
+        Unit-flux profile from the catalogue parameters (the stamps' profile channel).
+    galaxy : float32 [N, C, C]
+        Noiseless image of the central galaxy, electrons (``true_flux * profile_true``).
+    neighbours : float32 [N, C, C]
+        Noiseless image of all neighbours, electrons.
+    true_flux : float64 [N]
+        Total flux of the central galaxy, electrons.
+    close_neighbour : bool [N]
+        A neighbour lies within ``close_neighbour_distance[1]`` pixels of the galaxy.
+    n_neighbours : int64 [N]
+        Neighbours whose centres fall inside the stamp.
+    psf_fwhm, psf_beta : float64 [N]
+        True Moffat PSF parameters (arcsec, -).
+    psf_fwhm_catalogue : float64 [N]
+        PSF FWHM used for the profile channel, arcsec.
+    r50, n, q, pa, i_mag, z : float64 [N]
+        True galaxy parameters (arcsec, -, -, degrees, mag, -).
+    r50_catalogue, n_catalogue, q_catalogue, pa_catalogue, i_mag_catalogue : float64 [N]
+        Catalogue parameters given to the profile channel and the ``i_mag`` field.
+    band : int64 [N]
+        PAUS band number 0..39.
+    camera_state : int64 [N]
+        0 before, 1 after the camera intervention.
+    exposure_time : float64 [N]
+        Seconds.
+    """
+
+    pixels: np.ndarray
+    valid: np.ndarray
+    sky_model: np.ndarray
+    sky_sigma: np.ndarray
+    artefacts: np.ndarray
+    profile_true: np.ndarray
+    profile_catalogue: np.ndarray
+    galaxy: np.ndarray
+    neighbours: np.ndarray
+    true_flux: np.ndarray
+    close_neighbour: np.ndarray
+    n_neighbours: np.ndarray
+    psf_fwhm: np.ndarray
+    psf_beta: np.ndarray
+    psf_fwhm_catalogue: np.ndarray
+    r50: np.ndarray
+    n: np.ndarray
+    q: np.ndarray
+    pa: np.ndarray
+    i_mag: np.ndarray
+    z: np.ndarray
+    r50_catalogue: np.ndarray
+    n_catalogue: np.ndarray
+    q_catalogue: np.ndarray
+    pa_catalogue: np.ndarray
+    i_mag_catalogue: np.ndarray
+    band: np.ndarray
+    camera_state: np.ndarray
+    exposure_time: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.true_flux.shape[0])
+
+    @property
+    def context_size(self) -> int:
+        """Side C of the context cutouts, pixels."""
+        return int(self.pixels.shape[-1])
+
+    def __getitem__(self, index) -> SimulationExtras:
+        """Select rows with a slice, an integer array or a boolean mask."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return SimulationExtras(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: list[SimulationExtras]) -> SimulationExtras:
+        """Concatenate along the first axis."""
+        if not parts:
+            raise ValueError("cannot concatenate an empty list of extras")
+        names = [f.name for f in fields(SimulationExtras)]
+        return SimulationExtras(
+            **{name: np.concatenate([getattr(p, name) for p in parts]) for name in names}
+        )
+
+
+# --- default components -------------------------------------------------------------------
+
+
+def _default_renderer_factory(size: int, pixel_scale: float):
+    from .profiles import SersicRenderer  # noqa: PLC0415 - resolved at first use
+
+    return SersicRenderer(size=size, pixel_scale=pixel_scale)
+
+
+def _default_psf_factory(fwhm: torch.Tensor, beta: torch.Tensor):
+    from .psf import MoffatPSF  # noqa: PLC0415
+
+    return MoffatPSF(fwhm, beta)
+
+
+def _valid_profiles(r50: np.ndarray, n: np.ndarray, q: np.ndarray) -> np.ndarray:
+    try:
+        from .profiles import valid_profile_parameters  # noqa: PLC0415
+    except ImportError:  # renderer not available: the population's own ranges
+        return (
+            np.isfinite(r50)
+            & np.isfinite(n)
+            & np.isfinite(q)
+            & (r50 > 0)
+            & (n >= 0.3)
+            & (n <= 6.2)
+            & (q > 0)
+            & (q <= 1)
+        )
+    out = valid_profile_parameters(torch.as_tensor(r50), torch.as_tensor(n), torch.as_tensor(q))
+    return np.asarray(out.cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=bool)
+
+
+def default_background():
+    """The default background source: the synthetic PAUCam-like sky of :mod:`lumos.sky`.
+
+    Falls back to :class:`FlatSky` when that module is not available.
+    """
+    try:
+        from .backgrounds import SyntheticSky  # noqa: PLC0415
+    except ImportError:
+        try:
+            from .sky import SyntheticSky  # noqa: PLC0415
+        except ImportError:
+            return FlatSky()
+    return SyntheticSky()
+
+
+@dataclass
+class _FlatSample:
+    pixels: np.ndarray
+    sky_model: np.ndarray
+    sky_sigma: np.ndarray
+    artefacts: np.ndarray
+
+
+class FlatSky:
+    """A flat sky with Gaussian noise: the simplest :class:`BackgroundSource`.
+
+    Sky level ``sky_rate * exposure_time`` electrons per pixel and noise
+    ``sqrt(sky + read_noise**2)`` (Gaussian approximation of Poisson sky noise).
+
+    Parameters
+    ----------
+    sky_rate : float
+        Sky electrons per pixel per second (default 1.9: ~170 e- in 90 s).
+    read_noise : float
+        Read noise, electrons.
+    """
+
+    def __init__(self, sky_rate: float = 1.9, read_noise: float = 5.0) -> None:
+        if sky_rate < 0 or read_noise < 0:
+            raise ValueError("sky_rate and read_noise must be >= 0")
+        self.sky_rate = float(sky_rate)
+        self.read_noise = float(read_noise)
+
+    def sample(self, n, size, band_idx, ccd_xy, exposure_time, rng):
+        """Draw ``n`` flat background stamps (see :class:`BackgroundSource`)."""
+        level = (self.sky_rate * np.broadcast_to(np.asarray(exposure_time, float), (n,))).astype(
+            np.float32
+        )
+        sigma = np.sqrt(level + self.read_noise**2).astype(np.float32)
+        noise = rng.standard_normal((n, size, size), dtype=np.float32)
+        sky = np.broadcast_to(level[:, None, None], (n, size, size))
+        return _FlatSample(
+            pixels=sky + sigma[:, None, None] * noise,
+            sky_model=np.ascontiguousarray(sky),
+            sky_sigma=sigma,
+            artefacts=np.zeros(n, dtype=np.int64),
+        )
+
+
+# --- the simulator ------------------------------------------------------------------------
+
+
+class Simulator:
+    """Generator of simulated :class:`StampBatch` with truth.
+
+    Parameters
+    ----------
+    config : SimulationConfig, optional
+        Settings (default :class:`SimulationConfig()`).
+    seed : int
+        Seed; the same seed gives identical batches.
+    background : BackgroundSource, optional
+        Source of background stamps (default :func:`default_background`).
+    renderer_factory : callable, optional
+        ``renderer_factory(size, pixel_scale)`` returning an object with the
+        :meth:`lumos.profiles.SersicRenderer.render` signature (default SersicRenderer).
+    psf_factory : callable, optional
+        ``psf_factory(fwhm, beta)`` building the PSF passed to the renderer (default
+        :class:`lumos.psf.MoffatPSF`).
+
+    Examples
+    --------
+    >>> sim = Simulator(SimulationConfig(), seed=1)
+    >>> batch = sim.sample(256)               # doctest: +SKIP
+    >>> for batch in sim.stream(128): ...     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: SimulationConfig | None = None,
+        seed: int = 0,
+        background=None,
+        renderer_factory: Callable | None = None,
+        psf_factory: Callable | None = None,
+    ) -> None:
+        self.config = config or SimulationConfig()
+        self.seed = int(seed)
+        self.background = background if background is not None else default_background()
+        self._renderer_factory = renderer_factory or _default_renderer_factory
+        self._psf_factory = psf_factory or _default_psf_factory
+        self._renderers: dict[int, Any] = {}
+        self.rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
+        names = self.config.bands or tuple(PAUS_BANDS)
+        self._band_numbers = np.array([get_band(b).number for b in names], dtype=np.int64)
+        self._exptime = np.array([b.exposure_time for b in PAUS_BANDS.values()])
+
+    # -- public API --
+
+    def sample(self, n: int) -> StampBatch:
+        """Simulate ``n`` stamps (advances the simulator's random state).
+
+        Parameters
+        ----------
+        n : int
+            Number of stamps (>= 1).
+
+        Returns
+        -------
+        StampBatch
+            With ``truth`` the true total flux in electrons.
+        """
+        n = self._check_n(n)
+        size = self.config.stamp_size
+        parts = [self._simulate(m, size, self.rng)[0] for m in self._chunks(n)]
+        return parts[0] if len(parts) == 1 else StampBatch.concat(parts)
+
+    def sample_with_context(
+        self, n: int, context_size: int = 100
+    ) -> tuple[StampBatch, SimulationExtras]:
+        """Simulate ``n`` stamps together with larger context cutouts and all truth.
+
+        Parameters
+        ----------
+        n : int
+            Number of stamps.
+        context_size : int
+            Side of the context cutouts in pixels (>= stamp size, same parity); 100 leaves
+            room for a 30-45 pixel background annulus.
+
+        Returns
+        -------
+        batch : StampBatch
+            The central ``stamp_size`` cut of each context image.
+        extras : SimulationExtras
+        """
+        n = self._check_n(n)
+        size = int(context_size)
+        s = self.config.stamp_size
+        if size < s or (size - s) % 2:
+            raise ValueError(
+                f"context_size must be >= the stamp size {s} and differ from it by an even "
+                f"number of pixels, got {context_size}"
+            )
+        out = [self._simulate(m, size, self.rng, with_extras=True) for m in self._chunks(n)]
+        if len(out) == 1:
+            return out[0]
+        return (
+            StampBatch.concat([b for b, _ in out]),
+            SimulationExtras.concat([e for _, e in out]),
+        )
+
+    def stream(self, batch_size: int) -> Iterator[StampBatch]:
+        """An infinite iterator of fresh batches, reproducible for the simulator's seed.
+
+        Batch ``k`` depends only on the seed and ``k`` (not on other calls).
+
+        Parameters
+        ----------
+        batch_size : int
+            Stamps per batch.
+        """
+        batch_size = self._check_n(batch_size)
+        k = 0
+        while True:
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, k)))
+            parts = [
+                self._simulate(m, self.config.stamp_size, rng)[0] for m in self._chunks(batch_size)
+            ]
+            yield parts[0] if len(parts) == 1 else StampBatch.concat(parts)
+            k += 1
+
+    # -- internals --
+
+    @staticmethod
+    def _check_n(n: int) -> int:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"number of stamps must be a positive integer, got {n!r}")
+        return int(n)
+
+    def _chunks(self, n: int) -> list[int]:
+        c = self.config.chunk_size
+        return [min(c, n - i) for i in range(0, n, c)]
+
+    def _renderer(self, size: int):
+        if size not in self._renderers:
+            self._renderers[size] = self._renderer_factory(size, self.config.pixel_scale)
+        return self._renderers[size]
+
+    def _simulate(
+        self, m: int, size: int, rng: np.random.Generator, with_extras: bool = False
+    ) -> tuple[StampBatch, SimulationExtras | None]:
+        cfg = self.config
+        err = cfg.catalogue_errors
+        s = cfg.stamp_size
+
+        # the central galaxies and their observations
+        gal = sample_population(m, rng, config=cfg.population)
+        band = self._band_numbers[rng.integers(0, self._band_numbers.size, m)]
+        state = (rng.random(m) < cfg.camera_state_prob).astype(np.int64)
+        band_idx = band + N_PAUS_BANDS * state
+        exptime = self._exptime[band]
+        ccd_xy = rng.random((m, 2)) * np.asarray(cfg.ccd_size, dtype=float)
+        fwhm = rng.uniform(*cfg.psf_fwhm_range, m)
+        beta = rng.uniform(*cfg.psf_beta_range, m)
+        offset = rng.random((m, 2)) - 0.5
+        rows = np.arange(m)
+        truth = gal.flux_e_per_s[rows, band] * exptime
+
+        # neighbours: a close one for some stamps, random ones everywhere
+        close = rng.random(m) < cfg.close_neighbour_fraction
+        n_close = int(close.sum())
+        dist = rng.uniform(*cfg.close_neighbour_distance, n_close)
+        angle = rng.uniform(0.0, 2.0 * np.pi, n_close)
+        close_pos = offset[close] + np.column_stack([dist * np.cos(angle), dist * np.sin(angle)])
+        half = size / 2.0 + cfg.neighbour_margin
+        mean_random = cfg.random_neighbours * (2.0 * half / s) ** 2
+        n_random = rng.poisson(mean_random, m)
+        random_host = np.repeat(rows, n_random)
+        random_pos = rng.uniform(-half, half, (random_host.size, 2))
+        host = np.concatenate([rows[close], random_host])
+        nb_pos = np.concatenate([close_pos, random_pos])  # relative to the canvas centre
+        k = host.size
+        is_star = rng.random(k) < cfg.star_fraction
+        n_star = int(is_star.sum())
+        nb_gal = sample_population(k - n_star, rng, config=cfg.population)
+        stars = sample_stars(n_star, rng, mag_range=cfg.star_mag_range)
+        nb_r50 = np.full(k, _STAR_R50)
+        nb_n = np.full(k, _STAR_N)
+        nb_q = np.ones(k)
+        nb_pa = np.zeros(k)
+        nb_rate = np.empty(k)
+        g = ~is_star
+        nb_r50[g], nb_n[g], nb_q[g], nb_pa[g] = nb_gal.r50, nb_gal.n, nb_gal.q, nb_gal.pa
+        nb_rate[g] = nb_gal.flux_e_per_s[np.arange(k - n_star), band[host[g]]]
+        nb_rate[is_star] = stars.flux_e_per_s[np.arange(n_star), band[host[is_star]]]
+        nb_flux = nb_rate * exptime[host]
+
+        # the catalogue
+        cat = self._catalogue(gal, fwhm, rng)
+
+        # one renderer call for everything
+        r50 = [gal.r50, nb_r50]
+        sersic = [gal.n, nb_n]
+        q = [gal.q, nb_q]
+        pa = [gal.pa, nb_pa]
+        pos = [offset, nb_pos]
+        flux = [np.ones(m), nb_flux]
+        psf_f = [fwhm, fwhm[host]]
+        psf_b = [beta, beta[host]]
+        if err.enabled:
+            r50.append(cat["r50"])
+            sersic.append(cat["n"])
+            q.append(cat["q"])
+            pa.append(cat["pa"])
+            pos.append(offset)
+            flux.append(np.ones(m))
+            psf_f.append(cat["psf_fwhm"])
+            psf_b.append(beta)
+        images = self._render(
+            size,
+            *(np.concatenate(a) for a in (r50, sersic, q, pa)),
+            np.concatenate(pos),
+            np.concatenate(flux),
+            np.concatenate(psf_f),
+            np.concatenate(psf_b),
+        )
+        profile_true = images[:m]
+        neighbours = torch.zeros((m, size, size), dtype=torch.float32)
+        if k:
+            neighbours.index_add_(0, torch.from_numpy(host), images[m : m + k])
+        profile_cat = images[m + k :] if err.enabled else profile_true
+
+        # noise and background
+        galaxy = profile_true * torch.from_numpy(truth.astype(np.float32))[:, None, None]
+        expected = (galaxy + neighbours).clamp_min_(0.0).numpy()
+        sources = rng.poisson(expected).astype(np.float32) if cfg.shot_noise else expected
+        bg = self.background.sample(m, size, band_idx, ccd_xy, exptime, rng)
+        pixels = np.asarray(bg.pixels, dtype=np.float32) + sources
+
+        flags = np.zeros(m, dtype=np.int64)
+        flags[~_valid_profiles(cat["r50"], cat["n"], cat["q"])] |= int(Flag.BAD_PROFILE)
+        lo = (size - s) // 2
+        crop = (slice(None), slice(lo, lo + s), slice(lo, lo + s))
+        batch = StampBatch(
+            pixels=torch.from_numpy(np.ascontiguousarray(pixels[crop])),
+            profile=profile_cat[crop].contiguous().float(),
+            i_mag=torch.from_numpy(cat["i_mag"].astype(np.float32)),
+            ccd_xy=torch.from_numpy(ccd_xy.astype(np.float32)),
+            band_idx=torch.from_numpy(band_idx),
+            flags=torch.from_numpy(flags),
+            offset=torch.from_numpy(offset.astype(np.float32)),
+            truth=torch.from_numpy(truth.astype(np.float32)),
+        )
+        if not with_extras:
+            return batch, None
+
+        dxy = nb_pos - offset[host]
+        near = np.hypot(dxy[:, 0], dxy[:, 1]) <= cfg.close_neighbour_distance[1]
+        inside = np.all(np.abs(nb_pos) < s / 2.0, axis=1)
+        extras = SimulationExtras(
+            pixels=pixels,
+            valid=np.isfinite(pixels),
+            sky_model=np.asarray(bg.sky_model, dtype=np.float32),
+            sky_sigma=np.asarray(bg.sky_sigma, dtype=np.float32),
+            artefacts=np.asarray(bg.artefacts, dtype=np.int64),
+            profile_true=profile_true.numpy().astype(np.float32, copy=True),
+            profile_catalogue=profile_cat.numpy().astype(np.float32, copy=True),
+            galaxy=galaxy.numpy(),
+            neighbours=neighbours.numpy(),
+            true_flux=truth,
+            close_neighbour=np.bincount(host[near], minlength=m) > 0,
+            n_neighbours=np.bincount(host[inside], minlength=m).astype(np.int64),
+            psf_fwhm=fwhm,
+            psf_beta=beta,
+            psf_fwhm_catalogue=cat["psf_fwhm"],
+            r50=gal.r50,
+            n=gal.n,
+            q=gal.q,
+            pa=gal.pa,
+            i_mag=gal.i_mag,
+            z=gal.z,
+            r50_catalogue=cat["r50"],
+            n_catalogue=cat["n"],
+            q_catalogue=cat["q"],
+            pa_catalogue=cat["pa"],
+            i_mag_catalogue=cat["i_mag"],
+            band=band,
+            camera_state=state,
+            exposure_time=exptime,
+        )
+        return batch, extras
+
+    def _catalogue(self, gal, fwhm: np.ndarray, rng: np.random.Generator) -> dict:
+        """Catalogue parameters: the truth, or the truth with errors."""
+        err = self.config.catalogue_errors
+        if not err.enabled:
+            return {
+                "r50": gal.r50,
+                "n": gal.n,
+                "q": gal.q,
+                "pa": gal.pa,
+                "i_mag": gal.i_mag,
+                "psf_fwhm": fwhm,
+            }
+        m = len(gal)
+        e = rng.standard_normal((6, m))
+        return {
+            "r50": np.clip(gal.r50 * np.exp(err.r50_frac * e[0]), 0.05, 5.0),
+            "n": np.clip(gal.n * np.exp(err.n_frac * e[1]), 0.3, 6.2),
+            "q": np.clip(gal.q + err.q_sigma * e[2], 0.05, 1.0),
+            "pa": np.mod(gal.pa + err.pa_sigma * e[3], 180.0),
+            "i_mag": gal.i_mag + err.i_mag_sigma * e[4],
+            "psf_fwhm": fwhm * np.exp(err.psf_fwhm_frac * e[5]),
+        }
+
+    def _render(self, size, r50, n, q, pa, offset, flux, fwhm, beta) -> torch.Tensor:
+        """Render all objects in one call; returns float32 [M, size, size]."""
+        def t(a):
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
+
+        psf = self._psf_factory(t(fwhm), t(beta))
+        images = self._renderer(size).render(
+            t(r50), t(n), t(q), t(pa), psf, offset=t(offset), flux=t(flux)
+        )
+        return images.to(torch.float32)
+
+
+# --- HDF5 I/O -------------------------------------------------------------------------------
+
+
+def _h5py():
+    try:
+        import h5py  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - h5py is a dependency
+        raise ImportError("HDF5 I/O needs h5py (pip install h5py)") from exc
+    return h5py
+
+
+def _batch_arrays(batch: StampBatch) -> dict[str, np.ndarray]:
+    out = {}
+    for name in _STAMP_FIELDS:
+        value = getattr(batch, name)
+        if value is not None:
+            out[name] = value.detach().cpu().numpy()
+    return out
+
+
+def _extras_arrays(extras: SimulationExtras) -> dict[str, np.ndarray]:
+    return {f.name: np.asarray(getattr(extras, f.name)) for f in fields(extras)}
+
+
+def _set_attrs(h5, attrs: dict | None) -> None:
+    h5.attrs["format"] = HDF5_FORMAT
+    h5.attrs["format_version"] = HDF5_VERSION
+    h5.attrs["lumos_version"] = __version__
+    h5.attrs["pixel_units"] = "electron"
+    for key, value in (attrs or {}).items():
+        if isinstance(value, (dict, list, tuple)):
+            value = json.dumps(value)
+        elif value is None:
+            value = "null"
+        h5.attrs[key] = value
+
+
+def write_hdf5(
+    path: str | Path,
+    batch: StampBatch,
+    extras: SimulationExtras | None = None,
+    attrs: dict | None = None,
+    compression: str | None = None,
+) -> Path:
+    """Write a batch (and optionally its extras) to an HDF5 file.
+
+    Layout: one dataset per :class:`StampBatch` field at the root (``truth`` only when
+    present), the extras under the group ``extras``; root attributes ``format``
+    (``"lumos-stamps"``), ``format_version``, ``lumos_version``, ``pixel_units`` and
+    ``attrs`` (dicts and lists stored as JSON strings).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (overwritten).
+    batch : StampBatch
+        Stamps.
+    extras : SimulationExtras, optional
+        Context and truth, same length as ``batch``.
+    attrs : dict, optional
+        Extra metadata (seed, configuration, ...).
+    compression : {None, "gzip", "lzf"}
+        Dataset compression (default none: simulated noise does not compress well).
+
+    Returns
+    -------
+    Path
+    """
+    h5py = _h5py()
+    path = Path(path)
+    if extras is not None and len(extras) != len(batch):
+        raise ValueError(f"extras has {len(extras)} rows, batch has {len(batch)}")
+    with h5py.File(path, "w") as h5:
+        _set_attrs(h5, attrs)
+        for name, arr in _batch_arrays(batch).items():
+            h5.create_dataset(name, data=arr, compression=compression)
+        if extras is not None:
+            group = h5.create_group("extras")
+            for name, arr in _extras_arrays(extras).items():
+                group.create_dataset(name, data=arr, compression=compression)
+    return path
+
+
+def _check_file(h5, path) -> None:
+    if h5.attrs.get("format") != HDF5_FORMAT:
+        raise ValueError(f"{path} is not a lumos stamp file (format attribute missing)")
+    version = int(h5.attrs.get("format_version", 0))
+    if version > HDF5_VERSION:
+        raise ValueError(
+            f"{path} has stamp-file format version {version}; this lumos reads up to "
+            f"{HDF5_VERSION}"
+        )
+
+
+def read_hdf5(path: str | Path, start: int = 0, stop: int | None = None) -> StampBatch:
+    """Read a :class:`StampBatch` written by :func:`write_hdf5` or :func:`simulate_to_file`.
+
+    Parameters
+    ----------
+    path : str or Path
+        HDF5 file.
+    start, stop : int
+        Row range to read (default all).
+
+    Returns
+    -------
+    StampBatch
+    """
+    h5py = _h5py()
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"stamp file not found: {path}")
+    with h5py.File(path, "r") as h5:
+        _check_file(h5, path)
+        missing = [n for n in _STAMP_FIELDS[:-1] if n not in h5]
+        if missing:
+            raise ValueError(f"{path} lacks datasets: {', '.join(missing)}")
+        data = {
+            name: (torch.from_numpy(h5[name][start:stop]) if name in h5 else None)
+            for name in _STAMP_FIELDS
+        }
+    return StampBatch(**data)
+
+
+def read_extras(path: str | Path, start: int = 0, stop: int | None = None) -> SimulationExtras:
+    """Read the :class:`SimulationExtras` of a stamp file (ValueError if it has none)."""
+    h5py = _h5py()
+    path = Path(path)
+    with h5py.File(path, "r") as h5:
+        _check_file(h5, path)
+        if "extras" not in h5:
+            raise ValueError(f"{path} holds no simulation extras (written without context)")
+        group = h5["extras"]
+        return SimulationExtras(
+            **{f.name: group[f.name][start:stop] for f in fields(SimulationExtras)}
+        )
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """Root attributes of a stamp file (JSON strings decoded where possible)."""
+    h5py = _h5py()
+    out = {}
+    with h5py.File(Path(path), "r") as h5:
+        for key, value in h5.attrs.items():
+            if isinstance(value, bytes):
+                value = value.decode()
+            if isinstance(value, str) and value[:1] in "[{":
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[key] = value
+    return out
+
+
+def simulate_to_file(
+    n: int,
+    out: str | Path,
+    seed: int = 0,
+    config: SimulationConfig | None = None,
+    context_size: int | None = None,
+    chunk_size: int = 4096,
+    compression: str | None = None,
+    progress: bool = True,
+    background=None,
+) -> Path:
+    """Simulate ``n`` stamps into an HDF5 file, chunk by chunk (bounded memory).
+
+    This is what ``lumos simulate --n N --out FILE.h5 --seed S`` runs. The file is readable
+    with :func:`read_hdf5` (and :func:`read_extras` when ``context_size`` is given); its
+    attributes record the seed and the configuration.
+
+    Parameters
+    ----------
+    n : int
+        Number of stamps.
+    out : str or Path
+        Output HDF5 file (overwritten).
+    seed : int
+        Random seed.
+    config : SimulationConfig, optional
+        Simulator settings.
+    context_size : int, optional
+        Also store :class:`SimulationExtras` with context cutouts of this size.
+    chunk_size : int
+        Stamps simulated and written at a time.
+    compression : {None, "gzip", "lzf"}
+        Dataset compression.
+    progress : bool
+        Show a tqdm progress bar.
+    background : BackgroundSource, optional
+        Background source (default :func:`default_background`).
+
+    Returns
+    -------
+    Path
+        The output file.
+    """
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    h5py = _h5py()
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"--n must be a positive integer, got {n!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    out = Path(out)
+    if not out.parent.exists():
+        raise ValueError(f"output directory does not exist: {out.parent}")
+    cfg = config or SimulationConfig()
+    sim = Simulator(cfg, seed=seed, background=background)
+    attrs = {"seed": int(seed), "n": int(n), "config": cfg.to_dict()}
+    if context_size is not None:
+        attrs["context_size"] = int(context_size)
+    done = 0
+    with h5py.File(out, "w") as h5, tqdm(
+        total=int(n), unit="stamp", desc="simulate", disable=not progress
+    ) as bar:
+        _set_attrs(h5, attrs)
+        datasets: dict[str, Any] = {}
+        while done < n:
+            m = min(chunk_size, n - done)
+            if context_size is None:
+                batch, extras = sim.sample(m), None
+            else:
+                batch, extras = sim.sample_with_context(m, context_size)
+            arrays = {("", k): v for k, v in _batch_arrays(batch).items()}
+            if extras is not None:
+                arrays.update({("extras", k): v for k, v in _extras_arrays(extras).items()})
+            for (group, name), arr in arrays.items():
+                key = f"{group}/{name}" if group else name
+                if key not in datasets:
+                    datasets[key] = h5.create_dataset(
+                        key,
+                        shape=(n,) + arr.shape[1:],
+                        dtype=arr.dtype,
+                        chunks=(min(256, n),) + arr.shape[1:],
+                        compression=compression,
+                    )
+                datasets[key][done : done + m] = arr
+            done += m
+            bar.update(m)
+    return out

@@ -1,0 +1,224 @@
+"""Tests of the TEAHUPOO simulator (lumos.simulate)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from lumos import simulate as sim_mod
+from lumos.bands import get_band
+from lumos.simulate import (
+    CatalogueErrors,
+    FlatSky,
+    SimulationConfig,
+    Simulator,
+    read_attrs,
+    read_extras,
+    read_hdf5,
+    simulate_to_file,
+    write_hdf5,
+)
+from lumos.stamps import StampBatch
+
+HAVE_RENDERER = importlib.util.find_spec("lumos.profiles") is not None
+
+
+class _GalSimPSF:
+    def __init__(self, fwhm, beta):
+        self.fwhm, self.beta = fwhm, beta
+
+
+class _GalSimRenderer:
+    """Stand-in with the SersicRenderer API, used only while lumos.profiles is absent."""
+
+    def __init__(self, size=60, pixel_scale=0.263):
+        self.size, self.scale = size, pixel_scale
+
+    def render(self, r50, n, q, pa, psf, offset=None, flux=None):
+        import galsim
+
+        out = np.zeros((len(r50), self.size, self.size))
+        for i in range(len(r50)):
+            gal = galsim.Sersic(float(n[i]), half_light_radius=float(r50[i]), flux=float(flux[i]))
+            gal = gal.shear(q=float(q[i]), beta=float(pa[i]) * galsim.degrees)
+            moffat = galsim.Moffat(beta=float(psf.beta[i]), fwhm=float(psf.fwhm[i]))
+            image = galsim.Convolve(gal, moffat).drawImage(
+                nx=self.size,
+                ny=self.size,
+                scale=self.scale,
+                offset=(float(offset[i, 0]), float(offset[i, 1])),
+            )
+            out[i] = image.array
+        return torch.from_numpy(out)
+
+
+@pytest.fixture(autouse=True)
+def renderer(monkeypatch):
+    """Use lumos.profiles when present, else the GalSim stand-in."""
+    if not HAVE_RENDERER:
+        pytest.importorskip("galsim")
+        monkeypatch.setattr(sim_mod, "_default_renderer_factory", _GalSimRenderer)
+        monkeypatch.setattr(sim_mod, "_default_psf_factory", _GalSimPSF)
+
+
+def _config(**kw) -> SimulationConfig:
+    kw.setdefault("chunk_size", 8)
+    return SimulationConfig(**kw)
+
+
+def _sim(seed=1, **kw) -> Simulator:
+    return Simulator(_config(**kw), seed=seed, background=FlatSky())
+
+
+def test_batch_fields_shapes_and_dtypes():
+    batch = _sim().sample(12)
+    assert isinstance(batch, StampBatch) and len(batch) == 12
+    assert batch.pixels.shape == (12, 60, 60) and batch.pixels.dtype == torch.float32
+    assert batch.profile.shape == (12, 60, 60) and batch.profile.dtype == torch.float32
+    assert batch.i_mag.dtype == torch.float32 and batch.i_mag.shape == (12,)
+    assert batch.ccd_xy.shape == (12, 2) and batch.ccd_xy.dtype == torch.float32
+    assert batch.band_idx.dtype == torch.int64 and batch.flags.dtype == torch.int64
+    assert batch.offset.shape == (12, 2) and batch.truth.dtype == torch.float32
+    assert 0 <= int(batch.band_idx.min()) and int(batch.band_idx.max()) < 80
+    assert float(batch.offset.min()) >= -0.5 and float(batch.offset.max()) < 0.5
+    assert float(batch.ccd_xy[:, 0].max()) < 4096 and float(batch.ccd_xy[:, 1].max()) < 2048
+    assert torch.all(batch.i_mag >= 17) and torch.all(batch.i_mag <= 23)
+    assert torch.all(batch.truth > 0)
+    assert torch.all(torch.isfinite(batch.pixels))
+    # images are not sky-subtracted: the median pixel is the sky level
+    assert float(batch.pixels.median()) > 100.0
+
+
+def test_same_seed_identical_batches_and_streams():
+    a, b, c = _sim(5).sample(10), _sim(5).sample(10), _sim(6).sample(10)
+    for name in ("pixels", "profile", "i_mag", "ccd_xy", "band_idx", "offset", "truth"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.pixels, c.pixels)
+    s1, s2 = _sim(5).stream(4), _sim(5).stream(4)
+    first, second = next(s1), next(s1)
+    assert torch.equal(first.pixels, next(s2).pixels)
+    assert torch.equal(second.truth, next(s2).truth)
+    assert not torch.equal(first.truth, second.truth)
+
+
+def test_truth_within_flux_limits_and_bands_consistent():
+    batch, extras = _sim(2).sample_with_context(16, 80)
+    rate = extras.true_flux / extras.exposure_time
+    assert np.all(rate >= 0) and np.all(rate <= 1000.0)
+    np.testing.assert_allclose(batch.truth.numpy(), extras.true_flux, rtol=1e-6)
+    idx = batch.band_idx.numpy()
+    np.testing.assert_array_equal(idx % 40, extras.band)
+    np.testing.assert_array_equal(idx // 40, extras.camera_state)
+    exptime = [get_band(f"NB{455 + 10 * b}").exposure_time for b in extras.band]
+    np.testing.assert_array_equal(extras.exposure_time, exptime)
+
+
+def test_noiseless_galaxy_carries_the_true_flux():
+    cfg = dict(close_neighbour_fraction=0.0, random_neighbours=0.0)
+    batch, extras = _sim(3, **cfg).sample_with_context(16, 100)
+    small = extras.r50 < 0.6
+    assert small.sum() >= 4
+    total = extras.galaxy.sum(axis=(1, 2))
+    np.testing.assert_allclose(total[small], extras.true_flux[small], rtol=0.02)
+    np.testing.assert_allclose(extras.profile_true.sum(axis=(1, 2))[small], 1.0, rtol=0.02)
+    assert np.all(extras.neighbours == 0)
+    # the stamp is the centre of the context cutout
+    np.testing.assert_array_equal(batch.pixels.numpy(), extras.pixels[:, 20:80, 20:80])
+    np.testing.assert_allclose(batch.profile.numpy(), extras.profile_catalogue[:, 20:80, 20:80])
+
+
+def test_noise_is_sky_plus_shot_noise():
+    batch, e = _sim(4).sample_with_context(16, 60)
+    model = e.sky_model + e.galaxy + e.neighbours
+    resid = (e.pixels - model) / np.sqrt(e.sky_sigma[:, None, None] ** 2 + e.galaxy + e.neighbours)
+    assert abs(float(resid.mean())) < 0.02
+    assert abs(float(resid.std()) - 1.0) < 0.03
+    # shot noise: without it the residual is exactly the background noise
+    _, quiet = _sim(4, shot_noise=False).sample_with_context(16, 60)
+    resid0 = quiet.pixels - quiet.sky_model - quiet.galaxy - quiet.neighbours
+    assert abs(float((resid0 / quiet.sky_sigma[:, None, None]).std()) - 1.0) < 0.03
+
+
+def test_profile_channel_is_the_catalogue_profile():
+    _, exact = _sim(7).sample_with_context(8, 60)
+    np.testing.assert_array_equal(exact.profile_true, exact.profile_catalogue)
+    np.testing.assert_array_equal(exact.r50, exact.r50_catalogue)
+    noisy = _sim(7, catalogue_errors=CatalogueErrors.realistic())
+    batch, e = noisy.sample_with_context(8, 60)
+    assert not np.allclose(e.r50, e.r50_catalogue)
+    assert not np.allclose(e.profile_true, e.profile_catalogue)
+    np.testing.assert_allclose(batch.i_mag.numpy(), e.i_mag_catalogue, rtol=1e-6)
+    np.testing.assert_allclose(batch.profile.numpy(), e.profile_catalogue, rtol=1e-6)
+
+
+def test_close_neighbours_make_blends():
+    _, e = _sim(8, close_neighbour_fraction=1.0, random_neighbours=0.0).sample_with_context(8, 60)
+    assert e.close_neighbour.all()
+    assert np.all(e.n_neighbours >= 1)
+    assert np.all(e.neighbours.sum(axis=(1, 2)) > 0)
+    _, lone = _sim(8, close_neighbour_fraction=0.0, random_neighbours=0.0).sample_with_context(
+        4, 60
+    )
+    assert not lone.close_neighbour.any() and np.all(lone.neighbours == 0)
+
+
+def test_hdf5_round_trip(tmp_path):
+    batch, extras = _sim(9).sample_with_context(6, 70)
+    path = write_hdf5(tmp_path / "s.h5", batch, extras, attrs={"seed": 9, "note": [1, 2]})
+    back = read_hdf5(path)
+    for name in ("pixels", "profile", "i_mag", "ccd_xy", "band_idx", "flags", "offset", "truth"):
+        assert torch.equal(getattr(back, name), getattr(batch, name)), name
+    ex = read_extras(path)
+    np.testing.assert_array_equal(ex.pixels, extras.pixels)
+    np.testing.assert_array_equal(ex.close_neighbour, extras.close_neighbour)
+    attrs = read_attrs(path)
+    assert attrs["seed"] == 9 and attrs["note"] == [1, 2] and attrs["format"] == "lumos-stamps"
+    part = read_hdf5(path, 2, 4)
+    assert torch.equal(part.pixels, batch.pixels[2:4])
+
+
+def test_simulate_to_file_in_chunks(tmp_path):
+    cfg = _config()
+    out = simulate_to_file(
+        10, tmp_path / "f.h5", seed=11, config=cfg, chunk_size=4, progress=False,
+        background=FlatSky(),
+    )
+    batch = read_hdf5(out)
+    assert len(batch) == 10 and batch.truth is not None
+    direct = Simulator(cfg, seed=11, background=FlatSky())
+    first = direct.sample(4)
+    assert torch.equal(batch.pixels[:4], first.pixels)
+    attrs = read_attrs(out)
+    assert SimulationConfig.from_dict(attrs["config"]) == cfg
+    assert attrs["seed"] == 11
+    with pytest.raises(ValueError, match="no simulation extras"):
+        read_extras(out)
+
+
+def test_default_background_runs():
+    batch = Simulator(_config(), seed=0).sample(4)
+    assert batch.pixels.shape == (4, 60, 60) and torch.all(torch.isfinite(batch.pixels))
+
+
+def test_bad_input_raises(tmp_path):
+    with pytest.raises(ValueError, match="positive integer"):
+        _sim().sample(0)
+    with pytest.raises(ValueError, match="context_size"):
+        _sim().sample_with_context(2, 61)
+    with pytest.raises(ValueError, match="stamp_size"):
+        SimulationConfig(stamp_size=61)
+    with pytest.raises(ValueError, match="psf_fwhm_range"):
+        SimulationConfig(psf_fwhm_range=(1.0, 0.5))
+    with pytest.raises(ValueError, match="unknown band"):
+        SimulationConfig(bands=("nope",))
+    with pytest.raises(ValueError, match="catalogue error"):
+        CatalogueErrors(r50_frac=-1)
+    import h5py
+
+    with h5py.File(tmp_path / "x.h5", "w") as h5:
+        h5["a"] = np.zeros(2)
+    with pytest.raises(ValueError, match="not a lumos stamp file"):
+        read_hdf5(tmp_path / "x.h5")
