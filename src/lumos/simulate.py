@@ -150,8 +150,11 @@ class SimulationConfig:
         Fraction of neighbours that are stars.
     star_mag_range : tuple of float
         i-band magnitude range of the stars.
-    shot_noise : bool
-        Add photon shot noise (Poisson) to the sources.
+    shot_noise : {"poisson", "gaussian", "none"}
+        Photon shot noise of the sources (galaxy and neighbours): exact Poisson draws, or
+        the Gaussian approximation ``lambda + sqrt(lambda) * N(0, 1)`` (same mean and
+        variance, several times faster; the sky noise of the backgrounds, which dominates
+        wherever ``lambda`` is small, uses the same approximation), or none.
     catalogue_errors : CatalogueErrors
         Errors of the profile-channel parameters (default none).
     population : PopulationConfig
@@ -173,7 +176,7 @@ class SimulationConfig:
     neighbour_margin: float = 6.0
     star_fraction: float = 0.1
     star_mag_range: tuple[float, float] = (17.0, 23.0)
-    shot_noise: bool = True
+    shot_noise: str = "poisson"
     catalogue_errors: CatalogueErrors = field(default_factory=CatalogueErrors)
     population: PopulationConfig = field(default_factory=PopulationConfig)
     chunk_size: int = 512
@@ -195,6 +198,10 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.random_neighbours < 0 or self.neighbour_margin < 0:
             raise ValueError("random_neighbours and neighbour_margin must be >= 0")
+        if self.shot_noise not in _SHOT_NOISE_MODES:
+            raise ValueError(
+                f"shot_noise must be one of {', '.join(_SHOT_NOISE_MODES)}, got {self.shot_noise!r}"
+            )
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.bands is not None:
@@ -420,6 +427,43 @@ class FlatSky:
         )
 
 
+def _sum_by_host(images: np.ndarray, host: np.ndarray, m: int) -> np.ndarray:
+    """Sum images [K, S, S] into [m, S, S] by host index, in rounds of distinct hosts."""
+    out = np.zeros((m,) + images.shape[1:], dtype=np.float32)
+    if host.size == 0:
+        return out
+    order = np.argsort(host, kind="stable")
+    sorted_host = host[order]
+    rank = np.arange(host.size) - np.searchsorted(sorted_host, sorted_host, side="left")
+    for r in range(int(rank.max()) + 1):
+        sel = order[rank == r]  # at most one image per host in each round
+        out[host[sel]] += images[sel]
+    return out
+
+
+_SHOT_NOISE_MODES = ("poisson", "gaussian", "none")
+_FIELD_DTYPES = {
+    "i_mag": np.float32,
+    "ccd_xy": np.float32,
+    "band_idx": np.int64,
+    "flags": np.int64,
+    "offset": np.float32,
+    "truth": np.float32,
+}
+
+
+def _shot_noise(expected: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """Noisy source counts (electrons, float32) from expected counts ``expected`` (>= 0)."""
+    if mode == "poisson":
+        return rng.poisson(expected).astype(np.float32)
+    if mode == "gaussian":
+        noise = rng.standard_normal(expected.shape, dtype=np.float32)
+        noise *= np.sqrt(expected)
+        noise += expected
+        return noise
+    return expected
+
+
 # --- the simulator ------------------------------------------------------------------------
 
 
@@ -482,10 +526,7 @@ class Simulator:
         StampBatch
             With ``truth`` the true total flux in electrons.
         """
-        n = self._check_n(n)
-        size = self.config.stamp_size
-        parts = [self._simulate(m, size, self.rng)[0] for m in self._chunks(n)]
-        return parts[0] if len(parts) == 1 else StampBatch.concat(parts)
+        return self._batch(self._check_n(n), self.rng)
 
     def sample_with_context(
         self, n: int, context_size: int = 100
@@ -514,7 +555,7 @@ class Simulator:
                 f"context_size must be >= the stamp size {s} and differ from it by an even "
                 f"number of pixels, got {context_size}"
             )
-        out = [self._simulate(m, size, self.rng, with_extras=True) for m in self._chunks(n)]
+        out = [self._simulate(m, size, self.rng, None, True) for m in self._chunks(n)]
         if len(out) == 1:
             return out[0]
         return (
@@ -536,10 +577,7 @@ class Simulator:
         k = 0
         while True:
             rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, k)))
-            parts = [
-                self._simulate(m, self.config.stamp_size, rng)[0] for m in self._chunks(batch_size)
-            ]
-            yield parts[0] if len(parts) == 1 else StampBatch.concat(parts)
+            yield self._batch(batch_size, rng)
             k += 1
 
     # -- internals --
@@ -554,14 +592,44 @@ class Simulator:
         c = self.config.chunk_size
         return [min(c, n - i) for i in range(0, n, c)]
 
+    def _batch(self, n: int, rng: np.random.Generator) -> StampBatch:
+        """Simulate ``n`` stamps chunk by chunk into preallocated arrays."""
+        s = self.config.stamp_size
+        out = {
+            "pixels": np.empty((n, s, s), dtype=np.float32),
+            "profile": np.empty((n, s, s), dtype=np.float32),
+            "i_mag": np.empty(n, dtype=np.float32),
+            "ccd_xy": np.empty((n, 2), dtype=np.float32),
+            "band_idx": np.empty(n, dtype=np.int64),
+            "flags": np.empty(n, dtype=np.int64),
+            "offset": np.empty((n, 2), dtype=np.float32),
+            "truth": np.empty(n, dtype=np.float32),
+        }
+        start = 0
+        for m in self._chunks(n):
+            view = {k: v[start : start + m] for k, v in out.items()}
+            self._simulate(m, s, rng, view)
+            start += m
+        return StampBatch(**{k: torch.from_numpy(v) for k, v in out.items()})
+
     def _renderer(self, size: int):
         if size not in self._renderers:
             self._renderers[size] = self._renderer_factory(size, self.config.pixel_scale)
         return self._renderers[size]
 
     def _simulate(
-        self, m: int, size: int, rng: np.random.Generator, with_extras: bool = False
-    ) -> tuple[StampBatch, SimulationExtras | None]:
+        self,
+        m: int,
+        size: int,
+        rng: np.random.Generator,
+        out: dict[str, np.ndarray] | None = None,
+        with_extras: bool = False,
+    ) -> tuple[StampBatch | None, SimulationExtras | None]:
+        """Simulate ``m`` stamps on a ``size`` canvas.
+
+        With ``out`` (arrays of the StampBatch fields, length ``m``), the stamps are written
+        there and None is returned for the batch; otherwise a new batch is returned.
+        """
         cfg = self.config
         err = cfg.catalogue_errors
         s = cfg.stamp_size
@@ -638,34 +706,45 @@ class Simulator:
             np.concatenate(psf_b),
         )
         profile_true = images[:m]
-        neighbours = torch.zeros((m, size, size), dtype=torch.float32)
-        if k:
-            neighbours.index_add_(0, torch.from_numpy(host), images[m : m + k])
+        neighbours = _sum_by_host(images[m : m + k], host, m)
         profile_cat = images[m + k :] if err.enabled else profile_true
 
         # noise and background
-        galaxy = profile_true * torch.from_numpy(truth.astype(np.float32))[:, None, None]
-        expected = (galaxy + neighbours).clamp_min_(0.0).numpy()
-        sources = rng.poisson(expected).astype(np.float32) if cfg.shot_noise else expected
+        galaxy = profile_true * truth.astype(np.float32)[:, None, None]
+        expected = galaxy + neighbours
+        np.maximum(expected, 0.0, out=expected)
+        sources = _shot_noise(expected, cfg.shot_noise, rng)
         bg = self.background.sample(m, size, band_idx, ccd_xy, exptime, rng)
-        pixels = np.asarray(bg.pixels, dtype=np.float32) + sources
 
         flags = np.zeros(m, dtype=np.int64)
         flags[~_valid_profiles(cat["r50"], cat["n"], cat["q"])] |= int(Flag.BAD_PROFILE)
         lo = (size - s) // 2
         crop = (slice(None), slice(lo, lo + s), slice(lo, lo + s))
-        batch = StampBatch(
-            pixels=torch.from_numpy(np.ascontiguousarray(pixels[crop])),
-            profile=profile_cat[crop].contiguous().float(),
-            i_mag=torch.from_numpy(cat["i_mag"].astype(np.float32)),
-            ccd_xy=torch.from_numpy(ccd_xy.astype(np.float32)),
-            band_idx=torch.from_numpy(band_idx),
-            flags=torch.from_numpy(flags),
-            offset=torch.from_numpy(offset.astype(np.float32)),
-            truth=torch.from_numpy(truth.astype(np.float32)),
-        )
+        fresh = out is None
+        if fresh:
+            out = {
+                "pixels": np.empty((m, s, s), dtype=np.float32),
+                "profile": np.empty((m, s, s), dtype=np.float32),
+            }
+        np.add(np.asarray(bg.pixels, dtype=np.float32)[crop], sources[crop], out=out["pixels"])
+        out["profile"][...] = profile_cat[crop]
+        small = {
+            "i_mag": cat["i_mag"],
+            "ccd_xy": ccd_xy,
+            "band_idx": band_idx,
+            "flags": flags,
+            "offset": offset,
+            "truth": truth,
+        }
+        for name, value in small.items():
+            if fresh:
+                out[name] = np.asarray(value, dtype=_FIELD_DTYPES[name])
+            else:
+                out[name][...] = value
+        batch = StampBatch(**{k: torch.from_numpy(v) for k, v in out.items()}) if fresh else None
         if not with_extras:
             return batch, None
+        pixels = np.asarray(bg.pixels, dtype=np.float32) + sources
 
         dxy = nb_pos - offset[host]
         near = np.hypot(dxy[:, 0], dxy[:, 1]) <= cfg.close_neighbour_distance[1]
@@ -676,10 +755,10 @@ class Simulator:
             sky_model=np.asarray(bg.sky_model, dtype=np.float32),
             sky_sigma=np.asarray(bg.sky_sigma, dtype=np.float32),
             artefacts=np.asarray(bg.artefacts, dtype=np.int64),
-            profile_true=profile_true.numpy().astype(np.float32, copy=True),
-            profile_catalogue=profile_cat.numpy().astype(np.float32, copy=True),
-            galaxy=galaxy.numpy(),
-            neighbours=neighbours.numpy(),
+            profile_true=profile_true.copy(),
+            profile_catalogue=profile_cat.copy() if err.enabled else profile_true.copy(),
+            galaxy=galaxy,
+            neighbours=neighbours,
             true_flux=truth,
             close_neighbour=np.bincount(host[near], minlength=m) > 0,
             n_neighbours=np.bincount(host[inside], minlength=m).astype(np.int64),
@@ -726,7 +805,7 @@ class Simulator:
             "psf_fwhm": fwhm * np.exp(err.psf_fwhm_frac * e[5]),
         }
 
-    def _render(self, size, r50, n, q, pa, offset, flux, fwhm, beta) -> torch.Tensor:
+    def _render(self, size, r50, n, q, pa, offset, flux, fwhm, beta) -> np.ndarray:
         """Render all objects in one call; returns float32 [M, size, size]."""
         def t(a):
             return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
@@ -735,7 +814,7 @@ class Simulator:
         images = self._renderer(size).render(
             t(r50), t(n), t(q), t(pa), psf, offset=t(offset), flux=t(flux)
         )
-        return images.to(torch.float32)
+        return images.detach().to(torch.float32).numpy()
 
 
 # --- HDF5 I/O -------------------------------------------------------------------------------
