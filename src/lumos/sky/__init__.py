@@ -1,0 +1,32 @@
+"""Background sources for simulated stamps (also exported by :mod:`lumos.backgrounds`).
+
+Modules: :mod:`~lumos.sky.base` (sample type, protocol, artefact bits),
+:mod:`~lumos.sky.noise` (robust noise estimate), :mod:`~lumos.sky.synthetic` (PAUCam-like
+synthetic sky), :mod:`~lumos.sky.artefacts` (cosmic rays, defects, saturated stars),
+:mod:`~lumos.sky.real` (cutouts of real images), :mod:`~lumos.sky.composite` (mixtures).
+"""
+
+from lumos.sky.base import (
+    CCD_HEIGHT,
+    CCD_WIDTH,
+    Artefact,
+    BackgroundSample,
+    BackgroundSource,
+)
+from lumos.sky.composite import CompositeBackground
+from lumos.sky.noise import robust_sigma
+from lumos.sky.real import RealImageBackground
+from lumos.sky.synthetic import ScatteredLight, SyntheticSky
+
+__all__ = [
+    "CCD_WIDTH",
+    "CCD_HEIGHT",
+    "Artefact",
+    "BackgroundSample",
+    "BackgroundSource",
+    "SyntheticSky",
+    "ScatteredLight",
+    "RealImageBackground",
+    "CompositeBackground",
+    "robust_sigma",
+]
