@@ -157,7 +157,8 @@ def weighted_photometry(
         Oracle mode: true background (default ``cutouts.true_background``), image units.
     true_flux : numpy.ndarray of shape (N,), optional
         Oracle mode: true flux for the variance (default ``cutouts.truth``; without it the
-        weights use the sky variance only).
+        weights use the sky variance only and the error's source term uses the measured
+        flux).
     true_profile : numpy.ndarray of shape (N, C, C), optional
         Oracle mode: true unit-flux profile (default ``cutouts.profile``).
 
@@ -205,9 +206,17 @@ def weighted_photometry(
             p = np.where(v, np.clip(prof_all[sl].reshape(m, -1), 0.0, None), 0.0)
             b = tb[sl].reshape(m, -1) if bmap else tb[sl, None]
             d = np.where(v, cutouts.pixels[sl].reshape(m, -1) - b, 0.0)
-            f_true = np.zeros(m) if tf is None else np.clip(tf[sl], 0.0, None)
-            V = (f_true[:, None] * p + b) / gain[sl, None] + rn2[sl, None]
-            f, var, _ = _weighted_sum(d, p, V, V)
+            g = gain[sl, None]
+            sky = b / g + rn2[sl, None]
+            if tf is None:
+                f, _, _ = _weighted_sum(d, p, sky, sky)
+                f_var = np.clip(f, 0.0, None)
+                V = sky
+            else:
+                f_var = np.clip(tf[sl], 0.0, None)
+                V = sky + f_var[:, None] * p / g
+            f, _, _ = _weighted_sum(d, p, V, V)
+            _, var, _ = _weighted_sum(d, p, V, sky + f_var[:, None] * p / g)
             flux[sl] = f
             err[sl] = np.sqrt(var)
             npix[sl] = np.count_nonzero(p, axis=1)
