@@ -156,13 +156,20 @@ def test_scattered_light_edges_states_and_bands():
     sky = SyntheticSky()
     xs = np.linspace(0, 4095, 257)
     ys = np.linspace(0, 2047, 129)
+    bands = np.arange(80)
+    maps = sky.pattern.evaluate(bands, np.tile(xs, (80, 1)), np.tile(ys, (80, 1)))
+    # the point-wise API agrees with the grid evaluation
+    np.testing.assert_allclose(
+        sky.scattered_light(7, xs[[0, 100, 256]], ys[[0, 64, 128]]),
+        maps[7, [0, 64, 128], [0, 100, 256]],
+        rtol=1e-5,
+        atol=1e-6,
+    )
     gx, gy = np.meshgrid(xs, ys)
     border = (gx < 100) | (gx > 3995) | (gy < 100) | (gy > 1947)
     centre = (np.abs(gx - 2048) < 800) & (np.abs(gy - 1024) < 400)
-    maps = {}
-    for b in range(80):
-        p = sky.scattered_light(b, gx, gy)
-        maps[b] = p
+    for b in bands:
+        p = maps[b]
         assert p[border].mean() > 1.5 * max(p[centre].mean(), 0.01), b
         assert 0.05 < p.max() < 1.0  # up to tens of per cent of the sky
         assert p.min() > -0.1
@@ -296,10 +303,33 @@ def test_synthetic_bad_input():
 # ---------------------------------------------------------------- RealImageBackground
 @pytest.fixture(scope="module")
 def kids_r():
+    """A 1200 x 1200 region of the KiDS r image (read through the compressed-HDU section)."""
     path = KIDS / "r.fits"
     if not path.is_file():
         pytest.skip("../shared/data/kids is not available")
-    return RealImageBackground([path])  # tile-compressed: the image HDU is found (HDU 1)
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        data = np.array(hdul[1].section[700:1900, 700:1900])
+    return RealImageBackground(data)
+
+
+def test_real_reads_compressed_fits(tmp_path):
+    """A tile-compressed FITS file: the image HDU (1) is found without being named."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(17)
+    data = rng.normal(0.0, 2e-12, (256, 256)).astype(np.float32)
+    path = tmp_path / "compressed.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)]).writeto(path)
+    for hdu in (None, 1):
+        bg = RealImageBackground([path], hdu=hdu)
+        s = bg.sample(5, 40, np.full(5, NB685), np.full((5, 2), 900.0), np.full(5, 90.0), rng)
+        np.testing.assert_allclose(robust_sigma(s.pixels), s.sky_sigma, rtol=0.02)
+    with pytest.raises(ValueError, match="no HDU"):
+        RealImageBackground([path], hdu=5)
+    with pytest.raises(ValueError, match="holds no data"):
+        RealImageBackground([path], hdu=0)
 
 
 def test_real_cutouts_have_requested_noise(kids_r):

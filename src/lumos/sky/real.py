@@ -3,7 +3,8 @@
 A :class:`RealImageBackground` holds one or more real images (any survey; sky-subtracted
 or not, any linear flux unit). Each is prepared once:
 
-* invalid pixels (NaN, infinite or exactly zero: no data) are marked and set to 0;
+* invalid pixels (NaN, infinite, or in a region of exact zeros at least 3 x 3 pixels
+  wide: no data) are marked and set to 0;
 * the image is divided by its global robust noise (:func:`~lumos.sky.noise.robust_sigma`);
 * a **noise map** is measured on a grid of ``mesh`` x ``mesh`` blocks with the same
   estimator (3 x 3 median-filtered, bilinearly interpolated): a fallback for cutouts whose
@@ -136,7 +137,12 @@ class _Prepared:
 
     def __init__(self, data: np.ndarray, mesh: int, label: str) -> None:
         data = np.asarray(data, dtype=np.float32)
-        invalid = ~np.isfinite(data) | (data == 0)
+        # no data: NaN / infinite pixels and regions of exact zeros (at least 3 x 3; single
+        # zeros are legitimate values of quantised or integer images)
+        zero = data == 0
+        if zero.any():
+            zero = ndimage.binary_opening(zero, structure=np.ones((3, 3), dtype=bool))
+        invalid = ~np.isfinite(data) | zero
         if invalid.all():
             raise ValueError(f"{label}: every pixel is NaN, infinite or zero")
         h, w = data.shape
@@ -201,8 +207,8 @@ class RealImageBackground:
     border : int
         Minimum distance of a cutout from the image edges, pixels.
     max_bad_fraction : float
-        Largest fraction of invalid (NaN, infinite, zero) pixels allowed in a cutout; they
-        are set to 0 before scaling (i.e. to the sky level in the output).
+        Largest fraction of invalid pixels (NaN, infinite, or in zero regions) allowed in a
+        cutout; they are set to 0 before scaling (i.e. to the sky level in the output).
     mesh : int
         Block size of the noise and background maps, pixels.
     augment : bool
@@ -357,6 +363,13 @@ class RealImageBackground:
             win = np.lib.stride_tricks.sliding_window_view
             cut = win(im.data, (size, size))[j0, i0]
             bkg = win(im.background, (size, size))[j0, i0]
+            if self.augment:  # a random symmetry of the square
+                code = rng.integers(0, 8, sel.size)
+                for c in range(1, 8):
+                    pick = np.flatnonzero(code == c)
+                    if pick.size:
+                        cut[pick] = _symmetry(cut[pick], c)
+                        bkg[pick] = _symmetry(bkg[pick], c)
             noise = robust_sigma(cut)
             bad = ~(np.isfinite(noise) & (noise > 0))
             if bad.any():  # (almost) constant cutouts: use the block noise map
@@ -365,13 +378,6 @@ class RealImageBackground:
             scale = (target[sel] / noise).astype(np.float32)
             pixels[sel] = cut * scale[:, None, None]
             model[sel] = bkg * scale[:, None, None]
-        if self.augment and n:
-            code = rng.integers(0, 8, n)
-            for c in range(1, 8):
-                sel = np.flatnonzero(code == c)
-                if sel.size:
-                    pixels[sel] = _symmetry(pixels[sel], c)
-                    model[sel] = _symmetry(model[sel], c)
         lv = level.astype(np.float32)[:, None, None]
         pixels += lv
         model += lv
