@@ -36,6 +36,7 @@ __all__ = ["APERTURE_FRACTION", "aperture_photometry", "aperture_semi_major", "c
 APERTURE_FRACTION = 0.625
 _BIN = 0.25  # pixels, radial bin of the curve-of-growth first guess
 _CHUNK = 256
+_BOX_SMALL = 16  # half-size of the first, small box (a < 15 pixels)
 _BOX_HALF = 34  # half-size of the central box searched for the aperture (a < 33 pixels)
 
 EXTRAS = ("aperture_a", "aperture_area", "background", "background_sigma")
@@ -165,26 +166,38 @@ def _solve_semi_major(
 
 
 def _first_guess(cutouts: ContextCutouts, fraction: float, start: int, stop: int, bad, theta):
-    """Curve-of-growth first guesses for rows ``start:stop`` on a central box."""
-    size = cutouts.size
-    half = min(_BOX_HALF, size // 2)
-    c0 = size // 2 - half
-    box = slice(c0, c0 + 2 * half)
+    """Curve-of-growth first guesses for rows ``start:stop`` on a central box.
+
+    A small box (semi-major axes up to 15 pixels) serves most galaxies; rows whose aperture
+    does not fit are redone on the large box (up to 33 pixels).
+    """
     sl = slice(start, stop)
-    xc, yc = source_centre(cutouts)
     b = bad[sl]
     q = np.where(b, 1.0, cutouts.q[sl])
-    prof = cutouts.profile[sl, box, box]
-    prof = np.where(b[:, None, None], 0.0, prof)
-    a0, slope = cog_estimate(
-        prof,
-        np.where(b, half, xc[sl] - c0),
-        np.where(b, half, yc[sl] - c0),
-        q,
-        np.where(b, 0.0, theta[sl]),
-        fraction,
-        r_max=half - 1.0,
-    )
+    th = np.where(b, 0.0, theta[sl])
+    a0 = np.full(stop - start, np.nan)
+    slope = np.full(stop - start, np.nan)
+    todo = np.flatnonzero(~b)
+    for half in (_BOX_SMALL, _BOX_HALF):
+        if todo.size == 0:
+            break
+        half = min(half, cutouts.size // 2)
+        rows = start + todo
+        c0 = cutouts.size // 2 - half
+        box = slice(c0, c0 + 2 * half)
+        xc, yc = source_centre(cutouts)
+        a_k, s_k = cog_estimate(
+            cutouts.profile[rows, box, box],
+            xc[rows] - c0,
+            yc[rows] - c0,
+            q[todo],
+            th[todo],
+            fraction,
+            r_max=half - 1.0,
+        )
+        a0[todo] = a_k
+        slope[todo] = s_k
+        todo = todo[~np.isfinite(a_k)]
     return a0, slope, q
 
 
