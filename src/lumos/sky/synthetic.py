@@ -14,14 +14,19 @@ Model (all numbers are constructor parameters):
   after the intervention) has its own geometry; each band modulates the amplitudes
   (log-normal, 0.35) and the scale lengths (log-normal, 0.2) of its state's pattern.
   The parameters are drawn once from ``pattern_seed``, so the pattern of a band is fixed
-  for a given seed. Typical values: 5-40 % at the edges, up to ~60 % in corners, a few
-  per cent in the centre. The pattern is evaluated at every pixel of a stamp, so a
-  stamp near an edge carries the real gradient.
+  for a given seed. With the default seed: 8-27 % of the sky on average along the edges,
+  a maximum (in a corner) of 23-77 %, 1-9 % in the centre. The pattern is evaluated at
+  every pixel of a stamp, so a stamp near an edge carries the real gradient.
 * **Noise.** Gaussian with variance ``signal + read_noise**2`` (the Gaussian limit of the
   Poisson noise); stamps whose smooth background falls below ``poisson_below`` electrons
   anywhere get exact Poisson draws plus Gaussian read noise.
-* **Artefacts** (:mod:`lumos.sky.artefacts`): cosmic-ray hits and tracks, hot pixels,
-  hot / dead columns, saturated stars with flat saturated cores and bleed trails.
+* **Artefacts** (:mod:`lumos.sky.artefacts`), defaults: cosmic rays, 2 events per 10^4
+  pixels in 90 s (proportional to the exposure time), 30 % tracks of 3-30 pixels and
+  70 % hits of 1-3 pixels, 300-5000 e- per pixel of path; hot pixels, a fraction 2e-5
+  with 5-500 e-/s; 3 hot / dead columns per CCD; 2 saturated stars per CCD (Moffat,
+  FWHM 0.6-1.3 arcsec, peak 1-100 x the 65535 e- full well) with flat saturated cores and
+  bleed trails along the columns. Injected artefacts are reported per stamp in
+  ``artefacts`` (:class:`~lumos.sky.base.Artefact`).
 
 ``sky_model`` is the smooth ``sky x (1 + P)``; ``sky_sigma`` is
 ``sqrt(mean(sky_model) + read_noise**2)`` per stamp.
