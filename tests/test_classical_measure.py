@@ -73,6 +73,13 @@ def test_bad_method_and_input():
     sim = _sim(n=3)
     with pytest.raises(ValueError, match="unknown classical method"):
         measure_classical("psf", sim.cutouts)
+    with pytest.raises(ValueError, match="unknown option"):
+        measure_classical("aperture", sim.cutouts, fractoin=0.5)
+    with pytest.raises(ValueError, match="unknown option"):
+        measure_classical("weighted_oracle", sim.cutouts, background="annulus")
+    # options reach the method
+    half = measure_classical("aperture", sim.cutouts, fraction=0.5)
+    assert np.all(half["aperture_a"] < measure_classical("aperture", sim.cutouts)["aperture_a"])
     with pytest.raises(ValueError, match="ContextCutouts"):
         measure_classical("aperture", sim.cutouts.pixels)
     c = sim.cutouts

@@ -99,3 +99,15 @@ def test_modelfit_option_validation():
         modelfit_photometry(sim.cutouts, sky_variance="guess")
     out = modelfit_photometry(sim.cutouts, sky_variance="annulus")
     assert np.isfinite(out["flux"]).all() and not (out["flags"] & int(Flag.FAILED)).any()
+
+
+def test_sky_subtracted_images_use_the_measured_variance():
+    sim = simulate_cutouts(200, seed=9, n_profiles=6, renderer="gaussian", mag_range=(19, 22))
+    c = sim.cutouts
+    raw = modelfit_photometry(c, objective="loglike")
+    c.pixels = c.pixels - np.float32(190.0)  # as if the sky had been subtracted
+    sub = modelfit_photometry(c, objective="loglike")
+    # b + RN^2 would be ~25 e-^2 instead of ~215: the model variance is replaced
+    np.testing.assert_array_less(np.abs(sub["flux"] - raw["flux"]), 0.2 * raw["flux_err"])
+    pull = (sub["flux"] - c.truth) / sub["flux_err"]
+    assert np.std(pull) == pytest.approx(1.0, abs=0.15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -61,6 +62,17 @@ def measure_classical(method: str, cutouts: ContextCutouts, **options) -> dict[s
         raise ValueError(f"unknown classical method {method!r}; choose one of {METHODS}")
     if not isinstance(cutouts, ContextCutouts):
         raise ValueError(f"cutouts must be a ContextCutouts, got {type(cutouts).__name__}")
+    func = _DISPATCH[method]
+    target = weighted_photometry if method == "weighted_oracle" else func
+    accepted = set(inspect.signature(target).parameters) - {"cutouts"}
+    if method == "weighted_oracle":
+        accepted.discard("background")  # fixed to "oracle"
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for method {method!r}; "
+            f"accepted: {', '.join(sorted(accepted))}"
+        )
     n = len(cutouts)
     if n == 0:
         return {
@@ -68,7 +80,7 @@ def measure_classical(method: str, cutouts: ContextCutouts, **options) -> dict[s
             "flux_err": np.zeros(0),
             "flags": np.zeros(0, dtype=np.int64),
         }
-    out = _DISPATCH[method](cutouts, **options)
+    out = func(cutouts, **options)
     out["flux"] = np.asarray(out["flux"], dtype=np.float64)
     out["flux_err"] = np.asarray(out["flux_err"], dtype=np.float64)
     flags = np.asarray(out["flags"], dtype=np.int64)

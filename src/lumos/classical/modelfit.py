@@ -224,13 +224,21 @@ def fit_amplitude_nelder_mead(
 
 
 def _sky_variance(cutouts: ContextCutouts, bg: AnnulusBackground, mode: str) -> np.ndarray:
-    """Per-pixel sky variance s (image units^2) from the Poisson model or the annulus."""
+    """Per-pixel sky variance s (image units^2) from the Poisson model or the annulus.
+
+    ``"model"`` is ``b / gain + (read_noise / gain)^2``; where it disagrees with the annulus
+    variance by more than a factor of two (a sky-subtracted image, a wrong gain or read
+    noise) the measured annulus variance is used instead.
+    """
+    measured = bg.sigma**2
     if mode == "annulus":
-        return bg.sigma**2
+        return measured
     if mode == "model":
         s = bg.level / cutouts.gain + (cutouts.read_noise / cutouts.gain) ** 2
-        # a sky-subtracted image has no Poisson sky level: use the measured variance there
-        return np.where(s > 0, s, bg.sigma**2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = s / measured
+        consistent = np.isfinite(ratio) & (ratio > 0.5) & (ratio < 2.0)
+        return np.where(consistent, s, measured)
     raise ValueError(f"sky_variance must be 'model' or 'annulus', got {mode!r}")
 
 
@@ -260,7 +268,9 @@ def modelfit_photometry(
     min_region : float
         Smallest fitting-region semi-major axis, pixels.
     sky_variance : {"model", "annulus"}
-        Sky variance per pixel: ``b / gain + (read_noise / gain)^2`` or the annulus variance.
+        Sky variance per pixel: ``b / gain + (read_noise / gain)^2`` (Eq. 3; replaced by the
+        annulus variance where the two differ by more than a factor of two, e.g. on
+        sky-subtracted images) or the clipped annulus variance.
     r_in, r_out : float
         Background annulus radii, pixels.
     background : AnnulusBackground, optional
