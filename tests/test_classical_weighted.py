@@ -91,5 +91,6 @@ def test_annulus_mode_unbiased_with_right_errors():
     crb = cramer_rao_sigma(c.profile, c.truth, 190.0, 5.0)
     assert 1.0 <= np.median(out["flux_err"] / crb) < 1.05
     # the sky-only weights are slightly worse for bright sources, never better
-    plain = weighted_photometry(c, source_variance=False)
-    assert np.median(plain["flux_err"] / out["flux_err"]) >= 1.0
+    bright = np.flatnonzero(sim.i_mag < 20)
+    plain = weighted_photometry(c[bright], source_variance=False)
+    assert np.median(plain["flux_err"] / out["flux_err"][bright]) >= 1.0

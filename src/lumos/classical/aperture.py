@@ -2,15 +2,19 @@
 
 For each galaxy the aperture is the ellipse with the catalogue axis ratio and position angle
 whose exact pixel-overlap sum of the PSF-convolved model profile is 62.5% of the total (unit)
-model flux. The flux is the aperture sum minus the annulus background times the aperture area,
-divided by 0.625 (the aperture correction). The error is
+model flux (solved to 1e-3 in the fraction; the flux is then divided by the exact fraction of
+the aperture used, so the solver tolerance never biases it). The flux is the aperture sum minus
+the annulus background times the aperture area, divided by 0.625 (the aperture correction).
+The error is the textbook
 
     sigma_F = sqrt(F_ap / gain + A sigma_pix^2 + A^2 sigma_pix^2 / n_ann) / 0.625
 
-with ``F_ap`` the background-subtracted aperture sum (clipped at 0), ``A`` the aperture area in
-pixels, ``sigma_pix`` the clipped standard deviation of the annulus pixels and ``n_ann`` the
-number of clipped annulus pixels: source Poisson noise, sky noise in the aperture and the
-uncertainty of the background level.
+(source Poisson noise, sky noise in the aperture, uncertainty of the background level; ``A``
+the aperture area in pixels, ``sigma_pix`` the clipped standard deviation of the annulus pixels,
+``n_ann`` the number of clipped annulus pixels), evaluated exactly for partial pixels: with
+overlap fractions ``w_i``, ``A sigma^2`` becomes ``sum(w_i^2) sigma^2`` and ``F_ap`` becomes
+``F sum(w_i^2 p_i)`` (pixels cut by the aperture edge contribute ``w_i^2`` of their variance).
+Without that, the errors of small apertures are overestimated by up to ~10%.
 
 Flags (bits of :class:`lumos.flags.Flag`, on top of the input flags):
 
