@@ -99,3 +99,17 @@ def test_cutout_version_on_simulations():
     out = sep_auto_cutouts(faint.cutouts)
     assert np.isfinite(out["flux"]).all()  # undetected: forced at the catalogue position
     assert not out["detected"].all()
+
+
+def test_sep_quirks_never_raise(rng):
+    from lumos.classical.sep_auto import _auto_flux
+
+    image = rng.normal(0.0, 1.0, (64, 64))
+    x = np.array([30.0, 32.0, 20.0])
+    y = np.array([30.0, 32.0, 20.0])
+    a = np.array([2.0, 0.0, 2.0])  # a zero axis is invalid
+    b = np.array([1.0, 1.0, 1.0])
+    # sep's float32 pi/2 is above the float64 pi/2 that sum_ellipse accepts
+    theta = np.array([np.float32(np.pi / 2), 0.3, -np.float32(np.pi / 2)], dtype=np.float64)
+    flux, err, flag, kr = _auto_flux(image, x, y, a, b, theta, 1.0, None, None, 2.5, 3.5, 1)
+    assert np.isfinite(flux[[0, 2]]).all() and np.isnan(flux[1])

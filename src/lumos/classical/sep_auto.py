@@ -45,8 +45,13 @@ def _sep_flags_to_lumos(flag: np.ndarray) -> np.ndarray:
     return out
 
 
-def _auto_flux(data, x, y, a, b, theta, err, gain, mask, kron_factor, min_radius, subpix):
-    """Kron radius and AUTO flux on a background-subtracted image, vectorised by sep."""
+def _wrap_angle(theta: np.ndarray) -> np.ndarray:
+    """Angles in [-pi/2, pi/2] as sep requires (its float32 pi/2 exceeds the float64 one)."""
+    t = np.mod(np.asarray(theta, dtype=np.float64) + np.pi / 2, np.pi) - np.pi / 2
+    return np.clip(t, -np.pi / 2, np.pi / 2)
+
+
+def _auto_flux_once(data, x, y, a, b, theta, err, gain, mask, kron_factor, min_radius, subpix):
     kr, kflag = sep.kron_radius(data, x, y, a, b, theta, KRON_WINDOW, mask=mask)
     kr = np.where(np.isfinite(kr), kr, 0.0)
     radius = np.maximum(kron_factor * kr, min_radius)
@@ -55,6 +60,43 @@ def _auto_flux(data, x, y, a, b, theta, err, gain, mask, kron_factor, min_radius
         kwargs["gain"] = gain
     flux, ferr, flag = sep.sum_ellipse(data, x, y, a, b, theta, radius, **kwargs)
     return flux, ferr, (flag | kflag).astype(np.int64), kr
+
+
+def _auto_flux(data, x, y, a, b, theta, err, gain, mask, kron_factor, min_radius, subpix):
+    """Kron radius and AUTO flux on a background-subtracted image, vectorised by sep.
+
+    Invalid ellipses, and any object sep refuses, get NaN (never an exception for the batch).
+    """
+    x, y, a, b = (np.asarray(v, dtype=np.float64) for v in (x, y, a, b))
+    theta = _wrap_angle(theta)
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+    ok &= np.isfinite(theta)
+    n = x.size
+    flux, ferr, kr = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    flag = np.zeros(n, dtype=np.int64)
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return flux, ferr, flag, kr
+    args = (err, gain, mask, kron_factor, min_radius, subpix)
+    try:
+        res = _auto_flux_once(data, x[idx], y[idx], a[idx], b[idx], theta[idx], *args)
+        flux[idx], ferr[idx], flag[idx], kr[idx] = res
+    except Exception:  # sep raises plain Exception; retry one object at a time
+        for i in idx:
+            try:
+                res = _auto_flux_once(
+                    data,
+                    x[i : i + 1],
+                    y[i : i + 1],
+                    a[i : i + 1],
+                    b[i : i + 1],
+                    theta[i : i + 1],
+                    *args,
+                )
+            except Exception:
+                continue
+            flux[i], ferr[i], flag[i], kr[i] = (v[0] for v in res)
+    return flux, ferr, flag, kr
 
 
 def sep_auto_photometry(
@@ -132,8 +174,9 @@ def sep_auto_photometry(
     bkg = sep.Background(data, mask=m, bw=back_size, bh=back_size, fw=back_filter, fh=back_filter)
     sub = data - bkg.back()
     rms = bkg.rms()
-    objs = sep.extract(sub, thresh, err=bkg.globalrms, mask=m, minarea=minarea,
-                       deblend_cont=deblend_cont)
+    objs = sep.extract(
+        sub, thresh, err=bkg.globalrms, mask=m, minarea=minarea, deblend_cont=deblend_cont
+    )
     n = x.size
     out = {
         "flux": np.full(n, np.nan),
@@ -251,8 +294,9 @@ def sep_auto_cutouts(
             bkg = sep.Background(data, mask=m, bw=size, bh=size, fw=1, fh=1)
             sub = data - bkg.back()
             rms = bkg.globalrms
-            objs = sep.extract(sub, thresh, err=rms, mask=m, minarea=minarea,
-                               deblend_cont=deblend_cont)
+            objs = sep.extract(
+                sub, thresh, err=rms, mask=m, minarea=minarea, deblend_cont=deblend_cont
+            )
         except Exception:  # sep raises plain Exceptions on pathological inputs
             continue
         det = None
@@ -272,8 +316,18 @@ def sep_auto_cutouts(
         else:
             continue
         flux, ferr, flag, kr = _auto_flux(
-            sub, np.array([cx]), np.array([cy]), np.array([a]), np.array([b]), np.array([th]),
-            rms, float(cutouts.gain[k]), m, kron_factor, min_radius, subpix,
+            sub,
+            np.array([cx]),
+            np.array([cy]),
+            np.array([a]),
+            np.array([b]),
+            np.array([th]),
+            rms,
+            float(cutouts.gain[k]),
+            m,
+            kron_factor,
+            min_radius,
+            subpix,
         )
         out["flux"][k] = flux[0]
         out["flux_err"][k] = ferr[0]
