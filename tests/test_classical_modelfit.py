@@ -111,3 +111,10 @@ def test_sky_subtracted_images_use_the_measured_variance():
     np.testing.assert_array_less(np.abs(sub["flux"] - raw["flux"]), 0.2 * raw["flux_err"])
     pull = (sub["flux"] - c.truth) / sub["flux_err"]
     assert np.std(pull) == pytest.approx(1.0, abs=0.15)
+
+
+def test_start_exactly_at_the_minimum(rng):
+    # data equal to the background: the first guess (A = 0) is already the minimum
+    _, p, s, g = _rows(rng, m=4)
+    a, h, conv = fit_amplitude(np.zeros_like(p), p, s, g)
+    assert conv.all() and np.all(a == 0.0) and np.all(h > 0)

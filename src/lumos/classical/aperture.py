@@ -243,28 +243,34 @@ def _apertures(cutouts: ContextCutouts, fraction: float, tol: float, data: bool)
     out["touches_invalid"] = np.zeros(n, dtype=bool)
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
-        a0, slope, q = _first_guess(cutouts, fraction, start, stop, bad, theta)
-        for k in range(start, stop):
-            i = k - start
-            if bad[k] or not np.isfinite(a0[i]):
-                continue
-            prof = cutouts.profile[k]
-            a, s, win, frac = _solve_semi_major(
-                prof, xc[k], yc[k], q[i], theta[k], a0[i], slope[i], fraction, tol
-            )
-            out["a"][k] = a
-            out["enclosed"][k] = s
-            if not data or not np.isfinite(a):
-                continue
-            ok = cutouts.valid[k][win]
-            fv = frac * ok
-            f2 = fv * fv
-            out["total"][k] = float(np.sum(fv * cutouts.pixels[k][win], dtype=np.float64))
-            out["area"][k] = float(fv.sum())
-            out["area2"][k] = float(f2.sum())
-            out["p2"][k] = float(np.sum(f2 * prof[win]))
-            out["touches_invalid"][k] = bool(np.any((frac > 0) & ~ok))
+        with np.errstate(invalid="ignore", over="ignore"):
+            _solve_chunk(cutouts, fraction, tol, data, start, stop, bad, theta, xc, yc, out)
     return out
+
+
+def _solve_chunk(cutouts, fraction, tol, data, start, stop, bad, theta, xc, yc, out) -> None:
+    """Solve the apertures of rows ``start:stop`` and fill ``out`` in place."""
+    a0, slope, q = _first_guess(cutouts, fraction, start, stop, bad, theta)
+    for k in range(start, stop):
+        i = k - start
+        if bad[k] or not np.isfinite(a0[i]):
+            continue
+        prof = cutouts.profile[k]
+        a, s, win, frac = _solve_semi_major(
+            prof, xc[k], yc[k], q[i], theta[k], a0[i], slope[i], fraction, tol
+        )
+        out["a"][k] = a
+        out["enclosed"][k] = s
+        if not data or not np.isfinite(a):
+            continue
+        ok = cutouts.valid[k][win]
+        fv = frac * ok
+        f2 = fv * fv
+        out["total"][k] = float(np.sum(fv * cutouts.pixels[k][win], dtype=np.float64))
+        out["area"][k] = float(fv.sum())
+        out["area2"][k] = float(f2.sum())
+        out["p2"][k] = float(np.sum(f2 * prof[win]))
+        out["touches_invalid"][k] = bool(np.any((frac > 0) & ~ok))
 
 
 def aperture_photometry(

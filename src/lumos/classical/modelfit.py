@@ -144,6 +144,7 @@ def fit_amplitude(
         expand = a + 2.0 * np.maximum(np.abs(a), np.sqrt(s[idx] / np.maximum(spp[idx], 1e-300)))
         fallback = np.where(finite_hi, 0.5 * (lo[idx] + hi[idx]), expand)
         new = np.where(ok, new, fallback)
+        new = np.where(g == 0, a, new)  # exactly at the minimum
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(hh > 0, np.sqrt(2.0 / hh), np.abs(a) + 1.0)
         done = (np.abs(new - a) <= xtol * scale) | (g == 0)
@@ -237,8 +238,9 @@ def _sky_variance(cutouts: ContextCutouts, bg: AnnulusBackground, mode: str) -> 
         s = bg.level / cutouts.gain + (cutouts.read_noise / cutouts.gain) ** 2
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = s / measured
-        consistent = np.isfinite(ratio) & (ratio > 0.5) & (ratio < 2.0)
-        return np.where(consistent, s, measured)
+        usable = np.isfinite(measured) & (measured > 0)
+        inconsistent = usable & ~(np.isfinite(ratio) & (ratio > 0.5) & (ratio < 2.0))
+        return np.where(inconsistent | ~(s > 0), measured, s)
     raise ValueError(f"sky_variance must be 'model' or 'annulus', got {mode!r}")
 
 
@@ -336,7 +338,8 @@ def modelfit_photometry(
         npix[rows] = np.count_nonzero(p, axis=1)
 
     flags = cutouts.flags.astype(np.int64).copy()
-    flags[bad_shape(cutouts)] |= int(Flag.BAD_PROFILE)
+    no_region = ~np.isfinite(a_reg) & ~background.failed
+    flags[bad_shape(cutouts) | no_region] |= int(Flag.BAD_PROFILE)
     flags[background.partial] |= int(Flag.EDGE)
     failed = ~np.isfinite(flux) | ~np.isfinite(err) | ((flags & int(Flag.FAILED)) != 0)
     flags[failed] |= int(Flag.FAILED)

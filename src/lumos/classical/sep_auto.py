@@ -292,7 +292,8 @@ def sep_auto_cutouts(
         m = None if valid.all() else np.ascontiguousarray(~valid)
         try:
             bkg = sep.Background(data, mask=m, bw=size, bh=size, fw=1, fh=1)
-            sub = data - bkg.back()
+            with np.errstate(invalid="ignore", over="ignore"):
+                sub = data - bkg.back()
             rms = bkg.globalrms
             objs = sep.extract(
                 sub, thresh, err=rms, mask=m, minarea=minarea, deblend_cont=deblend_cont

@@ -168,6 +168,36 @@ def weighted_photometry(
         ``flux``, ``flux_err`` (image units), ``flags``, and extras ``background`` (image
         units per pixel) and ``n_pixels`` (pixels used).
     """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _weighted_photometry(
+            cutouts,
+            background=background,
+            sky_variance=sky_variance,
+            source_variance=source_variance,
+            region_radius=region_radius,
+            r_in=r_in,
+            r_out=r_out,
+            annulus=annulus,
+            true_background=true_background,
+            true_flux=true_flux,
+            true_profile=true_profile,
+        )
+
+
+def _weighted_photometry(
+    cutouts: ContextCutouts,
+    background: str = "annulus",
+    sky_variance: str = "model",
+    source_variance: bool = True,
+    region_radius: float = R_IN,
+    r_in: float = R_IN,
+    r_out: float = R_OUT,
+    annulus: AnnulusBackground | None = None,
+    true_background=None,
+    true_flux=None,
+    true_profile: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Implementation of :func:`weighted_photometry`."""
     if background not in MODES:
         raise ValueError(f"background must be one of {MODES}, got {background!r}")
     n = len(cutouts)
@@ -187,9 +217,7 @@ def weighted_photometry(
         if tb.ndim == 0:
             tb = np.full(n, float(tb))
         if tb.shape not in ((n,), cutouts.pixels.shape):
-            raise ValueError(
-                f"true_background must have shape ({n},) or (N, C, C), got {tb.shape}"
-            )
+            raise ValueError(f"true_background must have shape ({n},) or (N, C, C), got {tb.shape}")
         tf = cutouts.truth if true_flux is None else np.asarray(true_flux, dtype=np.float64)
         if tf is not None and np.shape(tf) != (n,):
             raise ValueError(f"true_flux must have shape ({n},), got {np.shape(tf)}")
