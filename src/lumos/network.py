@@ -13,9 +13,9 @@ Input normalisation (per stamp, all vectorised):
    background subtraction.
 2. Background ``b``: the median of the valid pixels in a frame of ``border_width`` pixels
    along the stamp edge (the stamps include the sky).
-3. Noise ``s``: the median absolute deviation of differences of adjacent border pixels,
-   divided by ``sqrt(2) * 0.6745`` (robust against sky gradients and sources in the
-   frame; see ``NOTES-training.md``). Fallback: the plain border MAD.
+3. Noise ``s``: the median absolute deviation (about zero) of differences of adjacent
+   border pixels, divided by ``sqrt(2) * 0.6745`` (robust against sky gradients and
+   sources in the frame; see ``NOTES-training.md``). Fallback: the plain border MAD.
 4. Profile-weighted optimal amplitude ``A = sum(P d) / sum(P^2)`` of the background
    subtracted pixels ``d`` with the model profile ``P`` (unit total flux), its
    background-noise error ``e = s / sqrt(sum(P^2))`` and signal-to-noise ``A / e``.
@@ -457,11 +457,14 @@ class LumosNet(nn.Module):
         diffs += [s[:, 1:, :] - s[:, :-1, :] for s in strips_v]
         diff = torch.cat([d.reshape(n, -1) for d in diffs], dim=1)
         background = _nanmedian_rows(border)
-        dmed = _nanmedian_rows(diff)
-        noise = _nanmedian_rows((diff - dmed[:, None]).abs()) / (_MAD_TO_SIGMA * math.sqrt(2.0))
-        plain = _nanmedian_rows((border - background[:, None]).abs()) / _MAD_TO_SIGMA
+        # Differences remove a smooth sky gradient, so their median is ~0 and the MAD is
+        # the median of their absolute values (one sort fewer than the textbook MAD).
+        noise = _nanmedian_rows(diff.abs()) / (_MAD_TO_SIGMA * math.sqrt(2.0))
         bad = ~torch.isfinite(noise) | (noise <= 0)
-        noise = torch.where(bad, plain, noise)
+        if bool(bad.any()):  # constant or mostly empty frames: the plain border MAD
+            plain = _nanmedian_rows((border[bad] - background[bad, None]).abs()) / _MAD_TO_SIGMA
+            noise = noise.clone()
+            noise[bad] = plain
         background = torch.nan_to_num(background, nan=0.0)
         # A scale-covariant last resort for constant or empty frames.
         scale = pixels.abs().amax(dim=(1, 2))

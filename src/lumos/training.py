@@ -865,6 +865,10 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}")
         bar.close()
+        if dist.enabled:  # log the mean training loss over all ranks
+            totals = torch.tensor([loss_sum, float(loss_n)], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, loss_n = float(totals[0]), int(totals[1].item())
         consumed = batches.consumed
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
