@@ -68,11 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
-    p = sub.add_parser("train", help="train a lumos model on simulations")
-    p.add_argument("--out", required=True, help="output model file")
+    p = sub.add_parser("train", help="train a lumos model on on-the-fly simulations")
+    p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint directory")
-    p.add_argument("--hours", type=float, help="stop after this wall time")
+    p.add_argument("--hours", type=float, help="stop after the first epoch past this wall time")
     p.add_argument("--seed", type=int, default=1, help="training seed")
+    p.add_argument("--config", default="default", choices=("default", "paper", "tiny"),
+                   help="network configuration")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=120, help="number of epochs")
+    p.add_argument("--samples-per-epoch", type=int, default=100_000, help="stamps per epoch")
+    p.add_argument("--batch-size", type=int, default=500, help="stamps per step")
+    p.add_argument("--lr", type=float, default=1e-4, help="initial Adam learning rate")
+    p.add_argument("--lr-step", type=int, default=40, help="epochs between /10 decays")
+    p.add_argument("--val-size", type=int, default=5000, help="held-out validation stamps")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
 
     p = sub.add_parser("transfer", help="unsupervised transfer learning on pairs of exposures")
     p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")
