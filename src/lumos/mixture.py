@@ -23,7 +23,9 @@ differentiable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -264,7 +266,8 @@ class GaussianMixture:
         Parameters
         ----------
         weight, mean, sigma : array_like, shape [N, K] (or [K] for a single row)
-            Weights (renormalised per row), means and sigmas in flux units.
+            Weights (renormalised per row), means and sigmas in flux units. Components
+            of weight exactly 0 are ignored (their mean and sigma may be NaN).
         truncated : array_like of bool, shape [N], optional
             Rows truncated at flux 0.
         dtype : torch.dtype
@@ -284,6 +287,10 @@ class GaussianMixture:
                 f"weight, mean and sigma must have equal shapes, got {w.shape}, {m.shape}, "
                 f"{s.shape}"
             )
+        # components of zero weight may carry NaN parameters (unused slots): neutralise
+        unused = w == 0
+        m = np.where(unused, 0.0, m)
+        s = np.where(unused, 1.0, s)
         with np.errstate(divide="ignore", invalid="ignore"):
             logw = np.log(w)
         trunc = None
@@ -470,10 +477,9 @@ class GaussianMixture:
             pt, squeeze = torch.full((n, 1), float(p), dtype=torch.float64), True
         if bool(((pt <= 0) | (pt >= 1) | torch.isnan(pt)).any()):
             raise ValueError("quantile levels must lie strictly between 0 and 1")
-        out = []
-        for lo in range(0, n, _CHUNK):
-            sub = self[lo : lo + _CHUNK]._float64_cpu()
-            out.append(_solve_quantiles(sub, pt[lo : lo + _CHUNK]))
+        out = _map_chunks(
+            lambda lo, hi: _solve_quantiles(self[lo:hi]._float64_cpu(), pt[lo:hi]), n, _CHUNK
+        )
         q = torch.cat(out) if out else torch.empty((0, pt.shape[1]), dtype=torch.float64)
         q = q.to(dtype=self.dtype, device=self.device)
         return q[:, 0] if squeeze else q
@@ -493,9 +499,7 @@ class GaussianMixture:
         12 tallest components (largest w_k / sigma_k) are used as starts. Truncated rows
         are restricted to flux >= 0 (flux 0 itself is a candidate).
         """
-        out = []
-        for lo in range(0, len(self), _CHUNK):
-            out.append(_find_peaks(self[lo : lo + _CHUNK]._float64_cpu()))
+        out = _map_chunks(lambda lo, hi: _find_peaks(self[lo:hi]._float64_cpu()), len(self))
         res = torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
         return res.to(dtype=self.dtype, device=self.device)
 
@@ -528,7 +532,9 @@ class GaussianMixture:
         """
         return self.sigma68() / self.std().detach()
 
-    def summaries(self, chunk_size: int = 20_000) -> dict[str, np.ndarray]:
+    def summaries(
+        self, chunk_size: int = 20_000, workers: int | None = None
+    ) -> dict[str, np.ndarray]:
         """All point summaries at once, as float64 NumPy arrays of shape [N].
 
         Keys: ``flux`` (mean), ``flux_err`` (std), ``flux_median``, ``flux_peak``,
@@ -541,6 +547,10 @@ class GaussianMixture:
         chunk_size : int
             Rows processed at once (memory ~ chunk_size * K^2 * 100 bytes; small chunks stay
             in cache and are faster).
+        workers : int, optional
+            Chunks processed in parallel threads, each with one intra-op thread (much
+            faster than intra-op parallelism for these many small operations). Default:
+            ``torch.get_num_threads()``.
         """
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
@@ -560,46 +570,89 @@ class GaussianMixture:
         n = len(self)
         res = {k: np.empty(n, dtype=np.float64) for k in keys}
         levels = torch.tensor([[P025, P16, 0.5, P84, P975]], dtype=torch.float64)
-        with torch.no_grad():
-            for lo in range(0, n, chunk_size):
-                sub = self[lo : lo + chunk_size]._float64_cpu()
-                hi = lo + len(sub)
-                bad = ~sub._valid_rows()
-                mean = torch.where(bad, math.nan, sub.mean())
-                std = torch.where(bad, math.nan, sub.std())
-                q = _solve_quantiles(sub, levels.expand(len(sub), -1))
-                peak = _find_peaks(sub)
-                s68 = 0.5 * (q[:, 3] - q[:, 1])
-                res["flux"][lo:hi] = mean.numpy()
-                res["flux_err"][lo:hi] = std.numpy()
-                res["flux_median"][lo:hi] = q[:, 2].numpy()
-                res["flux_peak"][lo:hi] = peak.numpy()
-                res["flux_q16"][lo:hi] = q[:, 1].numpy()
-                res["flux_q84"][lo:hi] = q[:, 3].numpy()
-                res["flux_q025"][lo:hi] = q[:, 0].numpy()
-                res["flux_q975"][lo:hi] = q[:, 4].numpy()
-                res["sigma68"][lo:hi] = s68.numpy()
-                res["sigma95"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0])).numpy()
-                res["eta"][lo:hi] = (s68 / std).numpy()
+
+        def work(lo: int, hi: int) -> None:
+            sub = self[lo:hi]._float64_cpu()
+            bad = ~sub._valid_rows()
+            mean = torch.where(bad, math.nan, sub.mean())
+            std = torch.where(bad, math.nan, sub.std())
+            q = _solve_quantiles(sub, levels.expand(len(sub), -1))
+            peak = _find_peaks(sub)
+            s68 = 0.5 * (q[:, 3] - q[:, 1])
+            res["flux"][lo:hi] = mean.numpy()
+            res["flux_err"][lo:hi] = std.numpy()
+            res["flux_median"][lo:hi] = q[:, 2].numpy()
+            res["flux_peak"][lo:hi] = peak.numpy()
+            res["flux_q16"][lo:hi] = q[:, 1].numpy()
+            res["flux_q84"][lo:hi] = q[:, 3].numpy()
+            res["flux_q025"][lo:hi] = q[:, 0].numpy()
+            res["flux_q975"][lo:hi] = q[:, 4].numpy()
+            res["sigma68"][lo:hi] = s68.numpy()
+            res["sigma95"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0])).numpy()
+            res["eta"][lo:hi] = (s68 / std).numpy()
+
+        _map_chunks(work, n, chunk_size, workers)
         return res
 
     # ------------------------------------------------------------------ helpers
     def _float64_cpu(self) -> GaussianMixture:
-        return self.detach().to(device="cpu", dtype=torch.float64)
+        """Detached float64 CPU copy; unused (zero-weight) components made harmless."""
+        m = self.detach().to(device="cpu", dtype=torch.float64)
+        unused = m.log_weights == -math.inf
+        if bool(unused.any()):
+            m = GaussianMixture(
+                m.log_weights,
+                torch.where(unused, 0.0, m.means),
+                torch.where(unused, 1.0, m.sigmas),
+                m.truncated,
+            )
+        return m
 
     def _valid_rows(self) -> Tensor:
         """Rows with finite parameters, sigmas > 0 and at least one positive weight."""
-        ok = (
-            torch.isfinite(self.means).all(dim=1)
-            & torch.isfinite(self.sigmas).all(dim=1)
-            & (self.sigmas > 0).all(dim=1)
-            & torch.isfinite(self.log_weights.exp().sum(dim=1))
-            & ~torch.isnan(self.log_weights).any(dim=1)
+        unused = self.log_weights == -math.inf
+        comp_ok = unused | (
+            torch.isfinite(self.means) & torch.isfinite(self.sigmas) & (self.sigmas > 0)
         )
-        return ok
+        return (
+            comp_ok.all(dim=1)
+            & ~unused.all(dim=1)
+            & ~torch.isnan(self.log_weights).any(dim=1)
+            & ~(self.log_weights == math.inf).any(dim=1)
+        )
 
 
 _CHUNK = 20_000
+
+
+def _map_chunks(
+    fn: Callable[[int, int], object], n: int, chunk: int = _CHUNK, workers: int | None = None
+) -> list:
+    """``[fn(lo, hi) for each chunk of range(n)]`` without gradients, single intra-op thread.
+
+    Chunks run in a thread pool of ``workers`` threads (default ``torch.get_num_threads()``);
+    the intra-op thread count is set to 1 meanwhile (restored afterwards), since these
+    many small operations scale far better over chunks than within an operation.
+    """
+    bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    if not bounds:
+        return []
+    prev = torch.get_num_threads()
+    workers = max(1, min(workers or prev, len(bounds), os.cpu_count() or 1))
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            if workers == 1:
+                return [fn(lo, hi) for lo, hi in bounds]
+
+            def run(b: tuple[int, int]):
+                with torch.no_grad():
+                    return fn(*b)
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(run, bounds))
+    finally:
+        torch.set_num_threads(prev)
 # Elements ([rows, points, components]) processed at once by the root finders.
 _BLOCK_ELEMENTS = 1_000_000
 # Largest number of ascent starts per row in peak finding (the tallest components).
