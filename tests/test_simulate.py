@@ -79,7 +79,7 @@ def renderer(monkeypatch):
 
 
 def _config(**kw) -> SimulationConfig:
-    kw.setdefault("chunk_size", 8)
+    kw.setdefault("chunk_size", 64)
     return SimulationConfig(**kw)
 
 
@@ -88,7 +88,7 @@ def _sim(seed=1, **kw) -> Simulator:
 
 
 def test_batch_fields_shapes_and_dtypes():
-    batch = _sim().sample(12)
+    batch = _sim(chunk_size=8).sample(12)  # two chunks
     assert isinstance(batch, StampBatch) and len(batch) == 12
     assert batch.pixels.shape == (12, 60, 60) and batch.pixels.dtype == torch.float32
     assert batch.profile.shape == (12, 60, 60) and batch.profile.dtype == torch.float32

@@ -32,6 +32,7 @@ batches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -347,7 +348,9 @@ class SimulationExtras:
 # --- default components -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
 def _default_renderer_factory(size: int, pixel_scale: float):
+    """The shared default renderer of a stamp size (it caches its wavenumber grids)."""
     from .profiles import SersicRenderer  # noqa: PLC0415 - resolved at first use
 
     return SersicRenderer(size=size, pixel_scale=pixel_scale)
