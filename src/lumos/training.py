@@ -799,6 +799,14 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             _log.warning("resuming with %d ranks from a checkpoint written with %d: the data "
                          "order differs from an uninterrupted run", dist.world_size,
                          meta.get("world_size", 1))
+        volatile = {"n_epochs", "max_time_s", "num_threads", "device", "keep_checkpoints",
+                    "validation_chunk"}
+        before = meta.get("training_config", {})
+        changed = sorted(k for k, v in config.to_dict().items()
+                         if k not in volatile and k in before and before[k] != v)
+        if changed and dist.is_main:
+            _log.warning("resuming with changed training settings (%s): the run will not "
+                         "reproduce an uninterrupted one", ", ".join(changed))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         if ema is not None:
             ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}
@@ -899,8 +907,6 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             _log.info(line)
             if progress:
                 tqdm.write(line)
-            with open(directory / "history.jsonl", "a") as f:
-                f.write(json.dumps(entry, default=_json_default) + "\n")
             meta_state = {
                 "global_step": global_step,
                 "batches_consumed": consumed,
@@ -913,6 +919,8 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             }
             _write_checkpoint(directory, epoch + 1, model, ema, optimizer, scheduler,
                               meta_state, config.keep_checkpoints)
+            with open(directory / "history.jsonl", "a") as f:
+                f.write(json.dumps(entry, default=_json_default) + "\n")
             if improved:
                 best_path = save_model(eval_model, directory / "best",
                                        training=_metadata(config, history, dist, batches))
