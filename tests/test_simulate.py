@@ -236,3 +236,8 @@ def test_bad_input_raises(tmp_path):
         h5["a"] = np.zeros(2)
     with pytest.raises(ValueError, match="not a lumos stamp file"):
         read_hdf5(tmp_path / "x.h5")
+
+
+def test_band_subset_and_camera_state():
+    batch = _sim(12, bands=("NB685",), camera_state_prob=1.0).sample(6)
+    np.testing.assert_array_equal(batch.band_idx.numpy(), np.full(6, 23 + 40))

@@ -992,7 +992,7 @@ def simulate_to_file(
     seed: int = 0,
     config: SimulationConfig | None = None,
     context_size: int | None = None,
-    chunk_size: int = 4096,
+    chunk_size: int = 1024,
     compression: str | None = None,
     progress: bool = True,
     background=None,
