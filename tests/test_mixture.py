@@ -21,6 +21,15 @@ from lumos.mixture import (
 
 
 # ---------------------------------------------------------------------- helpers
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """Tiny tensors: one intra-op thread is much faster (and immune to CPU contention)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def random_mixture(rng, n=6, k=5, trunc=None, spread=40.0):
     """Random mixtures with multi-modal rows (component means far apart)."""
     w = rng.dirichlet(np.ones(k), n)
@@ -485,3 +494,16 @@ def test_product_rejects_empty_and_mismatched():
     b = GaussianMixture.from_arrays(np.ones((2, 1)), np.zeros((2, 1)), np.ones((2, 1)))
     with pytest.raises(ValueError, match="equal rows"):
         product([a, b])
+
+
+def test_summaries_in_parallel_chunks_match_and_restore_threads(mixes):
+    w, mu, sg, trunc = mixes
+    g = GaussianMixture.from_arrays(w, mu, sg, truncated=trunc)
+    before = torch.get_num_threads()
+    one = g.summaries(chunk_size=6, workers=1)
+    many = g.summaries(chunk_size=2, workers=2)
+    assert torch.get_num_threads() == before
+    for key in one:
+        np.testing.assert_allclose(many[key], one[key], rtol=1e-12, err_msg=key)
+    with pytest.raises(ValueError, match="chunk_size"):
+        g.summaries(chunk_size=0)

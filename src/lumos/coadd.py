@@ -135,7 +135,10 @@ def _block_summaries(w, mu, sg, trunc, use, grid_points):
         rows = torch.arange(g)
         new_lo = x[rows, torch.clamp(first - 1, min=0)]
         new_hi = x[rows, torch.clamp(last + 1, max=_ZOOM_POINTS - 1)]
+        shrunk = bool(((new_hi - new_lo) < 0.7 * (hi - lo)).any())
         lo, hi = new_lo, new_hi
+        if not shrunk:  # no row zoomed in appreciably: the window is found
+            break
     x = _grid(lo, hi, grid_points)
     lp = _eval_log_product(x, lw, mu, inv_s, use)
     top = lp.amax(dim=1, keepdim=True)

@@ -461,6 +461,8 @@ class GaussianMixture:
             1e-9 of the row's standard deviation. Rows with invalid parameters give NaN.
         """
         n = len(self)
+        if isinstance(p, np.ndarray):
+            p = torch.from_numpy(np.asarray(p, dtype=np.float64))
         if isinstance(p, Tensor):
             pt = p.detach().to(torch.float64).cpu()
             if pt.ndim == 0:
