@@ -1,7 +1,7 @@
 """Batches of one-dimensional Gaussian-mixture flux PDFs, their losses and summaries.
 
 The network predicts, for every galaxy, a K-component Gaussian mixture (Cabayol et al.,
-LUMOS, Eq. 7)::
+"The PAU survey: Estimating galaxy photometry with deep learning", LUMOS)::
 
     p(f) = sum_k w_k N(f; mu_k, sigma_k)
 
@@ -18,6 +18,13 @@ the effective (unnormalised) weights ``v_k = w_k / Phi(mu_k / sigma_k)`` restric
 ``f >= 0``. Log-likelihoods, products and modes are computed with these effective weights,
 always in log space (``log_ndtr``) so that components with mu/sigma << 0 stay finite and
 differentiable.
+
+Conventions of the summaries: mean (Eq. 15) and variance with the spread between the
+components (Eq. 16); q16 and q84 are the quantiles at Phi(-1) and Phi(+1), so that
+sigma68 = (q84 - q16) / 2 (Eq. 14) equals sigma for one Gaussian; sigma95 = (q97.5 - q2.5) / 2
+(half width, 1.96 sigma for one Gaussian); eta = sigma68 / std (1 for one Gaussian). The
+paper's text of Eq. 11 (pair loss) and Eq. 22 (eta) could not be retrieved with the project's
+search tools; :func:`pair_nll` and :meth:`GaussianMixture.eta` document the definitions used.
 """
 
 from __future__ import annotations
@@ -655,6 +662,8 @@ def _map_chunks(
                 return list(pool.map(run, bounds))
     finally:
         torch.set_num_threads(prev)
+
+
 # Elements ([rows, points, components]) processed at once by the root finders.
 _BLOCK_ELEMENTS = 1_000_000
 # Largest number of ascent starts per row in peak finding (the tallest components).
@@ -1026,7 +1035,9 @@ def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None) -> Tensor:
 
     and, on truncated rows (each component truncated at 0 and renormalised, Eq. 10),
     ``-log sum_jk w1_j w2_k / (Phi(mu1_j/s1_j) Phi(mu2_k/s2_k)) N(...) Phi(m_jk/s_jk)``
-    where N(m_jk, s_jk) is the product Gaussian (its mass on f >= 0). For two single
+    where N(m_jk, s_jk) is the product Gaussian (its mass on f >= 0). Equivalently (for
+    independent observations) it is minus the log density of the difference f1 - f2 at
+    zero: the two observations are asked to measure the same flux. For two single
     Gaussians it is minimised in expectation when both widths equal the true per-exposure
     scatter, so it is a calibrated (proper) score of the flux *difference*. The exact form
     used in the paper could not be retrieved (the paper's text was not available to the
