@@ -210,6 +210,20 @@ def test_zero_points_by_image_and_by_band(rng):
     assert (partial["n_exposures"] == 1).all() and (partial["n_rejected"] == 1).all()
 
 
+def test_units_and_masked_values_are_kept(rng):
+    _, tables = simulate_exposures(rng, n_gal=3, n_exp=2)
+    masked = []
+    for t in tables:
+        m = Table(t, masked=True)
+        m["flux"].unit = "electron"
+        masked.append(m)
+    masked[0]["flux"].mask[1] = True  # a masked flux is a missing value, not a fill value
+    out = coadd_tables(masked, method="ivar")
+    assert out["flux_ivar"].unit == "electron"
+    assert out["flux_ivar"][1] == pytest.approx(masked[1]["flux"][1])
+    assert list(out["n_exposures"]) == [2, 1, 2]
+
+
 def test_truncation_from_column_or_magnitude():
     t = Table()
     t["id"] = [1, 1]
@@ -238,5 +252,9 @@ def test_bad_input_raises_clear_errors(rng):
     assert isinstance(coadd_tables([t], method="ivar"), Table)
     with pytest.raises(LumosError, match="zp"):
         coadd_tables(tables, zero_points=Table({"band": ["NB685"], "scale": [1.0]}))
+    a, b = tables[0].copy(), tables[0].copy()
+    a["flux"].unit, b["flux"].unit = "electron", "adu"
+    with pytest.raises(LumosError, match="mix flux units"):
+        coadd_tables([a, b], method="ivar")
     with pytest.raises(ValueError, match="equal shapes"):
         product_summaries(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))

@@ -281,20 +281,30 @@ def product_summaries(
 
 # ---------------------------------------------------------------------- tables
 def _column(tables: list[Table], name: str, dtype=None) -> np.ndarray:
+    """One column of all tables, concatenated; masked float entries become NaN."""
     parts = []
     for t in tables:
         col = t[name]
-        arr = np.asarray(col.filled() if hasattr(col, "filled") else col, dtype=dtype)
-        parts.append(arr)
+        if hasattr(col, "filled"):
+            col = col.filled(np.nan) if col.dtype.kind == "f" else col.filled()
+        parts.append(np.asarray(col, dtype=dtype))
     return np.concatenate(parts, axis=0)
 
 
 def _flux_unit(tables: list[Table]):
-    for name in ("flux", "pdf_mean"):
-        for t in tables:
-            if name in t.colnames and t[name].unit is not None:
-                return t[name].unit
-    return None
+    """The common unit of the flux columns (None if there is none); mixed units are an error."""
+    units = {
+        t[name].unit.to_string()
+        for t in tables
+        for name in ("flux", "flux_err", "pdf_mean", "pdf_sigma")
+        if name in t.colnames and t[name].unit is not None
+    }
+    if len(units) > 1:
+        raise LumosError(
+            f"the measurement tables mix flux units ({', '.join(sorted(units))}): convert them "
+            "to one unit before co-adding"
+        )
+    return units.pop() if units else None
 
 
 def _zero_point_lookup(
@@ -398,6 +408,7 @@ def coadd_tables(
         missing = [c for c in need if c not in t.colnames]
         if missing:
             raise LumosError(f"measurement table {i} lacks column(s): {', '.join(missing)}")
+    unit = _flux_unit(tables)
     ids = _column(tables, "id")
     bands = _column(tables, "band").astype(str)
     fl = _column(tables, "flags")
@@ -472,7 +483,6 @@ def coadd_tables(
     n_used = np.bincount(group, weights=usable, minlength=n_groups).astype(np.int64)
     out["n_exposures"] = n_used
     out["n_rejected"] = np.bincount(group, minlength=n_groups).astype(np.int64) - n_used
-    unit = _flux_unit(tables)
 
     if do_ivar:
         take = usable & ivar_ok
