@@ -27,3 +27,15 @@ def shared_data() -> Path:
 def rng() -> np.random.Generator:
     """A seeded NumPy random generator."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread per test process: the suite runs in parallel processes
+    (pytest-xdist), and oversubscribed torch threads are many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

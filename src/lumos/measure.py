@@ -42,7 +42,8 @@ CONTEXT_SIZE = 100
 N_COMPONENTS = 5
 OUTPUT_COLUMNS = (
     "id", "x", "y", "band", "flux", "flux_err", "flux_median", "flux_peak", "flux_q16",
-    "flux_q84", "sigma68", "sigma95", "eta", "pdf_weight", "pdf_mean", "pdf_sigma", "flags",
+    "flux_q84", "sigma68", "sigma95", "eta", "pdf_weight", "pdf_mean", "pdf_sigma",
+    "pdf_truncated", "flags",
 )  # fmt: skip
 _FLUX_COLUMNS = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "flux_q84",
                  "sigma68", "sigma95")  # fmt: skip
@@ -144,6 +145,7 @@ def _empty_output(catalogue: Table, meta: ImageMeta) -> Table:
     out["pdf_weight"] = np.zeros((n, N_COMPONENTS))
     out["pdf_mean"] = np.full((n, N_COMPONENTS), np.nan)
     out["pdf_sigma"] = np.full((n, N_COMPONENTS), np.nan)
+    out["pdf_truncated"] = np.zeros(n, dtype=bool)
     out["flags"] = np.asarray(catalogue["flags"], dtype=np.int64).copy()
     return out
 
@@ -157,6 +159,7 @@ def _fill_from_mixture(out: Table, rows: slice, mixture, to_image_units: float) 
     out["pdf_weight"][rows] = np.asarray(arrays["weight"], dtype=float)
     out["pdf_mean"][rows] = np.asarray(arrays["mean"], dtype=float) / to_image_units
     out["pdf_sigma"][rows] = np.asarray(arrays["sigma"], dtype=float) / to_image_units
+    out["pdf_truncated"][rows] = np.asarray(arrays["truncated"], dtype=bool)
 
 
 def _fill_gaussian(out: Table, rows: slice, flux, flux_err) -> None:
