@@ -43,8 +43,9 @@ def is_manifest(path: str | Path) -> bool:
         try:
             with fits.open(path) as hdul:
                 has_image = any(h.is_image and h.data is not None for h in hdul)
-                has_table = any(isinstance(h, fits.BinTableHDU | fits.TableHDU) for h in hdul)
-            return has_table and not has_image
+                tables = [h for h in hdul if isinstance(h, fits.BinTableHDU | fits.TableHDU)]
+                has_paths = any("path" in [c.lower() for c in h.columns.names] for h in tables)
+            return has_paths and not has_image
         except Exception:
             return False
     return False

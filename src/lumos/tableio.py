@@ -119,6 +119,8 @@ def _write_parquet(table: Table, path: str) -> None:
     arrays, names = [], []
     for name in table.colnames:
         values = np.asarray(table[name])
+        if values.dtype.byteorder not in ("=", "|"):  # FITS columns are big-endian
+            values = values.astype(values.dtype.newbyteorder("="))
         if values.ndim == 2:
             flat = pa.array(values.reshape(-1))
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
