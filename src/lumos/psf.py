@@ -133,7 +133,8 @@ class _MoffatTable:
     def __init__(self) -> None:
         self.n_rows = int(round((_MOF_NU_MAX - _MOF_NU_MIN) / _MOF_NU_STEP)) + 1
         self.n_cols = int(round((_MOF_LNX_MAX - _MOF_LNX_MIN) / _MOF_LNX_STEP)) + 1
-        self._rows: dict[int, Tensor] = {}
+        self._table = torch.zeros(self.n_rows, self.n_cols, dtype=torch.float32)
+        self._done = torch.zeros(self.n_rows, dtype=torch.bool)
 
     def _compute(self, index: list[int]) -> None:
         from scipy.special import gammaln, kve
@@ -144,17 +145,16 @@ class _MoffatTable:
             val = np.exp(math.log(2.0) + nu * np.log(x / 2.0) + np.log(kve(nu, x)) - x
                          - gammaln(nu))
         val = np.where(np.isfinite(val), val, 0.0)
-        for i, row in zip(index, val, strict=True):
-            self._rows[i] = torch.as_tensor(row, dtype=torch.float32)
+        rows = torch.as_tensor(index, dtype=torch.long)
+        self._table[rows] = torch.as_tensor(val, dtype=torch.float32)
+        self._done[rows] = True
 
     def rows(self, index: Tensor) -> Tensor:
         """Rows for the tabulated ``nu`` indices ``index`` (N,), shape (N, n_cols)."""
-        uniq, inverse = torch.unique(index, return_inverse=True)
-        missing = [int(i) for i in uniq.tolist() if int(i) not in self._rows]
-        if missing:
-            self._compute(missing)
-        block = torch.stack([self._rows[int(i)] for i in uniq.tolist()])
-        return block[inverse]
+        if not bool(self._done[index].all()):
+            missing = torch.unique(index[~self._done[index]])
+            self._compute(missing.tolist())
+        return self._table[index]
 
     def xcut(self, index: Tensor, threshold: float) -> Tensor:
         """Per row, the ``x`` beyond which the transform is below ``threshold`` (float64)."""
@@ -292,7 +292,11 @@ class MoffatPSF(_RadialPSF):
         self.alpha = fwhm / (2.0 * torch.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
     def __getitem__(self, index) -> MoffatPSF:
-        return MoffatPSF(_index(self.fwhm, index), _index(self.beta, index))
+        out = object.__new__(MoffatPSF)  # parameters already validated
+        out.fwhm = _index(self.fwhm, index)
+        out.beta = _index(self.beta, index)
+        out.alpha = _index(self.alpha, index)
+        return out
 
     def __repr__(self) -> str:
         return f"MoffatPSF(N={len(self)})"
@@ -396,7 +400,10 @@ class GaussianPSF(_RadialPSF):
         self.sigma = fwhm * FWHM_TO_SIGMA
 
     def __getitem__(self, index) -> GaussianPSF:
-        return GaussianPSF(_index(self.fwhm, index))
+        out = object.__new__(GaussianPSF)  # parameters already validated
+        out.fwhm = _index(self.fwhm, index)
+        out.sigma = _index(self.sigma, index)
+        return out
 
     def __repr__(self) -> str:
         return f"GaussianPSF(N={len(self)})"
