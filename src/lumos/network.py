@@ -55,6 +55,7 @@ from torch.nn import functional as F
 
 from .bands import N_BAND_INDEX
 from .flags import Flag
+from .mixture import GaussianMixture
 from .stamps import STAMP_SIZE, StampBatch
 
 __all__ = [
@@ -578,7 +579,7 @@ class LumosNet(nn.Module):
         truncated = self.truncate_mask(batch.i_mag.to(x.device))
         return RawOutput(log_weights, means, sigmas, pre.reference, truncated)
 
-    def forward(self, batch: StampBatch):
+    def forward(self, batch: StampBatch) -> GaussianMixture:
         """Flux PDFs of a batch.
 
         Parameters
@@ -593,15 +594,13 @@ class LumosNet(nn.Module):
             (electrons for PAUS images), truncated at zero for ``i_mag`` fainter than
             ``config.truncate_threshold``.
         """
-        from .mixture import GaussianMixture
-
         raw = self.forward_raw(batch)
         relative = GaussianMixture(raw.log_weights, raw.means, raw.sigmas,
                                    truncated=raw.truncated)
         return relative.scale(raw.reference)
 
     @torch.no_grad()
-    def predict(self, batch: StampBatch, chunk_size: int = 4096):
+    def predict(self, batch: StampBatch, chunk_size: int = 4096) -> GaussianMixture:
         """Evaluate in ``eval()`` mode without gradients, in chunks of ``chunk_size`` rows.
 
         Parameters
@@ -614,8 +613,6 @@ class LumosNet(nn.Module):
         -------
         lumos.mixture.GaussianMixture
         """
-        from .mixture import GaussianMixture
-
         was_training = self.training
         self.eval()
         try:
