@@ -165,9 +165,14 @@ def main() -> None:
     for name, count, threads, gw, gc, lw, lc, ratio in rows:
         print(f"| {name} | {count} | {threads} | {gw:.1f} ({gc:.1f}) | {lw:.0f} ({lc:.0f}) "
               f"| {ratio:.0f}x |")
+    torch.set_num_threads(1)
+    g = sets["random"]
+    compact = dict(g, r50=np.exp(np.random.default_rng(2).uniform(np.log(0.1), np.log(1.5),
+                                                                  len(g["r50"]))))
+    _, wall, cpu = lumos_stamps(compact, args.size, repeat=2)
+    print(f"lumos {args.size}x{args.size}, typical sizes (r50 0.1-1.5 arcsec), 1 thread: "
+          f"{len(g['r50']) / wall:.0f} stamps/s ({len(g['r50']) / cpu:.0f} CPU)")
     for size in (96, 100):
-        torch.set_num_threads(1)
-        g = sets["random"]
         _, wall, cpu = lumos_stamps(g, size, repeat=2)
         print(f"lumos {size}x{size} stamps, 1 thread: {len(g['r50']) / wall:.0f} stamps/s "
               f"({len(g['r50']) / cpu:.0f} CPU)")

@@ -195,3 +195,13 @@ def test_structural_errors_raise(renderer):
         SersicRenderer(size=4)
     with pytest.raises(ValueError, match="r50"):
         renderer.render(np.ones((2, 2)), 1.0, 1.0, 0.0, GaussianPSF(1.0))
+
+
+def test_num_threads_is_restored():
+    before = torch.get_num_threads()
+    renderer = SersicRenderer(size=20, num_threads=1)
+    img = renderer.render([0.3], [1.0], [1.0], [0.0], GaussianPSF(0.8))
+    assert img.shape == (1, 20, 20)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        SersicRenderer(num_threads=0)

@@ -39,6 +39,7 @@ angle is counter-clockwise from the +x axis (towards +y). This matches GalSim
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -233,11 +234,24 @@ class SersicRenderer:
         Largest wavenumber evaluated, in units of the Nyquist wavenumber (aliasing beyond
         it is ignored); 1.5 keeps pixel errors below ~5e-4 of the peak for Moffat PSFs
         with FWHM >= 2.3 pixels.
+    num_threads : int, optional
+        If given, torch's intra-op thread count during :meth:`render` (restored after).
+        The renderer runs many small vectorised operations: on a busy machine one thread
+        per process is several times faster than two competing ones (see
+        ``bench/bench_render.py``); parallelise over processes instead. Default: leave
+        the thread count alone.
+
+    Notes
+    -----
+    Tables and wavenumber grids are built on first use (about 1-2 s, once per process);
+    later calls run at roughly 3000 stamps/s per core for 60x60 stamps of the benchmark
+    population (``bench/bench_render.py``).
     """
 
     def __init__(self, size: int = 60, pixel_scale: float = 0.263,
                  dtype: torch.dtype = torch.float32, chunk: int = 64, *,
-                 fft_size: int | None = None, fold: float = 1.5) -> None:
+                 fft_size: int | None = None, fold: float = 1.5,
+                 num_threads: int | None = None) -> None:
         size = int(size)
         if size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {size}")
@@ -256,6 +270,9 @@ class SersicRenderer:
             raise ValueError(f"fft_size must be even and >= size, got {self.fft_size}")
         self.fft_size_large = _fast_fft_size(2 * self.fft_size)
         self.fold = float(fold)
+        if num_threads is not None and int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = None if num_threads is None else int(num_threads)
         self.chunk = max(1, int(chunk))
         self._grids: dict[tuple[int, int], _Grid] = {}
 
@@ -295,14 +312,16 @@ class SersicRenderer:
             For shape mismatches, a PSF of the wrong length, or (``strict``) invalid values.
         """
         par = self._prepare(r50, n, q, pa, psf, offset, flux, strict)
-        return self._render(par, psf, point=False)
+        with _threads(self.num_threads):
+            return self._render(par, psf, point=False)
 
     def render_point(self, psf: PSF, n: int | None = None, offset=None) -> Tensor:
         """Draw pixel-integrated PSF images (point sources of unit flux), shape (N, S, S)."""
         n = len(psf) if n is None else n
         par = self._prepare(np.zeros(n), np.ones(n), np.ones(n), np.zeros(n), psf, offset,
                             None, False, point=True)
-        return self._render(par, psf, point=True)
+        with _threads(self.num_threads):
+            return self._render(par, psf, point=True)
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self, r50, n, q, pa, psf, offset, flux, strict, point=False) -> dict:
@@ -817,6 +836,20 @@ def _sersic_spectrum(coef: Tensor, g: _Grid, lut_val: Tensor, lut_slope: Tensor,
     if mtf is not None:
         val.mul_(torch.index_select(mtf, 1, g.radial_inverse))
     return (val.view(c, nr, nc) * ex[:, None, :]).mul_(ey[:, :, None])
+
+
+@contextmanager
+def _threads(count: int | None):
+    """Temporarily set torch's intra-op thread count (no-op for None)."""
+    if count is None or count == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _psf_index(psf: PSF, index: Tensor) -> Tensor:
