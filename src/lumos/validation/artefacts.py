@@ -41,6 +41,8 @@ __all__ = ["ArtefactResult", "run_artefacts", "KINDS"]
 #: The sets measured, in report order.
 KINDS = ("clean", "cosmic_rays", "scattered_light", "neighbour")
 _CR_BOX = 16
+#: Galaxies observed and measured at a time (bounds memory).
+CHUNK = 500
 
 
 @dataclass
@@ -150,7 +152,23 @@ def run_artefacts(
         raise ValueError(f"the artefact experiment needs at least one galaxy, got {n}")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     targets, _ = draw_targets(n, rng)
-    t = targets
+    parts = []
+    for lo in range(0, n, CHUNK):
+        parts.append(_measure_sets(model, targets[lo : lo + CHUNK], rng, methods))
+        if progress:
+            progress(f"artefacts: {min(lo + CHUNK, n)}/{n} galaxies x {len(KINDS)} sets measured")
+    results = {
+        kind: {name: {k: np.concatenate([p[kind][name][k] for p in parts])
+                      for k in parts[0][kind][name]}
+               for name in parts[0][kind]}
+        for kind in KINDS
+    }  # fmt: skip
+    return ArtefactResult(results, targets.flux, _metrics(results, targets.flux))
+
+
+def _measure_sets(model, t, rng: np.random.Generator, methods: Sequence[str]) -> dict:
+    """Observe galaxies on a clean sky, inject the artefacts, measure every set."""
+    n = len(t)
     true = render_profiles(t.r50, t.n, t.q, t.pa, t.psf_fwhm, t.psf_beta, t.offset)
     clean = make_observation(t, true * t.flux.astype(np.float32)[:, None, None], true, true,
                              clean_sky(), rng)  # fmt: skip
@@ -177,12 +195,7 @@ def run_artefacts(
             pixels + rng.poisson(np.maximum(nb_img, 0)).astype(np.float32)
         ),
     }
-    results = {}
-    for kind in KINDS:
-        results[kind] = measure_all(model, sets[kind], methods)
-        if progress:
-            progress(f"artefacts: {kind} measured ({n} galaxies)")
-    return ArtefactResult(results, t.flux, _metrics(results, t.flux))
+    return {kind: measure_all(model, sets[kind], methods) for kind in KINDS}
 
 
 def _metrics(results: dict, truth: np.ndarray) -> dict:

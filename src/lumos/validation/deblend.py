@@ -159,10 +159,11 @@ def _metrics(distance, rel_error, n_pairs, n_realisations, f_t, f_n) -> dict:
         out["bias"][name] = med.tolist()
         out["q16"][name] = q16.tolist()
         out["q84"][name] = q84.tolist()
-        # the smallest distance beyond which |bias| stays below 5%
+        # the smallest distance from which on |bias| stays below 5% (max_distance + 1: never)
         bad = np.flatnonzero(~(np.abs(med) < 0.05))
+        first_good = 0 if bad.size == 0 else int(bad[-1]) + 1
         out["distance_bias_below_5pct"][name] = (
-            float(distance[0]) if bad.size == 0
-            else float(distance[min(bad[-1] + 1, distance.size - 1)])
+            float(distance[first_good]) if first_good < distance.size
+            else float(distance[-1] + 1)
         )  # fmt: skip
     return out

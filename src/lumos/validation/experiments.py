@@ -126,15 +126,15 @@ class ValidationSizes:
     def quick(cls) -> ValidationSizes:
         """A CI-sized run (about 1-2 minutes on 2 CPU cores)."""
         return cls(
-            accuracy=1200,
+            accuracy=1000,
             deblend_pairs=2,
             deblend_realisations=12,
-            artefacts=250,
-            repeats=250,
+            artefacts=200,
+            repeats=200,
             sensitivity=24,
             sensitivity_grid=(0.05, 0.1, 0.25, 0.5, 0.75),
             background_grid=(0.01, 0.03, 0.1),
-            snr_colours=250,
+            snr_colours=200,
         )
 
 

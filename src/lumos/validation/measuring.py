@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..flags import UNUSABLE, Flag
-from .scenes import Observation
+from .scenes import Observation, Targets, observe
 
 __all__ = [
     "CLASSICAL",
@@ -21,6 +21,7 @@ __all__ = [
     "measure_lumos",
     "measure_classical_methods",
     "measure_all",
+    "observe_and_measure",
     "usable",
 ]
 
@@ -125,6 +126,30 @@ def measure_all(
     out = {"lumos": measure_lumos(model, obs)} if lumos else {}
     out.update(measure_classical_methods(obs, methods))
     return out
+
+
+def observe_and_measure(
+    model,
+    targets: Targets,
+    background,
+    rng: np.random.Generator,
+    methods: Sequence[str] = ("aperture",),
+    chunk: int = 1000,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Observe galaxies (:func:`lumos.validation.scenes.observe`) and measure them with lumos
+    and ``methods``, ``chunk`` galaxies at a time (bounds memory).
+
+    Returns
+    -------
+    dict
+        Method -> measurement columns, one row per target.
+    """
+    parts = []
+    for lo in range(0, len(targets), chunk):
+        obs = observe(targets[lo : lo + chunk], background, rng)
+        parts.append(measure_all(model, obs, methods))
+    return {name: {k: np.concatenate([p[name][k] for p in parts]) for k in parts[0][name]}
+            for name in parts[0]}  # fmt: skip
 
 
 def usable(result: dict[str, np.ndarray]) -> np.ndarray:

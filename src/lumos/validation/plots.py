@@ -343,7 +343,7 @@ def plot_colour_errors(
             v = v[np.isfinite(v)]
             ax.hist(np.clip(v, -0.999, 0.999), bins=edges, histtype="step", lw=1.6,
                     label=f"{name}: sigma68 = {sigma68(v):.3f} mag")  # fmt: skip
-        ax.set_xlabel("measured - true colour (adjacent narrow bands) [mag]")
+        ax.set_xlabel("measured - true colour, adjacent narrow bands [mag] (clipped to +-1)")
         ax.set_ylabel("galaxies per bin")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backgrounds import SyntheticSky
-from .measuring import measure_all
+from .measuring import observe_and_measure
 from .metrics import MAG_BINS, binned_statistic, pair_pull, sigma68
-from .scenes import draw_targets, observe
+from .scenes import draw_targets
 
 __all__ = ["RepeatResult", "run_repeats"]
 
@@ -85,7 +85,7 @@ def run_repeats(
     sky = SyntheticSky()
     meas = []
     for k, t in enumerate((first, second)):
-        meas.append(measure_all(model, observe(t, sky, rng), methods))
+        meas.append(observe_and_measure(model, t, sky, rng, methods))
         if progress:
             progress(f"repeats: exposure {k + 1}/2 measured ({n} galaxies)")
     pull = {

@@ -155,8 +155,8 @@ def _accuracy(m: dict) -> list[str]:
     if "accuracy_isolated" in acc:
         lines += [
             f"Isolated galaxies only ({acc['n_isolated']}: no neighbour centred in the stamp, "
-            "no close neighbour, no injected background artefact), where the oracle is the "
-            "linear limit proper:",
+            "no close neighbour, no cosmic ray or defect in the central 10 x 10 pixels, no "
+            "saturated star), where the oracle is the linear limit proper:",
             "",
             accuracy_table(m, "isolated"),
         ]
@@ -186,8 +186,13 @@ def _deblending(m: dict) -> list[str]:
         "",
     ]
     lines += _table(["method"] + [f"{int(dist[k])} px" for k in keep], rows)
-    lines += ["Distance beyond which |bias| < 5%: "
-              + ", ".join(f"{_labels(m).get(k, k)} {v:g} px"
+    far = dist[-1] if dist else 0
+
+    def _from(v):
+        return f"{v:g} px" if v <= far else f"not within {far:g} px"
+
+    lines += ["Distance from which on |bias| < 5%: "
+              + ", ".join(f"{_labels(m).get(k, k)} {_from(v)}"
                           for k, v in d["distance_bias_below_5pct"].items()) + ".", ""]  # fmt: skip
     lines += ["![bias against neighbour distance](deblending.png)", ""]
     return lines

@@ -41,6 +41,7 @@ PARAMETERS = ("r50", "sersic_n", "ellipticity", "psf_fwhm", "background")
 #: The flux error whose parameter error is reported (10%).
 ERROR_LEVEL = 0.10
 _DISC_RADIUS = 26.0
+_CHUNK = 64  # galaxies per batch of perturbed measurements (bounds memory)
 
 
 @dataclass
@@ -67,7 +68,8 @@ def _signed(grid: Sequence[float], max_negative: float) -> np.ndarray:
     return np.concatenate([-g[g <= max_negative][::-1], g])
 
 
-def _perturbed(obs, targets, param: str, delta: float):
+def _perturbed_shapes(targets, param: str, delta: float) -> tuple[np.ndarray, ...]:
+    """Catalogue r50, n, q and PSF FWHM with one of them wrong by ``delta``."""
     t = targets
     r50, n, q, fwhm = t.r50, t.n, t.q, t.psf_fwhm
     if param == "r50":
@@ -80,18 +82,33 @@ def _perturbed(obs, targets, param: str, delta: float):
         fwhm = t.psf_fwhm * (1 + delta)
     else:  # pragma: no cover - guarded by the caller
         raise ValueError(param)
-    profile = render_profiles(r50, n, q, t.pa, fwhm, t.psf_beta, t.offset)
-    return obs.with_profile(profile, r50=r50, n=n, q=q)
+    return r50, n, q, fwhm
 
 
-def _background_offset(obs, delta: float):
+def _perturbed(obs, targets, param: str, deltas: np.ndarray):
+    """The observation repeated once per ``delta``, each copy with its perturbed profile."""
+    t = targets
+    shapes = [_perturbed_shapes(t, param, float(d)) for d in deltas]
+    r50, n, q, fwhm = (np.concatenate([s[k] for s in shapes]) for k in range(4))
+    k = len(deltas)
+    profile = render_profiles(r50, n, q, np.tile(t.pa, k), fwhm, np.tile(t.psf_beta, k),
+                              np.tile(t.offset, (k, 1)))  # fmt: skip
+    rep = obs[np.tile(np.arange(len(obs)), k)]
+    return rep.with_profile(profile, r50=r50, n=n, q=q)
+
+
+def _background_offset(obs, deltas: np.ndarray):
+    """The observation repeated once per ``delta``, each copy with ``-delta x sky`` within
+    26 pixels of the centre."""
     c = obs.cutouts
     size = c.size
     g = np.arange(size) - (size - 1) / 2.0
     disc = (g[None, :] ** 2 + g[:, None] ** 2 < _DISC_RADIUS**2).astype(np.float32)
     level = np.asarray(c.true_background, dtype=np.float32).reshape(len(c), -1).mean(axis=1)
-    pixels = c.pixels - np.float32(delta) * level[:, None, None] * disc[None]
-    return obs.with_pixels(pixels.astype(np.float32))
+    pixels = np.concatenate([c.pixels - np.float32(d) * level[:, None, None] * disc[None]
+                             for d in deltas]).astype(np.float32)  # fmt: skip
+    rep = obs[np.tile(np.arange(len(obs)), len(deltas))]
+    return rep.with_pixels(pixels)
 
 
 def run_sensitivity(
@@ -142,18 +159,24 @@ def run_sensitivity(
     grids["background"] = _signed(background_grid, np.inf)
     response: dict[str, dict[str, np.ndarray]] = {}
     for param in PARAMETERS:
-        rows: dict[str, list[float]] = {name: [] for name in ref}
-        for delta in grids[param]:
+        g = grids[param]
+        changes: dict[str, list[np.ndarray]] = {name: [] for name in ref}
+        for lo in range(0, n, _CHUNK):
+            rows = slice(lo, min(lo + _CHUNK, n))
+            m = rows.stop - rows.start
             if param == "background":
-                obs = _background_offset(base, float(delta))
+                obs = _background_offset(base[rows], g)
             else:
-                obs = _perturbed(base, targets, param, float(delta))
-            res = measure_all(model, obs, methods)
-            for name, r in res.items():
-                change = (r["flux"] - ref[name]["flux"]) / truth
-                rows[name].append(float(np.nanmedian(change)) if np.isfinite(change).any()
-                                  else float("nan"))  # fmt: skip
-        response[param] = {name: np.asarray(v) for name, v in rows.items()}
+                obs = _perturbed(base[rows], targets[rows], param, g)
+            for name, r in measure_all(model, obs, methods).items():
+                f0 = ref[name]["flux"][rows]
+                changes[name].append((r["flux"].reshape(g.size, m) - f0[None]) / truth[None, rows])
+        response[param] = {}
+        for name, parts in changes.items():
+            change = np.concatenate(parts, axis=1)
+            response[param][name] = np.array(
+                [np.nanmedian(row) if np.isfinite(row).any() else np.nan for row in change]
+            )
         if progress:
             progress(f"sensitivity: {param} done ({grids[param].size} perturbations)")
     return SensitivityResult(grids, response, _metrics(grids, response, n, mag_range))

@@ -22,9 +22,9 @@ import numpy as np
 
 from ..backgrounds import SyntheticSky
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
-from .measuring import measure_all
+from .measuring import observe_and_measure
 from .metrics import MAG_BINS, binned_statistic, colour_error, sigma68
-from .scenes import draw_targets, exposure_times, observe
+from .scenes import draw_targets, exposure_times
 
 __all__ = ["SnrColourResult", "run_snr_colours", "TRAYS"]
 
@@ -101,7 +101,7 @@ def run_snr_colours(
     sky = SyntheticSky()
     meas = []
     for k, t in enumerate((first, second)):
-        meas.append(measure_all(model, observe(t, sky, rng), methods))
+        meas.append(observe_and_measure(model, t, sky, rng, methods))
         if progress:
             progress(f"snr/colours: band {k + 1}/2 measured ({n} galaxies)")
     snr, dcol = {}, {}
