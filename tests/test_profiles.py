@@ -205,3 +205,26 @@ def test_num_threads_is_restored():
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="num_threads"):
         SersicRenderer(num_threads=0)
+
+
+def test_minimal_protocol_psf_and_large_offsets(renderer):
+    """A PSF with only kvalue/__len__ works; offsets beyond half a pixel are honoured."""
+
+    class Minimal:
+        def __init__(self, fwhm):
+            self.inner = MoffatPSF(fwhm, 3.0)
+
+        def kvalue(self, kx, ky):
+            return self.inner.kvalue(kx, ky)
+
+        def __len__(self):
+            return len(self.inner)
+
+    args = ([1.0, 0.5], [2.0, 1.0], [0.5, 0.8], [30.0, 120.0])
+    offset = [[8.3, -5.2], [-12.0, 3.4]]
+    ref = renderer.render(*args, MoffatPSF([0.9, 1.1], 3.0), offset=offset)
+    got = renderer.render(*args, Minimal([0.9, 1.1]), offset=offset)
+    assert float((got - ref).abs().max() / ref.max()) < 1e-4
+    for im, (dx, dy) in zip(ref.double().numpy(), offset, strict=True):
+        cx, cy, *_ = moments(im)
+        assert abs(cx - (29.5 + dx)) < 0.3 and abs(cy - (29.5 + dy)) < 0.3

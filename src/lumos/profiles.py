@@ -500,14 +500,15 @@ class SersicRenderer:
         L, S, p = self.fft_size, self.size, self.pixel_scale
         n, r50, q = par["n"], par["r50"], par["q"]
         b = sersic_b(n)
-        near = (L - S / 2.0 - 1.0) * p
+        ext = _half_extent(S, par["offset"])
+        near = (L - ext - 1.0) * p
         frac = torch.special.gammaincc(2 * n, b * (near * torch.sqrt(q) / r50) ** (1.0 / n))
         fwhm = getattr(psf, "fwhm", None)
         fwhm = (torch.ones(1, dtype=torch.float64) if fwhm is None else fwhm.to(torch.float64))
         fwhm = fwhm.expand(nobj) if fwhm.shape[0] == 1 else fwhm
         sigma2 = 2.0 * (fwhm / 2.3548) ** 2 + p * p / 12.0
         curv = torch.zeros(nobj, dtype=torch.float64)
-        for dist in (L - S / 2.0, L + S / 2.0):
+        for dist in (L - ext, L + ext):
             rc = dist * p * torch.sqrt(q)
             g1 = (b / n) * (rc / r50) ** (1.0 / n) / rc
             g2 = g1 * (1.0 / n - 1.0).abs() / rc
@@ -617,7 +618,8 @@ class SersicRenderer:
         use_psf = hasattr(psf, "flux_outside") and hasattr(psf, "intensity")
         if point and not use_psf:
             return img
-        near = (L - S / 2.0 - 1.0) * p  # light beyond this box can wrap into the stamp
+        ext = _half_extent(S, par["offset"])
+        near = (L - ext - 1.0) * p  # light beyond this box can wrap into the stamp
         # Cheap upper bound first: light beyond the circle inscribed in the box.
         bound = torch.zeros(c, dtype=torch.float64)
         if not point:
@@ -648,7 +650,7 @@ class SersicRenderer:
                                         keep.shape[0])
             return out
 
-        need = outside([L - S / 2.0 - 1.0], torch.arange(nc))[0] > _WRAP_NEED
+        need = outside([L - ext - 1.0], torch.arange(nc))[0] > _WRAP_NEED
         if not bool(need.any()):
             return img
         # keep only the galaxies that need a correction
@@ -658,7 +660,7 @@ class SersicRenderer:
         sub_psf = _select_psf(sub_psf, _psf_index(sub_psf, keep)) if sub_psf is not None else None
         sers = {k: v[keep] for k, v in sers.items()} if sers is not None else None
         # light beyond the reach of rings 1..m, and the cell boxes of rings > m (tail level)
-        widths = [(m + 1) * L - S / 2.0 - 1.0 for m in range(1, m_max + 1)]
+        widths = [(m + 1) * L - ext - 1.0 for m in range(1, m_max + 1)]
         widths += [(m + 0.5) * L for m in range(1, m_max + 1)]
         outs = outside(widths, torch.arange(nc))
         ok = outs[:m_max] < _WRAP_TAIL
@@ -666,7 +668,7 @@ class SersicRenderer:
                             torch.full_like(cand, m_max))
         tail = outs[m_max - 1 + m_sel, torch.arange(nc)] / (L * L)
         tail = torch.where(ok[m_sel - 1, torch.arange(nc)], torch.zeros_like(tail), tail)
-        step = self._node_step(sers, img[cand].amax(dim=(1, 2)), L)
+        step = self._node_step(sers, img[cand].amax(dim=(1, 2)), L, ext)
         keys = m_sel * 1000 + step
         img = img.clone()
         for key in torch.unique(keys).tolist():
@@ -710,7 +712,7 @@ class SersicRenderer:
         a = (2 * n)[None].expand_as(z)
         return torch.special.gammaincc(a, z).mean(dim=2)
 
-    def _node_step(self, sers: dict | None, peak: Tensor, L: int) -> Tensor:
+    def _node_step(self, sers: dict | None, peak: Tensor, L: int, ext: float) -> Tensor:
         """Node spacing [pixels] for log-bilinear interpolation of the wrapped light.
 
         The interpolation error of ``ln f`` is about ``h^2 / 8`` times its curvature (along
@@ -718,20 +720,20 @@ class SersicRenderer:
         is kept below ``2e-4 peak / W`` (at least 0.01), ``W`` being the brightest wrapped
         light per pixel and ``peak`` the brightest stamp pixel.
         """
-        S, p = self.size, self.pixel_scale
+        p = self.pixel_scale
         count = peak.shape[0]
         if sers is None:
             return torch.full((count,), 12, dtype=torch.long)
         n, r50, q, b = (sers[k] for k in ("n", "r50", "q", "b"))
         curv = torch.zeros(count, dtype=torch.float64)
-        for dist in (L - S / 2.0, L + S / 2.0):
+        for dist in (L - ext, L + ext):
             rc = dist * p * torch.sqrt(q)  # circular radius on the major axis [arcsec]
             g1 = (b / n) * (rc / r50) ** (1.0 / n) / rc  # |d ln f / d rc|
             g2 = g1 * (1.0 / n - 1.0).abs() / rc  # |d2 ln f / d rc2|
             minor = g1 / (q * rc)  # d2/dv2 across the major axis
             major = g2 * q  # d2/du2 along it
             curv = torch.maximum(curv, torch.maximum(minor, major) * p * p)
-        rc_near = (L - S / 2.0 - 1.0) * p * torch.sqrt(q)
+        rc_near = (L - ext - 1.0) * p * torch.sqrt(q)
         w_max = 2 * p * p * torch.exp(sers["log_i0"] - b * (rc_near / r50) ** (1.0 / n))
         eps = (2e-4 * peak.to(torch.float64) / w_max.clamp(min=1e-300)).clamp(0.01, 1.0)
         h = torch.sqrt(8 * eps / curv.clamp(min=1e-12)).clamp(1, 12)
@@ -836,6 +838,12 @@ def _sersic_spectrum(coef: Tensor, g: _Grid, lut_val: Tensor, lut_slope: Tensor,
     if mtf is not None:
         val.mul_(torch.index_select(mtf, 1, g.radial_inverse))
     return (val.view(c, nr, nc) * ex[:, None, :]).mul_(ey[:, :, None])
+
+
+def _half_extent(size: int, offset: Tensor) -> float:
+    """Largest distance [pixels] from a source to the edge of its stamp (any galaxy)."""
+    worst = float(offset.abs().max()) if offset.numel() else 0.0
+    return size / 2.0 + max(0.0, worst - 0.5)
 
 
 @contextmanager

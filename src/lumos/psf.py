@@ -12,8 +12,10 @@ Every PSF here is *batched*: it holds one set of parameters per galaxy (tensors 
 Besides the :class:`PSF` protocol (``kvalue`` and ``__len__``), the built-in PSFs implement
 a few optional methods the renderer uses when present: ``kvalue_grid`` (transform on an
 outer-product grid), ``kvalue_radial`` (radially symmetric PSFs), ``kmax`` (wavenumber
-beyond which the transform is negligible), ``intensity`` (far-field surface brightness,
-for the wrap-around correction) and ``__getitem__`` (select galaxies).
+beyond which the transform is negligible), ``intensity`` and ``flux_outside`` (surface
+brightness and encircled-light complement of the wings, for the wrap-around correction)
+and ``__getitem__`` (select galaxies). A PSF with only ``kvalue`` and ``__len__`` works
+too, more slowly and without the wing correction.
 """
 
 from __future__ import annotations
