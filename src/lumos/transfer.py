@@ -10,10 +10,13 @@ get agreeing flux PDFs. Transfer learning fine-tunes the network with
 where ``pair_nll`` (:func:`lumos.mixture.pair_nll`) is minus the log of the overlap
 integral of the two (calibrated) mixtures, truncated at zero flux for galaxies fainter
 than the model's ``truncate_threshold`` (i = 20.5), and the second term is the supervised
-loss of :mod:`lumos.training` on a fresh simulated batch (it keeps the flux scale, which
-pairs alone cannot fix: a common bias of both exposures costs the pair loss nothing).
-Both terms are evaluated on the flux relative to a detached per-row reference flux, so
-their values are O(1) and independent of the image units (the gradients are those of the
+loss of :mod:`lumos.training` on a fresh simulated batch. The second term keeps the flux
+scale, which pairs cannot fix: scaling both PDFs of a pair by ``c`` changes the pair loss
+by ``+log c`` (it is a density of the flux difference), so on its own the pair term would
+even pull every flux down a little; with equal weights the balance costs a small bias
+(about 1-2% in ``bench/bench_transfer.py``; lower ``pair_weight`` to reduce it). Both
+terms are evaluated on the flux relative to a detached per-row reference flux, so their
+values are O(1) and independent of the image units (the gradients are those of the
 flux-space losses).
 
 Only the **last linear layer** (``model.head``) is trained; every other parameter,
@@ -230,6 +233,8 @@ def _split_indices(pairs: PairSet, fraction: float, seed: int) -> tuple[np.ndarr
     else:
         group = np.arange(n)
     n_groups = int(group.max()) + 1
+    if n_groups < 2:  # one galaxy: nothing can be held out without leaking it
+        return np.arange(n), np.arange(0)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x484F4C44]))
     order = rng.permutation(n_groups)
     sizes = np.bincount(group, minlength=n_groups)
@@ -238,7 +243,7 @@ def _split_indices(pairs: PairSet, fraction: float, seed: int) -> tuple[np.ndarr
     n_held_groups = int(np.searchsorted(cumulative, target) + 1)
     n_held_groups = min(n_held_groups, n_groups - 1)  # keep something to train on
     held_groups = np.zeros(n_groups, dtype=bool)
-    held_groups[order[:max(n_held_groups, 1)]] = True
+    held_groups[order[:n_held_groups]] = True
     held = held_groups[group]
     return np.flatnonzero(~held), np.flatnonzero(held)
 
