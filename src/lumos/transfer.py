@@ -954,8 +954,7 @@ def _flux_mixture(raw: RawOutput, factor: Tensor | None = None) -> GaussianMixtu
 
 def _pair_losses(raw1: RawOutput, raw2: RawOutput, zp: Tensor, zp_err: Tensor) -> Tensor:
     """Per-pair loss, in units of log(relative flux): flux-space pair_nll + log R."""
-    dtype = raw1.means.dtype
-    zp, zp_err = zp.to(dtype), zp_err.to(dtype)
+    zp, zp_err = zp.to(raw1.means), zp_err.to(raw1.means)  # dtype and device
     norm = torch.sqrt(raw1.reference * zp[:, 0] * raw2.reference * zp[:, 1]).detach()
     m1 = _flux_mixture(raw1).calibrate(zp[:, 0], zp_err[:, 0]).scale(1.0 / norm)
     m2 = _flux_mixture(raw2).calibrate(zp[:, 1], zp_err[:, 1]).scale(1.0 / norm)
