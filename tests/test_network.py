@@ -314,3 +314,35 @@ def test_gradients_flow_to_every_parameter():
     assert math.isfinite(float(sum(p.grad.abs().sum() for p in model.parameters()
                                    if p.grad is not None)))
     assert np.isfinite(model.n_parameters())
+
+
+def test_sigma_scale_multiplies_component_sigmas_only():
+    from lumos.network import LumosNet, NetworkConfig
+
+    torch.manual_seed(3)
+    base = LumosNet(NetworkConfig.tiny()).eval()
+    scaled = LumosNet(NetworkConfig.tiny().replace(sigma_scale=0.8)).eval()
+    scaled.load_state_dict(base.state_dict())
+    batch = _toy_batch_for_sigma_scale()
+    with torch.inference_mode():
+        a, b = base(batch), scaled(batch)
+    torch.testing.assert_close(b.sigmas, 0.8 * a.sigmas)
+    torch.testing.assert_close(b.means, a.means)
+    torch.testing.assert_close(b.weights, a.weights)
+    with pytest.raises(ValueError, match="sigma_scale"):
+        NetworkConfig.tiny().replace(sigma_scale=0.0).validate()
+
+
+def _toy_batch_for_sigma_scale(n: int = 6):
+    from lumos.stamps import StampBatch
+
+    g = torch.Generator().manual_seed(5)
+    yy, xx = torch.meshgrid(torch.arange(60.0), torch.arange(60.0), indexing="ij")
+    profile = torch.exp(-((xx - 29.5) ** 2 + (yy - 29.5) ** 2) / 8.0)
+    profile = (profile / profile.sum()).expand(n, 60, 60).clone()
+    pixels = 100.0 + 5000.0 * profile + 10.0 * torch.randn(n, 60, 60, generator=g)
+    return StampBatch(
+        pixels=pixels.float(), profile=profile.float(), i_mag=torch.full((n,), 20.0),
+        ccd_xy=torch.full((n, 2), 500.0), band_idx=torch.arange(n), flags=torch.zeros(n,
+        dtype=torch.int64), offset=torch.zeros(n, 2),
+    )  # fmt: skip

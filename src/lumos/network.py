@@ -135,6 +135,9 @@ class NetworkConfig:
         ``Flag.OUT_OF_RANGE``.
     band_indices : tuple of int or None
         Band x camera-state indices seen in training (None: all of them).
+    sigma_scale : float
+        Multiplier of every component sigma, fitted after training by maximum likelihood on
+        a held-out calibration set (temperature scaling; 1 during training).
     """
 
     conv_channels: tuple[int, ...] = (16, 32, 64, 64, 32)
@@ -161,6 +164,7 @@ class NetworkConfig:
     truncate_threshold: float = 20.5
     i_mag_range: tuple[float, float] = (17.0, 23.0)
     band_indices: tuple[int, ...] | None = field(default=None)
+    sigma_scale: float = 1.0
 
     @classmethod
     def default(cls) -> NetworkConfig:
@@ -216,6 +220,8 @@ class NetworkConfig:
             raise ValueError(f"n_components must be positive, got {self.n_components}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.sigma_scale > 0:
+            raise ValueError(f"sigma_scale must be positive, got {self.sigma_scale}")
         if self.sigma_floor <= 0 or self.systematic_scale < 0:
             raise ValueError("sigma_floor must be > 0 and systematic_scale >= 0")
         if not 0 < 2 * self.border_width < self.stamp_size:
@@ -576,6 +582,8 @@ class LumosNet(nn.Module):
         unit = pre.unit[:, None]
         means = pre.base[:, None] + unit * x[:, k : 2 * k]
         sigmas = c.sigma_floor + unit * F.softplus(x[:, 2 * k :]) / math.log(2.0)
+        if c.sigma_scale != 1.0:
+            sigmas = sigmas * c.sigma_scale
         truncated = self.truncate_mask(batch.i_mag.to(x.device))
         return RawOutput(log_weights, means, sigmas, pre.reference, truncated)
 
