@@ -2,7 +2,7 @@
 
 Writes ``metrics.json``, PNG plots and ``report.md`` to ``--out`` (see
 :mod:`lumos.validation.experiments` for the experiments, their sizes and runtimes:
-``--quick`` takes a minute or two on 2 CPU cores, the full run about half an hour).
+``--quick`` takes a minute or two on 2 CPU cores, the full run 20-35 minutes).
 """
 
 from __future__ import annotations

@@ -28,15 +28,17 @@ Held-out data
     :func:`lumos.training.validation_seed`; :func:`check_seeds` verifies that none of the
     seeds here equals a seed recorded in the model's metadata.
 
-Sizes and runtime (2 CPU cores; :class:`ValidationSizes`)
-    ``quick`` (``lumos validate --quick``, for CI): 1200 galaxies for calibration and
-    accuracy, 2 x 31 x 12 deblending stamps, 4 x 250 artefact stamps, 250 pairs of repeated
-    observations, 24 galaxies x 43 catalogue perturbations, 250 two-band galaxies: about
-    1-2 minutes including model loading for the default network (simulation dominates).
-    ``full`` (the default): 20 000 galaxies for calibration and accuracy (about 100 per
-    0.1-mag of the faintest bins), 20 x 31 x 40 deblending stamps, 4 x 2000 artefact
-    stamps, 4000 repeated pairs, 200 galaxies x 71 perturbations, 4000 two-band galaxies:
-    about 25-40 minutes on 2 cores (see ``report.md`` of a run for its measured runtime).
+Sizes and runtime (:class:`ValidationSizes`; measured with the default-size network)
+    ``quick`` (``lumos validate --quick``, for CI): 1000 galaxies for calibration and
+    accuracy, 2 pairs x 31 distances x 12 realisations for deblending, 4 x 200 artefact
+    stamps, 200 pairs of repeated observations, 24 galaxies x 46 catalogue perturbations and
+    200 two-band galaxies: 86 s of CPU time including model loading, i.e. about 1-2 minutes
+    on 2 idle cores (189 s wall on a shared, loaded machine).
+    ``full`` (the default): 20 000 galaxies for calibration and accuracy (1600-6700 per
+    i bin), 20 x 31 x 40 deblending stamps, 4 x 2000 artefact stamps, 4000 repeated pairs,
+    200 galaxies x 72 perturbations and 4000 two-band galaxies: 1670 s (28 minutes) of CPU
+    time, about 20-35 minutes on 2 cores (35 minutes measured on a shared machine; the
+    accuracy set's simulation is half of it). Each run's ``report.md`` records its runtime.
 """
 
 from __future__ import annotations
@@ -119,12 +121,12 @@ class ValidationSizes:
 
     @classmethod
     def full(cls) -> ValidationSizes:
-        """The full run (about 25-40 minutes on 2 CPU cores)."""
+        """The full run (about 28 CPU-minutes: 20-35 minutes on 2 CPU cores)."""
         return cls()
 
     @classmethod
     def quick(cls) -> ValidationSizes:
-        """A CI-sized run (about 1-2 minutes on 2 CPU cores)."""
+        """A CI-sized run (about 1.5 CPU-minutes: 1-2 minutes on 2 CPU cores)."""
         return cls(
             accuracy=1000,
             deblend_pairs=2,

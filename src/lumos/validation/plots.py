@@ -270,7 +270,10 @@ def plot_sensitivity(
         unit = (units or {}).get(p, "relative error")
         ax.set_xlabel(f"{p} error [% ({unit})]")
         ax.set_ylabel("median (f - f_0) / f_true [%]")
-        ax.set_ylim(-60, 60)
+        top = max((np.nanmax(np.abs(np.asarray(r, dtype=float))) for r in response[p].values()
+                   if np.isfinite(np.asarray(r, dtype=float)).any()), default=0.0)  # fmt: skip
+        lim = float(np.clip(110 * top, 2 * 100 * level, 100))
+        ax.set_ylim(-lim, lim)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(params):]:
         ax.axis("off")

@@ -93,7 +93,8 @@ def _header(m: dict) -> list[str]:
     lines += [
         "",
         "Reproduce: `lumos validate --model MODEL --out DIR` (full) or with `--quick` (CI size);"
-        " the full run takes about 25-40 minutes on 2 CPU cores.",
+        " the full run takes about 28 CPU-minutes (20-35 minutes on 2 cores), the quick run"
+        " 1-2 minutes.",
         "",
     ]
     return lines
