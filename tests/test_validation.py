@@ -219,6 +219,9 @@ def test_run_validation_rejects_bad_input(model, tmp_path):
     try:
         with pytest.raises(ValueError, match="used to train"):
             run_validation(model, tmp_path, sizes=TINY, progress=None)
+        model.metadata = {"calibration": {"seed": SEEDS["accuracy"]}}
+        with pytest.raises(ValueError, match="used to train"):
+            run_validation(model, tmp_path, sizes=TINY, progress=None)
     finally:
         model.metadata = {}
 

@@ -143,13 +143,17 @@ class ValidationSizes:
 def check_seeds(model) -> None:
     """Raise ValueError if a validation seed equals a seed recorded with the model.
 
-    The model's metadata (written by ``lumos train``) records the training base seed and the
-    seed of its held-out validation stamps.
+    The model's metadata (written by ``lumos train`` and ``scripts/calibrate_model.py``)
+    records the training base seed, the seed of its held-out validation stamps and the seed of
+    its calibration set.
     """
     meta = getattr(model, "metadata", None) or {}
     used = set()
     if isinstance(meta.get("validation_seed"), int):
         used.add(int(meta["validation_seed"]))
+    calibration = meta.get("calibration")
+    if isinstance(calibration, dict) and isinstance(calibration.get("seed"), int):
+        used.add(int(calibration["seed"]))
     training = meta.get("training")
     if isinstance(training, dict) and isinstance(training.get("seed"), int):
         from ..training import validation_seed
