@@ -1,0 +1,28 @@
+"""The pretrained model shipped inside the package loads and measures sensibly."""
+
+import numpy as np
+import torch
+
+from lumos.network import default_model_path, load_default_model
+from lumos.simulate import Simulator
+
+
+def test_shipped_model_is_small_loads_and_is_accurate_on_fresh_simulations():
+    weights = default_model_path().with_suffix(".safetensors")
+    assert weights.is_file()
+    assert weights.stat().st_size < 20 * 1024**2
+    model = load_default_model().eval()
+    assert model.config.n_components == 5
+    batch = Simulator(seed=31_000_001).sample(300)  # a seed training never used
+    with torch.inference_mode():
+        mixture = model(batch)
+    summary = mixture.summaries()
+    truth = batch.truth.numpy()
+    rel = (summary["flux"] - truth) / truth
+    bright = batch.i_mag.numpy() < 20.0
+    assert bright.sum() > 30
+    assert abs(np.median(rel[bright])) < 0.03
+    q16, q84 = np.percentile(rel[bright], [16, 84])
+    assert 0.5 * (q84 - q16) < 0.08
+    inside = (truth >= summary["flux_q16"]) & (truth <= summary["flux_q84"])
+    assert 0.55 < inside.mean() < 0.82
