@@ -155,10 +155,10 @@ def test_manifest_runs_images_in_parallel_like_one_by_one(field_dir, model_path,
     result = measure_manifest(tmp_path / "manifest.ecsv", field_dir / "catalogue.fits", out,
                               model_path=model_path, n_workers=2, progress=False)  # fmt: skip
     assert len(result) == 80
-    assert result.meta["FAILED"] == "broken.fits"
+    assert result.meta["FAILED"] == str(broken)
     one = measure_file(second, field_dir / "catalogue.fits", tmp_path / "one.fits",
                        model_path=model_path, progress=False)  # fmt: skip
-    part = result[result["image"] == "second.fits"]
+    part = result[result["image"] == str(second)]
     np.testing.assert_allclose(part["flux"], one["flux"], rtol=1e-5, equal_nan=True)
     np.testing.assert_array_equal(part["flags"], one["flags"])
     # running again skips the images already done (their parts exist)

@@ -8,7 +8,8 @@ positions placed through each image's WCS). Values in the manifest override the 
 
 Each image's table is written to ``<out>.parts/`` as soon as it is done, so running again skips
 images already measured; an image that fails is reported and skipped, the others complete. The
-final table stacks the parts in manifest order with an ``image`` column.
+final table stacks the parts in manifest order with an ``image`` column holding each image's
+path as written in the manifest.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def is_manifest(path: str | Path) -> bool:
 class _Job:
     index: int
     image: str
+    listed: str
     catalogue: str
     part: str
     overrides: dict
@@ -75,7 +77,8 @@ def read_manifest(path: str | Path) -> Table:
 def _jobs(manifest: Table, base: Path, catalogue: str | None, parts: Path) -> list[_Job]:
     jobs = []
     for index, row in enumerate(manifest):
-        image = Path(str(row["path"]).strip())
+        listed = str(row["path"]).strip()
+        image = Path(listed)
         image = image if image.is_absolute() else base / image
         cat = catalogue
         if "catalogue" in manifest.colnames and str(row["catalogue"]).strip():
@@ -91,7 +94,7 @@ def _jobs(manifest: Table, base: Path, catalogue: str | None, parts: Path) -> li
                     continue
                 overrides[name] = value.item() if hasattr(value, "item") else value
         part = parts / f"{index:05d}-{image.stem}.parquet"
-        jobs.append(_Job(index, str(image), cat, str(part), overrides))
+        jobs.append(_Job(index, str(image), listed, cat, str(part), overrides))
     return jobs
 
 
@@ -168,7 +171,7 @@ def measure_manifest(
     cat = None if catalogue is None else str(catalogue)
     jobs = _jobs(manifest, Path(manifest_path).parent, cat, parts)
     todo = [job for job in jobs if not Path(job.part).exists()]
-    failures: dict[str, str] = {}
+    failures: dict[str, str] = {}  # manifest path -> reason
     if todo:
         import os
 
@@ -195,7 +198,7 @@ def measure_manifest(
                     except Exception as exc:
                         error = f"{type(exc).__name__}: {exc}"
                     if error:
-                        failures[job.image] = error
+                        failures[job.listed] = error
                         print(f"lumos measure: skipped {Path(job.image).name}: {error}",
                               file=sys.stderr)  # fmt: skip
                     bar.update(1)
@@ -208,13 +211,13 @@ def measure_manifest(
         if Path(job.part).exists():
             part = read_table(job.part, "partial table")
             part.meta.clear()
-            part.add_column(np.full(len(part), Path(job.image).name), name="image", index=0)
+            part.add_column(np.full(len(part), job.listed), name="image", index=0)
             tables.append(part)
     if not tables:
         raise LumosError("every image of the manifest failed; nothing written")
     result = vstack(tables, metadata_conflicts="silent")
     result.meta["METHOD"] = method
     result.meta["NIMAGES"] = len(tables)
-    result.meta["FAILED"] = ",".join(Path(p).name for p in failures)
+    result.meta["FAILED"] = ",".join(failures)
     write_table(result, out_path)
     return result
