@@ -71,7 +71,7 @@ def test_metadata_errors(header, overrides, message):
 @pytest.mark.parametrize("suffix", [".fits", ".parquet", ".ecsv"])
 def test_table_round_trip_with_vector_columns_and_units(tmp_path, suffix):
     t = Table({"id": np.arange(3), "flux": np.array([1.0, 2.0, np.nan]),
-               "pdf_mean": np.arange(15.0).reshape(3, 5)})  # fmt: skip
+               "pdf_mean": np.arange(15.0).reshape(3, 5), "band": ["NB685"] * 3})  # fmt: skip
     t["flux"].unit = "electron"
     t.meta["METHOD"] = "lumos"
     path = write_table(t, tmp_path / f"out{suffix}")
@@ -79,7 +79,9 @@ def test_table_round_trip_with_vector_columns_and_units(tmp_path, suffix):
     np.testing.assert_array_equal(back["pdf_mean"], t["pdf_mean"])
     assert str(back["flux"].unit) == "electron"
     assert back.meta["METHOD"] == "lumos"
-    assert [p.name for p in tmp_path.iterdir()] == [f"out{suffix}"]  # no temporary left
+    assert back["band"].dtype.kind == "U" and back["band"][0] == "NB685"
+    write_table(back, tmp_path / "again.fits")  # what was read can be written to FITS
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"out{suffix}", "again.fits"])
 
 
 def test_write_table_errors(tmp_path):

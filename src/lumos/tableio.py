@@ -101,6 +101,8 @@ def _read_parquet(path: Path) -> Table:
         values = column.to_numpy(zero_copy_only=False)
         if values.dtype == object and len(values) and isinstance(values[0], np.ndarray):
             values = np.stack(values)
+        elif values.dtype == object and len(values) and isinstance(values[0], str):
+            values = values.astype(str)  # fixed-width strings, writable to FITS
         table[name] = values
     meta = arrow.schema.metadata or {}
     if b"lumos_meta" in meta:
