@@ -219,9 +219,10 @@ class _Stub:
         return self.mixtures.pop(0)
 
 
-def _gauss(mean, sigma):
+def _gauss(mean, sigma, truncated=None):
     mean = torch.as_tensor(mean, dtype=torch.float64)[:, None]
-    return GaussianMixture(torch.zeros_like(mean), mean, torch.full_like(mean, sigma))
+    return GaussianMixture(torch.zeros_like(mean), mean, torch.full_like(mean, sigma),
+                           truncated=truncated)
 
 
 def test_pair_consistency_values():
@@ -236,6 +237,14 @@ def test_pair_consistency_values():
     q16, q84 = np.percentile(d, [16, 84])
     assert out["sigma68_D"] == pytest.approx((q84 - q16) / 2)
     assert "bias" in out  # simulated pairs have truth
+    assert out["n_pairs_untruncated"] == 4 and out["n_pairs_truncated"] == 0
+    # pairs of truncated PDFs (means far above zero here) are reported separately
+    trunc = torch.tensor([False, False, True, True])
+    out = pair_consistency(_Stub(_gauss(f1, 3.0, trunc), _gauss(f2, 4.0, trunc)), pairs)
+    assert out["n_pairs_untruncated"] == 2 and out["n_pairs_truncated"] == 2
+    assert out["median_D_untruncated"] == pytest.approx(0.1)
+    assert out["median_D_truncated"] == pytest.approx(-0.8)
+    assert out["median_D"] == pytest.approx(np.median(d))
     # zero points calibrate both sides before comparing
     pairs.zero_point[:, 1] = 0.5
     out = pair_consistency(_Stub(_gauss(f1, 3.0), _gauss(2 * f2, 8.0)), pairs)
