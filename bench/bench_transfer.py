@@ -31,9 +31,9 @@ Usage::
     .venv/bin/python bench/bench_transfer.py --model runs/ckpt-default/best --lr 1e-4
     .venv/bin/python bench/bench_transfer.py --sim-pool 0          # fresh simulations per step
 
-Model: ``--model``, else ``runs/lumos-default``, else ``runs/ckpt-default/best`` (copied
-first: it changes while training runs), else a small model trained here for
-``--train-minutes``. Timings on the shared 2-core machine are noisy.
+Model: ``--model``, else the shipped model, else ``runs/lumos-default``, else
+``runs/ckpt-default/best`` (copied first: it changes while training runs), else a small
+model trained here for ``--train-minutes``. Timings on the shared 2-core machine are noisy.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from lumos.model_io import load_model, model_paths  # noqa: E402
+from lumos.model_io import default_model_path, load_model, model_paths  # noqa: E402
 from lumos.simulate import SimulationConfig, Simulator  # noqa: E402
 from lumos.training import (  # noqa: E402
     TrainingConfig,
@@ -76,9 +76,12 @@ def _find_model(given: str | None, workdir: Path, train_minutes: float, seed: in
     """Load the model to transfer (see the module docstring); returns (model, label)."""
     if given:
         return load_model(given), given
-    for stem in (ROOT / "runs" / "lumos-default", ROOT / "runs" / "ckpt-default" / "best"):
+    shipped = default_model_path()
+    for stem in (shipped, ROOT / "runs" / "lumos-default", ROOT / "runs" / "ckpt-default" / "best"):
         weights, desc = model_paths(stem)
         if weights.is_file() and desc.is_file():
+            if stem == shipped:
+                return load_model(stem), "the shipped lumos-default model"
             copy = workdir / "start"
             for src, suffix in ((weights, ".safetensors"), (desc, ".json")):
                 shutil.copyfile(src, copy.with_suffix(suffix))
