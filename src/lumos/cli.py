@@ -87,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")
     p.add_argument("--model", help="starting model (default: the shipped model)")
     p.add_argument("--out", required=True, help="output model file")
+    p.add_argument("--images", help="manifest of the measured images (path column; optional "
+                   "catalogue, band, psf_fwhm, gain... columns)")  # fmt: skip
+    p.add_argument("--catalogue", help="catalogue for images that have no other")
+    p.add_argument("--zero-points", help="table of zero points (image or band, zp, zp_err)")
+    p.add_argument("--pairing", default="consecutive", choices=("consecutive", "all"),
+                   help="how to pair repeated observations")  # fmt: skip
+    p.add_argument("--max-pairs", type=int, default=4, help="pairs per galaxy and band")
+    p.add_argument("--epochs", type=int, default=100, help="passes over the pairs")
+    p.add_argument("--batch-size", type=int, default=256, help="pairs per step")
+    p.add_argument("--lr", type=float, default=1e-5, help="initial Adam learning rate")
+    p.add_argument("--lr-step", type=int, default=50, help="epochs between /10 decays")
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction of pairs held out")
+    p.add_argument("--sim-pool", type=int,
+                   help="draw this many simulated stamps once and reuse them (faster)")  # fmt: skip
+    p.add_argument("--checkpoints", help="checkpoint directory (default OUT-transfer-checkpoints)")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
+    p.add_argument("--hours", type=float, help="stop after the first epoch past this wall time")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
 
     p = sub.add_parser("coadd", help="co-add per-exposure measurements per galaxy and band")
     p.add_argument("tables", nargs="+", help="measurement tables")

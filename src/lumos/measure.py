@@ -385,5 +385,10 @@ def measure_file(
         batch_size=batch_size,
     )  # fmt: skip
     result.meta["IMAGE"] = Path(image_path).name
+    result.meta["IMGPATH"] = str(Path(image_path).resolve())
+    if not isinstance(catalogue_path, Table):
+        result.meta["CATPATH"] = str(Path(catalogue_path).resolve())
+    result.meta["PSFBETA"] = meta.psf_beta
+    result.meta["GAIN"] = meta.gain
     write_table(result, out_path)
     return result
