@@ -23,27 +23,5 @@ Example
 (4, 60, 60)
 """
 
-from lumos.sky.base import (
-    CCD_HEIGHT,
-    CCD_WIDTH,
-    Artefact,
-    BackgroundSample,
-    BackgroundSource,
-)
-from lumos.sky.composite import CompositeBackground
-from lumos.sky.noise import robust_sigma
-from lumos.sky.real import RealImageBackground
-from lumos.sky.synthetic import ScatteredLight, SyntheticSky
-
-__all__ = [
-    "CCD_WIDTH",
-    "CCD_HEIGHT",
-    "Artefact",
-    "BackgroundSample",
-    "BackgroundSource",
-    "SyntheticSky",
-    "ScatteredLight",
-    "RealImageBackground",
-    "CompositeBackground",
-    "robust_sigma",
-]
+from lumos.sky import *  # noqa: F403 - this module is the public face of lumos.sky
+from lumos.sky import __all__  # noqa: F401

@@ -32,25 +32,22 @@ from torch import Tensor
 
 from . import flags as flagbits
 from .errors import LumosError
-from .mixture import P025, P16, P84, P975, GaussianMixture, _map_chunks, truncate_mask
+from .mixture import (
+    P025,
+    P16,
+    P84,
+    P975,
+    SUMMARY_KEYS,
+    GaussianMixture,
+    _map_chunks,
+    truncate_mask,
+)
 
 __all__ = ["coadd_tables", "product_summaries", "COADD_METHODS"]
 
 COADD_METHODS = ("both", "ivar", "pdf")
 
-_PDF_KEYS = (
-    "flux",
-    "flux_err",
-    "flux_median",
-    "flux_peak",
-    "flux_q16",
-    "flux_q84",
-    "flux_q025",
-    "flux_q975",
-    "sigma68",
-    "sigma95",
-    "eta",
-)
+_PDF_KEYS = SUMMARY_KEYS
 _LEVELS = (P025, P16, 0.5, P84, P975)
 _ZOOM_POINTS = 128
 _ZOOM_STEPS = 3

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SUMMARY_KEYS",
     "GaussianMixture",
     "P16",
     "P84",
@@ -117,6 +118,22 @@ def _as_tensor(x, dtype=None, device=None) -> Tensor:
     if isinstance(x, Tensor):
         return x.to(dtype=dtype or x.dtype, device=device or x.device)
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
+
+#: Keys of :meth:`GaussianMixture.summaries`, in order (also the PDF co-add's columns).
+SUMMARY_KEYS = (
+    "flux",
+    "flux_err",
+    "flux_median",
+    "flux_peak",
+    "flux_q16",
+    "flux_q84",
+    "flux_q025",
+    "flux_q975",
+    "sigma68",
+    "sigma95",
+    "eta",
+)
 
 
 class GaussianMixture:
@@ -563,21 +580,8 @@ class GaussianMixture:
         """
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
-        keys = (
-            "flux",
-            "flux_err",
-            "flux_median",
-            "flux_peak",
-            "flux_q16",
-            "flux_q84",
-            "flux_q025",
-            "flux_q975",
-            "sigma68",
-            "sigma95",
-            "eta",
-        )
         n = len(self)
-        res = {k: np.empty(n, dtype=np.float64) for k in keys}
+        res = {k: np.empty(n, dtype=np.float64) for k in SUMMARY_KEYS}
         levels = torch.tensor([[P025, P16, 0.5, P84, P975]], dtype=torch.float64)
 
         def work(lo: int, hi: int) -> None:
