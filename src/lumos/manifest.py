@@ -22,7 +22,7 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from .errors import LumosError
-from .tableio import read_table, table_format, write_table
+from .tableio import check_output_path, read_table, write_table
 
 __all__ = ["MANIFEST_COLUMNS", "read_manifest", "measure_manifest", "is_manifest"]
 
@@ -161,10 +161,7 @@ def measure_manifest(
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
-    out_path = Path(out_path)
-    table_format(out_path, "output table")
-    if not (out_path.parent if str(out_path.parent) else Path(".")).is_dir():
-        raise LumosError(f"output directory does not exist: {out_path.parent}")
+    out_path = check_output_path(out_path)
     manifest = read_manifest(manifest_path)
     parts = out_path.with_name(out_path.name + ".parts")
     parts.mkdir(exist_ok=True)

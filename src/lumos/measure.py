@@ -25,7 +25,7 @@ from .errors import LumosError
 from .flags import Flag
 from .imageio import ImageMeta, image_metadata, read_image
 from .stamps import STAMP_SIZE, StampBatch, cut_stamps
-from .tableio import table_format, write_table
+from .tableio import check_output_path, write_table
 
 __all__ = [
     "MEASURE_METHODS",
@@ -365,11 +365,7 @@ def measure_file(
     astropy.table.Table
         The table written.
     """
-    out_path = Path(out_path)
-    table_format(out_path, "output table")
-    parent = out_path.parent if str(out_path.parent) else Path(".")
-    if not parent.is_dir():
-        raise LumosError(f"output directory does not exist: {parent}")
+    out_path = check_output_path(out_path)
     image, header, wcs = read_image(image_path)
     meta = image_metadata(header, overrides, keywords, wcs)
     catalogue = read_catalogue(

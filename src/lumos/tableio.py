@@ -19,7 +19,7 @@ from astropy.table import Table
 
 from .errors import LumosError
 
-__all__ = ["TABLE_FORMATS", "table_format", "read_table", "write_table"]
+__all__ = ["TABLE_FORMATS", "table_format", "check_output_path", "read_table", "write_table"]
 
 TABLE_FORMATS = {
     ".fits": "fits",
@@ -41,6 +41,18 @@ def table_format(path: str | Path, what: str = "table") -> str:
             f"{', '.join(sorted(TABLE_FORMATS))}"
         )
     return fmt
+
+
+def check_output_path(path: str | Path, table: bool = True) -> Path:
+    """Check, before any work, that an output can be written: a known table extension
+    (when ``table``) and an existing directory. Raises :class:`LumosError` otherwise."""
+    path = Path(path)
+    if table:
+        table_format(path, "output table")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise LumosError(f"output directory does not exist: {parent}")
+    return path
 
 
 def read_table(path: str | Path, what: str = "table", error=LumosError) -> Table:
@@ -176,11 +188,9 @@ def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
         If the directory does not exist, the extension is unknown, or the file exists and
         ``overwrite`` is false.
     """
-    path = Path(path)
+    path = check_output_path(path)
     fmt = table_format(path, "output table")
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise LumosError(f"output directory does not exist: {parent}")
     if path.exists() and not overwrite:
         raise LumosError(f"output file exists: {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=parent)

@@ -10,12 +10,9 @@ from ..errors import LumosError
 
 def run(args: argparse.Namespace) -> int:
     from ..coadd import coadd_tables
-    from ..tableio import read_table, table_format, write_table
+    from ..tableio import check_output_path, read_table, write_table
 
-    out = Path(args.out)
-    table_format(out, "output table")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise LumosError(f"output directory does not exist: {out.parent}")
+    out = check_output_path(args.out)
     tables = []
     for path in args.tables:
         table = read_table(path, "measurement table")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import LumosError
+from ..tableio import check_output_path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -14,8 +15,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise LumosError(f"--out must be an HDF5 file ending in .h5 or .hdf5, got {out.name}")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise LumosError(f"output directory does not exist: {out.parent}")
+    check_output_path(out, table=False)
     if args.n <= 0:
         raise LumosError(f"--n must be positive, got {args.n}")
     simulate_to_file(args.n, out, seed=args.seed, progress=True)
