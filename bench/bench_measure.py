@@ -7,7 +7,7 @@ process so that peak memory (max RSS) is measured per method.
 
 Usage::
 
-    .venv/bin/python bench/bench_measure.py [--n 5000] [--model PATH] [--threads 2]
+    .venv/bin/python bench/bench_measure.py [--n 5000] [--model PATH] [--threads 2] [--workers W]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ torch.set_num_threads({threads})
 from lumos.measure import measure_file
 t0 = time.perf_counter()
 table = measure_file({image!r}, {catalogue!r}, {out!r}, method={method!r},
-                     model_path={model!r}, progress=False, batch_size={batch})
+                     model_path={model!r}, progress=False, batch_size={batch},
+                     workers={workers})
 dt = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 print(json.dumps({{"seconds": dt, "rows": len(table), "max_rss_mb": rss}}))
@@ -38,7 +39,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="galaxies in the CCD")
     parser.add_argument("--model", default=None, help="model (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--batch", type=int, default=512, help="galaxies per batch")
+    parser.add_argument("--batch", type=int, default=256, help="galaxies per batch")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="batches measured side by side (default: one per torch thread)")
     args = parser.parse_args()
 
     from lumos.field import simulate_field
@@ -55,17 +58,20 @@ def main() -> None:
             code = CHILD.format(threads=args.threads, image=str(tmp / "image.fits"),
                                 catalogue=str(tmp / "catalogue.fits"),
                                 out=str(tmp / f"{method}.fits"), method=method,
-                                model=args.model, batch=args.batch)  # fmt: skip
+                                model=args.model, batch=args.batch,
+                                workers=args.workers)  # fmt: skip
             result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                     check=True)  # fmt: skip
             stats = json.loads(result.stdout.strip().splitlines()[-1])
             rows.append((method, stats))
     print()
-    print("| method | galaxies | seconds | galaxies/s | peak memory (MB) | torch threads |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| method | galaxies | seconds | galaxies/s | peak memory (MB) | torch threads "
+          "| workers |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for method, s in rows:
         print(f"| {method} | {s['rows']} | {s['seconds']:.1f} | {s['rows'] / s['seconds']:.0f} "
-              f"| {s['max_rss_mb']:.0f} | {args.threads} |")  # fmt: skip
+              f"| {s['max_rss_mb']:.0f} | {args.threads} "
+              f"| {args.workers or args.threads} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -80,6 +80,31 @@ def test_classical_methods_run_through_the_same_path(field_dir, tmp_path, method
     assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
 
 
+@pytest.mark.parametrize("method", ["lumos", "aperture"])
+def test_threaded_batches_give_the_table_of_one_thread(field_dir, model_path, tmp_path, method):
+    """Batches measured side by side on worker threads: same rows, same numbers."""
+    kwargs = dict(method=method, progress=False, batch_size=7)
+    if method == "lumos":
+        kwargs["model_path"] = model_path
+    image, cat = field_dir / "image.fits", field_dir / "catalogue.fits"
+    threads = torch.get_num_threads()
+    one = measure_file(image, cat, tmp_path / "one.fits", workers=1, **kwargs)
+    two = measure_file(image, cat, tmp_path / "two.fits", workers=2, **kwargs)
+    assert torch.get_num_threads() == threads  # the caller's setting is left alone
+    np.testing.assert_array_equal(one["id"], two["id"])
+    np.testing.assert_array_equal(one["flags"], two["flags"])
+    for name in ("flux", "flux_err", "sigma68", "pdf_mean", "pdf_sigma", "pdf_weight"):
+        np.testing.assert_allclose(np.asarray(two[name]), np.asarray(one[name]), rtol=1e-5,
+                                   atol=1e-6, equal_nan=True)  # fmt: skip
+
+
+def test_workers_must_be_positive(field_dir, model_path, tmp_path):
+    with pytest.raises(ValueError, match="workers"):
+        measure_file(field_dir / "image.fits", field_dir / "catalogue.fits",
+                     tmp_path / "bad.fits", model_path=model_path, progress=False, workers=0)
+    assert not (tmp_path / "bad.fits").exists()
+
+
 def _corrupt(path):
     path.write_bytes(b"SIMPLE  =                    T" + b"\x00" * 50)
     return path

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="lumos model file (default: the shipped model)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (manifests)")
+    p.add_argument("--workers", type=int,
+                   help="batches measured side by side in one image (default: one per core)")
 
     p = sub.add_parser("simulate", help="write TEAHUPOO simulated stamps to HDF5")
     p.add_argument("--n", type=int, required=True, help="number of stamps")

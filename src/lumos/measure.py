@@ -11,7 +11,6 @@ columns and co-adds treat them alike.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,23 +48,37 @@ _FLUX_COLUMNS = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "fl
                  "sigma68", "sigma95")  # fmt: skip
 
 
-@dataclass
-class _Chunked:
-    """Iterate over index chunks with an optional progress bar."""
+def _run_chunks(run: Callable[[slice], None], n: int, size: int, workers: int, progress: bool,
+                desc: str) -> None:
+    """Call ``run`` on consecutive row slices of ``size``, on ``workers`` threads.
 
-    n: int
-    size: int
-    progress: bool
-    desc: str
+    Each worker thread runs torch with one intra-op thread (a per-thread setting), so that
+    two chunks are rendered and inferred side by side instead of one chunk splitting every
+    small operation over two threads; the rows of different chunks never overlap.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    def __iter__(self):
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        with tqdm(total=self.n, desc=self.desc, unit="gal", disable=not self.progress) as bar:
-            for start in range(0, self.n, self.size):
-                stop = min(self.n, start + self.size)
-                yield slice(start, stop)
-                bar.update(stop - start)
+    chunks = [slice(start, min(n, start + size)) for start in range(0, n, size)]
+    with tqdm(total=n, desc=desc, unit="gal", disable=not progress) as bar:
+        if workers <= 1 or len(chunks) <= 1:
+            for rows in chunks:
+                run(rows)
+                bar.update(rows.stop - rows.start)
+            return
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool:  # fmt: skip
+            futures = {pool.submit(run, rows): rows for rows in chunks}
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    rows = futures[future]
+                    bar.update(rows.stop - rows.start)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
 
 def _psf(meta: ImageMeta, n: int):
@@ -193,9 +206,10 @@ def measure_image(
     meta: ImageMeta,
     method: str = "lumos",
     model=None,
-    batch_size: int = 512,
+    batch_size: int = 256,
     progress: bool = False,
     mask: np.ndarray | None = None,
+    workers: int | None = None,
 ) -> Table:
     """Measure every catalogue galaxy on one image.
 
@@ -217,6 +231,10 @@ def measure_image(
         Show a progress bar.
     mask : numpy.ndarray of bool, optional
         Bad pixels.
+    workers : int, optional
+        Chunks measured at the same time, each on its own thread with one torch thread
+        (default ``torch.get_num_threads()``, one per core unless set lower). The result
+        does not depend on it.
 
     Returns
     -------
@@ -238,8 +256,10 @@ def measure_image(
         run = _lumos_chunk(electrons, catalogue, meta, model, out, mask)
     else:
         run = _classical_chunk(electrons, catalogue, meta, method, out, mask)
-    for rows in _Chunked(n, batch_size, progress, f"{method} {meta.band.name}"):
-        run(rows)
+    workers = torch.get_num_threads() if workers is None else int(workers)
+    if workers < 1:
+        raise LumosError(f"workers must be at least 1, got {workers}")
+    _run_chunks(run, n, batch_size, workers, progress, f"{method} {meta.band.name}")
     unit = meta.unit
     for name in _FLUX_COLUMNS:
         out[name].unit = unit
@@ -328,7 +348,8 @@ def measure_file(
     keywords: dict | None = None,
     columns: dict | None = None,
     progress: bool = True,
-    batch_size: int = 512,
+    batch_size: int = 256,
+    workers: int | None = None,
 ) -> Table:
     """Measure one FITS image for a catalogue file and write the table atomically.
 
@@ -359,6 +380,8 @@ def measure_file(
         Show a progress bar.
     batch_size : int
         Galaxies per batch.
+    workers : int, optional
+        Threads measuring batches side by side (see :func:`measure_image`).
 
     Returns
     -------
@@ -378,7 +401,7 @@ def measure_file(
         model = load_model(model_path) if model_path is not None else load_default_model()
     result = measure_image(
         image, catalogue, meta, method=method, model=model, progress=progress,
-        batch_size=batch_size,
+        batch_size=batch_size, workers=workers,
     )  # fmt: skip
     result.meta["IMAGE"] = Path(image_path).name
     result.meta["IMGPATH"] = str(Path(image_path).resolve())

@@ -21,6 +21,7 @@ too, more slowly and without the wing correction.
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
@@ -137,6 +138,7 @@ class _MoffatTable:
         self.n_cols = int(round((_MOF_LNX_MAX - _MOF_LNX_MIN) / _MOF_LNX_STEP)) + 1
         self._table = torch.zeros(self.n_rows, self.n_cols, dtype=torch.float32)
         self._done = torch.zeros(self.n_rows, dtype=torch.bool)
+        self._lock = threading.Lock()  # measurement renders from several threads
 
     def _compute(self, index: list[int]) -> None:
         from scipy.special import gammaln, kve
@@ -154,8 +156,10 @@ class _MoffatTable:
     def rows(self, index: Tensor) -> Tensor:
         """Rows for the tabulated ``nu`` indices ``index`` (N,), shape (N, n_cols)."""
         if not bool(self._done[index].all()):
-            missing = torch.unique(index[~self._done[index]])
-            self._compute(missing.tolist())
+            with self._lock:
+                missing = torch.unique(index[~self._done[index]])
+                if missing.numel():
+                    self._compute(missing.tolist())
         return self._table[index]
 
     def xcut(self, index: Tensor, threshold: float) -> Tensor:

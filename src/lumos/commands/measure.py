@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     table = measure_file(
         args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
-        overrides=overrides,
+        overrides=overrides, workers=args.workers,
     )  # fmt: skip
     print(f"wrote {len(table)} rows to {args.out}")
     return 0
