@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -19,12 +20,14 @@ from lumos.network import LumosNet, NetworkConfig
 from lumos.stamps import StampBatch, cut_stamps
 from lumos.training import TrainingConfig, derive_seed, train
 from lumos.transfer import (
+    DReference,
     PairSet,
     PairSimulation,
     TransferConfig,
     _check_head_replay,
     _head_inputs,
     _raw_from_head,
+    d_reference,
     pair_consistency,
     pairs_from_measurements,
     simulate_pairs,
@@ -120,14 +123,19 @@ def quick_config(**changes) -> TransferConfig:
 
 
 # --------------------------------------------------------------------------- the head
-def test_head_replay_matches_forward_raw(trained_model):
+@pytest.mark.parametrize("sigma_scale", [1.0, 0.9])
+def test_head_replay_matches_forward_raw(trained_model, sigma_scale):
+    """Also with a temperature-scaled model (the shipped one has sigma_scale != 1)."""
+    model = LumosNet(dataclasses.replace(trained_model.config, sigma_scale=sigma_scale))
+    model.load_state_dict(trained_model.state_dict())
+    model.eval()
     batch = synth_batch(12, 5)
     with torch.no_grad():
-        want = trained_model.forward_raw(batch)
-        got = _raw_from_head(trained_model, _head_inputs(trained_model, batch, chunk_size=5))
+        want = model.forward_raw(batch)
+        got = _raw_from_head(model, _head_inputs(model, batch, chunk_size=5))
     for a, b in zip(want, got, strict=True):
         assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6)
-    _check_head_replay(trained_model, batch)  # does not raise
+    _check_head_replay(model, batch)  # does not raise
 
 
 def test_only_the_last_layer_changes(trained_model, tmp_path):
@@ -249,6 +257,36 @@ def test_pair_consistency_values():
     pairs.zero_point[:, 1] = 0.5
     out = pair_consistency(_Stub(_gauss(f1, 3.0), _gauss(2 * f2, 8.0)), pairs)
     assert out["median_D"] == pytest.approx(np.median(d))
+
+
+def test_d_reference_standardises_d_by_magnitude():
+    rng = np.random.default_rng(3)
+    n = 4000
+    pairs = synth_pairs(n, 0)
+    pairs.first.i_mag = torch.as_tensor(np.where(np.arange(n) < n // 2, 19.0, 22.5),
+                                        dtype=torch.float32)  # fmt: skip
+    # shared information: D has width 0.5 at i = 22.5 and 0.9 at i = 19 (sigma 1 each side)
+    width = np.where(np.arange(n) < n // 2, 0.9, 0.5)
+    f1 = torch.as_tensor(1000.0 + rng.normal(size=n) * width * np.sqrt(2.0))
+    f2 = torch.full((n,), 1000.0, dtype=torch.float64)
+    ref = d_reference(_Stub(_gauss(f1, 1.0), _gauss(f2, 1.0)), pairs, edges=(17, 20.5, 23))
+    assert ref.n_pairs == (n // 2, n // 2)
+    np.testing.assert_allclose(ref.width, (0.9, 0.5), rtol=0.06)
+    w19, w22 = ref.width
+    np.testing.assert_array_equal(ref([15.0, 19.0, 22.0, 30.0]), [w19, w19, w22, w22])
+    assert DReference.from_dict(json.loads(json.dumps(ref.to_dict()))) == ref
+    # new pairs whose D is twice as wide as the reference: sigma68_Dref ~ 2 in both bins
+    f1b = torch.as_tensor(1000.0 + rng.normal(size=n) * 2 * width * np.sqrt(2.0))
+    out = pair_consistency(_Stub(_gauss(f1b, 1.0), _gauss(f2, 1.0)), pairs, reference=ref)
+    assert out["sigma68_Dref"] == pytest.approx(2.0, rel=0.08)
+    assert out["sigma68_D"] < 1.9  # the raw width mixes the two magnitudes
+    # empty bins borrow the nearest populated bin; bad edges and widths are refused
+    ref3 = d_reference(_Stub(_gauss(f1, 1.0), _gauss(f2, 1.0)), pairs, edges=(17, 20, 21, 23))
+    assert ref3.n_pairs[1] == 0 and ref3.width[1] in ref3.width[::2]
+    with pytest.raises(ValueError, match="edges"):
+        d_reference(_Stub(), pairs, edges=(20, 19))
+    with pytest.raises(ValueError, match="positive"):
+        DReference((17.0, 20.0), (0.0,), (5,))
 
 
 def test_split_keeps_galaxies_together():

@@ -576,16 +576,36 @@ class LumosNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.features(x).flatten(1)
         x = torch.cat([x, pre.side, self.embedding(pre.band)], dim=1)
-        x = self.head(self.dense(x))
+        log_weights, means, sigmas = self.mixture_head(self.dense(x), pre.base, pre.unit)
+        truncated = self.truncate_mask(batch.i_mag.to(x.device))
+        return RawOutput(log_weights, means, sigmas, pre.reference, truncated)
+
+    def mixture_head(self, hidden: torch.Tensor, base: torch.Tensor, unit: torch.Tensor):
+        """The last linear layer and the map of its output to mixture parameters.
+
+        Parameters
+        ----------
+        hidden : torch.Tensor, shape (N, H)
+            Input of :attr:`head` (output of the dense layers).
+        base, unit : torch.Tensor, shape (N,)
+            Reference-relative optimal estimate and unit (:class:`Preprocessed`).
+
+        Returns
+        -------
+        tuple of torch.Tensor, each (N, K)
+            Log weights, means and sigmas relative to the reference flux
+            (``sigma_scale`` applied).
+        """
+        c = self.config
+        x = self.head(hidden)
         k = c.n_components
         log_weights = torch.log_softmax(x[:, :k], dim=1)
-        unit = pre.unit[:, None]
-        means = pre.base[:, None] + unit * x[:, k : 2 * k]
+        unit = unit[:, None]
+        means = base[:, None] + unit * x[:, k : 2 * k]
         sigmas = c.sigma_floor + unit * F.softplus(x[:, 2 * k :]) / math.log(2.0)
         if c.sigma_scale != 1.0:
             sigmas = sigmas * c.sigma_scale
-        truncated = self.truncate_mask(batch.i_mag.to(x.device))
-        return RawOutput(log_weights, means, sigmas, pre.reference, truncated)
+        return log_weights, means, sigmas
 
     def forward(self, batch: StampBatch) -> GaussianMixture:
         """Flux PDFs of a batch.
