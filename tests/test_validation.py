@@ -157,6 +157,9 @@ def test_other_experiments_finite(cli_run):
         assert _all_finite(d["bias"][name])
         # a brighter neighbour on top of the target adds its light
         assert d["bias"][name][0] > 1.0
+        # the isolated target (no neighbour) is the baseline: its light only
+        assert _finite(d["isolated_bias"][name]) and abs(d["isolated_bias"][name]) < 0.5
+    assert d["spectrum"] == "population colours"
     for kind in ("clean", "cosmic_rays", "scattered_light", "neighbour", "any"):
         for name in METHODS:
             v = m["artefacts"]["sets"][kind][name]

@@ -57,6 +57,7 @@ __all__ = [
     "sample_i_mag",
     "sample_shapes",
     "sample_template_weights",
+    "sample_spectra",
     "galaxy_band_fluxes",
     "star_band_fluxes",
     "mag_to_flux",
@@ -475,6 +476,37 @@ def sample_template_weights(
     return w
 
 
+def sample_spectra(
+    sersic_n: np.ndarray, rng: np.random.Generator, config: PopulationConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the spectra of galaxies: template weights and emission-line strengths.
+
+    Parameters
+    ----------
+    sersic_n : numpy.ndarray
+        Sersic indices, shape (N,) (the spectral type correlates with the profile).
+    rng : numpy.random.Generator
+        Random generator.
+    config : PopulationConfig, optional
+        Population settings (``type_scatter``, ``emission_lines``, ``line_scatter_dex``).
+
+    Returns
+    -------
+    weights : numpy.ndarray, shape (N, 4)
+        Template weights (:func:`sample_template_weights`).
+    line_strength : numpy.ndarray, shape (N,)
+        Emission-line strength multipliers (zeros without emission lines).
+    """
+    cfg = config or PopulationConfig()
+    sersic_n = np.asarray(sersic_n, dtype=float)
+    weights = sample_template_weights(sersic_n, rng, cfg.type_scatter)
+    if cfg.emission_lines:
+        strength = 10.0 ** (cfg.line_scatter_dex * rng.standard_normal(sersic_n.size))
+    else:
+        strength = np.zeros(sersic_n.size)
+    return weights, strength
+
+
 def galaxy_band_fluxes(
     i_mag: np.ndarray,
     z: np.ndarray,
@@ -586,11 +618,7 @@ def sample_population(
     i_mag = sample_i_mag(n, rng, cfg.mag_range, cfg.mag_slope)
     r50, sersic_n, q, z = sample_shapes(i_mag, rng, cfg.z_range)
     pa = rng.uniform(0.0, 180.0, n)
-    weights = sample_template_weights(sersic_n, rng, cfg.type_scatter)
-    if cfg.emission_lines:
-        strength = 10.0 ** (cfg.line_scatter_dex * rng.standard_normal(n))
-    else:
-        strength = np.zeros(n)
+    weights, strength = sample_spectra(sersic_n, rng, cfg)
     flux = galaxy_band_fluxes(i_mag, z, weights, strength, names, cfg.flux_max)
     return GalaxyPopulation(
         r50=r50,

@@ -186,14 +186,22 @@ def _deblending(m: dict) -> list[str]:
     lines = [
         "## 3. Deblending (paper Fig. 8)",
         "",
-        f"An i = {d['target_i_mag']:g} target ({d['target_flux_e']:.0f} e-) at the stamp centre "
-        f"and an i = {d['neighbour_i_mag']:g} neighbour ({d['neighbour_flux_e']:.0f} e-) moved "
-        "in one-pixel steps; NB685, 90 s, artefact-free synthetic sky, the project renderer; "
-        f"the catalogue holds the target only. {d['n_pairs']} shape pairs x "
-        f"{d['n_realisations']} noise realisations per distance. Median bias [%]:",
+        f"An i = {d['target_i_mag']:g} target (median {d['target_flux_e']:.0f} e-) at the "
+        f"stamp centre and an i = {d['neighbour_i_mag']:g} neighbour (median "
+        f"{d['neighbour_flux_e']:.0f} e-) moved in one-pixel steps; NB685 fluxes from "
+        f"{d.get('spectrum', 'population colours')}, 90 s, artefact-free synthetic sky, the "
+        f"project renderer; the catalogue holds the target only. {d['n_pairs']} shape pairs x "
+        f"{d['n_realisations']} noise realisations per distance; 'isolated' is the same "
+        "target without the neighbour. Median bias [%]:",
         "",
     ]
-    lines += _table(["method"] + [f"{int(dist[k])} px" for k in keep], rows)
+    isolated = d.get("isolated_bias", {})
+    header = ["method"] + [f"{int(dist[k])} px" for k in keep]
+    if isolated:
+        header.append("isolated")
+        rows = [row + [_pct(isolated.get(name, float("nan")), "+.1f")]
+                for row, name in zip(rows, d["bias"], strict=True)]  # fmt: skip
+    lines += _table(header, rows)
     far = dist[-1] if dist else 0
 
     def _from(v):
