@@ -456,12 +456,16 @@ def test_cli_transfer(field, trained_model, tmp_path):
     save_model(trained_model, tmp_path / "start")
     args = argparse.Namespace(tables=[str(p) for p in paths], model=str(tmp_path / "start"),
                               out=str(tmp_path / "new.safetensors"), epochs=1, batch_size=2,
-                              sim_pool=4, holdout=0.4)
+                              sim_pool=4, holdout=0.4, reference_pairs=200)
     assert run(args) == 0
     model = load_model(tmp_path / "new")
     assert model.metadata["transfer"]["n_pairs"] == 6
     history = (tmp_path / "new-transfer-checkpoints" / "history.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in history] == [0, 1]
+    entries = [json.loads(line) for line in history]
+    assert [e["epoch"] for e in entries] == [0, 1]
+    # D is also reported relative to its width on simulated training-domain pairs
+    assert all(np.isfinite(e["val_sigma68_Dref"]) and e["val_sigma68_Dref"] > 0
+               for e in entries)  # fmt: skip
 
 
 def test_cli_transfer_errors(field, trained_model, tmp_path, capsys):

@@ -1337,13 +1337,14 @@ class _SimSource:
 
 
 def _holdout_metrics(model: LumosNet, held: _HeadInputs, held2: _HeadInputs,
-                     pairs: PairSet) -> dict[str, float]:
+                     pairs: PairSet, reference: DReference | None = None) -> dict[str, float]:
     with torch.no_grad():
         raw1, raw2 = _raw_from_head(model, held), _raw_from_head(model, held2)
         loss = _finite_mean(_pair_losses(raw1, raw2, pairs.zero_point, pairs.zero_point_err))
         m1 = _flux_mixture(raw1).calibrate(pairs.zero_point[:, 0], pairs.zero_point_err[:, 0])
         m2 = _flux_mixture(raw2).calibrate(pairs.zero_point[:, 1], pairs.zero_point_err[:, 1])
-        metrics = _consistency(m1, m2, pairs.truth, pairs.zero_point)
+        metrics = _consistency(m1, m2, pairs.truth, pairs.zero_point, pairs.first.i_mag,
+                               reference)  # fmt: skip
     return {"val_pair_loss": float(loss), **{f"val_{k}": v for k, v in metrics.items()}}
 
 
@@ -1356,6 +1357,7 @@ def transfer(
     progress: bool = True,
     resume: bool = True,
     out: str | os.PathLike | None = None,
+    reference: DReference | None = None,
 ) -> tuple[LumosNet, list[dict[str, Any]]]:
     """Fine-tune the last layer of a model on pairs of observations (unsupervised).
 
@@ -1381,6 +1383,9 @@ def transfer(
     out : str or path-like, optional
         Where to write the transferred model (:func:`lumos.model_io.save_model`);
         default ``checkpoint_dir / "transferred"``.
+    reference : DReference, optional
+        Training-domain widths of D (:func:`d_reference`); the held-out metrics then also
+        include ``val_sigma68_Dref`` (1 when as calibrated as in the training domain).
 
     Returns
     -------
@@ -1445,7 +1450,7 @@ def transfer(
         if not history:  # the starting point
             entry = {"epoch": 0, "step": 0, "lr": config.learning_rate}
             if held1 is not None:
-                entry.update(_holdout_metrics(model, held1, held2, held_pairs))
+                entry.update(_holdout_metrics(model, held1, held2, held_pairs, reference))
             history.append(entry)
             _append_history(directory, entry)
 
@@ -1489,7 +1494,7 @@ def transfer(
             entry = {"epoch": epoch + 1, "step": global_step, "lr": lr,
                      **{k: v / steps for k, v in sums.items()}}
             if held1 is not None:
-                entry.update(_holdout_metrics(model, held1, held2, held_pairs))
+                entry.update(_holdout_metrics(model, held1, held2, held_pairs, reference))
             entry["seconds"] = time.perf_counter() - t_epoch
             history.append(entry)
             _write_transfer_checkpoint(directory, epoch + 1, model, optimizer, scheduler, {

@@ -3,7 +3,8 @@
 Options beyond ``tables``, ``--model`` and ``--out`` are read with defaults when the parser
 does not define them (``--images``, ``--catalogue``, ``--zero-points``, ``--pairing``,
 ``--max-pairs``, ``--epochs``, ``--batch-size``, ``--lr``, ``--lr-step``, ``--holdout``,
-``--sim-pool``, ``--checkpoints``, ``--seed``, ``--hours``, ``--no-resume``).
+``--sim-pool``, ``--checkpoints``, ``--seed``, ``--hours``, ``--no-resume``,
+``--reference-pairs``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _DEFAULTS = {
     "seed": 1,
     "hours": None,
     "no_resume": False,
+    "reference_pairs": 2000,
 }
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar", ".joblib"}
 
@@ -50,6 +52,8 @@ def _summary(label: str, entry: dict) -> str:
     parts = [f"{label}: held-out sigma68(D) {entry.get('val_sigma68_D', float('nan')):.3f}",
              f"median(D) {entry.get('val_median_D', float('nan')):+.3f}",
              f"pair loss {entry.get('val_pair_loss', float('nan')):.4f}"]
+    if "val_sigma68_Dref" in entry:
+        parts.append(f"sigma68(D / training-domain width) {entry['val_sigma68_Dref']:.3f}")
     return ", ".join(parts)
 
 
@@ -57,7 +61,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``lumos transfer`` (see the module docstring); returns the exit status."""
     from ..network import load_default_model, load_model
     from ..training import configure_threads, simulator_stream
-    from ..transfer import TransferConfig, pairs_from_measurements, transfer
+    from ..transfer import (
+        TransferConfig,
+        d_reference,
+        pairs_from_measurements,
+        simulate_pairs,
+        transfer,
+    )
 
     out = Path(args.out)
     if out.suffix.lower() in _PICKLE_SUFFIXES:
@@ -97,10 +107,22 @@ def run(args: argparse.Namespace) -> int:
                          "(some to train on, some held out)")
     print(f"lumos transfer: {len(pairs)} pairs of observations from {len(args.tables)} "
           f"table(s), cut in {time.perf_counter() - t0:.0f} s")
+    reference = None
+    n_ref = int(_option(args, "reference_pairs"))
+    if n_ref > 0:
+        # what a calibrated D looks like for this model: its width on training-domain pairs
+        t0 = time.perf_counter()
+        reference = d_reference(model, simulate_pairs(n_ref, seed=config.seed + 7919))
+        print(f"lumos transfer: training-domain width of D from {n_ref} simulated pairs in "
+              f"{time.perf_counter() - t0:.0f} s: "
+              + ", ".join(f"i {lo:g}-{hi:g} {w:.2f}" for lo, hi, w in
+                          zip(reference.edges[:-1], reference.edges[1:], reference.width,
+                              strict=True)))  # fmt: skip
     ckpt = _checkpoint_dir(out, _option(args, "checkpoints"))
     try:
         model, history = transfer(model, pairs, simulator_stream(), config, checkpoint_dir=ckpt,
-                                  resume=not _option(args, "no_resume"), out=out)
+                                  resume=not _option(args, "no_resume"), out=out,
+                                  reference=reference)  # fmt: skip
     except ValueError as exc:
         if isinstance(exc, LumosError):
             raise
