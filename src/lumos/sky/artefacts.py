@@ -29,6 +29,12 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float, size: int) -> n
     return np.exp(rng.uniform(np.log(lo), np.log(hi), size))
 
 
+def _image_of_each(rng: np.random.Generator, mean: float, n: int) -> np.ndarray:
+    """Image index of each artefact: a Poisson number of mean ``mean`` in each of ``n``
+    images, in image order."""
+    return np.repeat(np.arange(n), rng.poisson(mean, n))
+
+
 def _in_core(px: np.ndarray, py: np.ndarray, core: tuple[slice, slice] | None) -> np.ndarray:
     """Whether pixel indices (x = column, y = row) fall in the core box."""
     if core is None:
@@ -81,7 +87,7 @@ def add_cosmic_rays(
     Returns
     -------
     numpy.ndarray
-        int64 [N] artefact bits.
+        int64 [N] artefact bits: :attr:`Artefact.COSMIC_RAY` and ``COSMIC_RAY_CORE``.
     """
     n, h, w = pixels.shape
     flags = np.zeros(n, dtype=np.int64)
@@ -151,15 +157,14 @@ def add_hot_pixels(
     Returns
     -------
     numpy.ndarray
-        int64 [N] artefact bits.
+        int64 [N] artefact bits: :attr:`Artefact.HOT_PIXEL` and ``DEFECT_CORE``.
     """
     n, h, w = pixels.shape
     flags = np.zeros(n, dtype=np.int64)
-    counts = rng.poisson(fraction * h * w, n)
-    total = int(counts.sum())
+    image = _image_of_each(rng, fraction * h * w, n)
+    total = image.size
     if total == 0:
         return flags
-    image = np.repeat(np.arange(n), counts)
     px = rng.integers(0, w, total)
     py = rng.integers(0, h, total)
     value = _log_uniform(rng, dark_rate[0], dark_rate[1], total) * exposure_time[image]
@@ -206,15 +211,14 @@ def add_bad_columns(
     Returns
     -------
     numpy.ndarray
-        int64 [N] artefact bits.
+        int64 [N] artefact bits: :attr:`Artefact.BAD_COLUMN` and ``DEFECT_CORE``.
     """
     n, h, w = pixels.shape
     flags = np.zeros(n, dtype=np.int64)
-    counts = rng.poisson(columns_per_ccd * w / ccd_width, n)
-    total = int(counts.sum())
+    image = _image_of_each(rng, columns_per_ccd * w / ccd_width, n)
+    total = image.size
     if total == 0:
         return flags
-    image = np.repeat(np.arange(n), counts)
     col = rng.integers(0, w, total)
     hot = rng.random(total) < hot_fraction
     full = rng.random(total) < 0.5
@@ -294,11 +298,10 @@ def add_saturated_stars(
     """
     n, h, w = signal.shape
     area = (h + 2 * radius) * (w + 2 * radius)
-    counts = rng.poisson(stars_per_ccd * area / ccd_pixels, n)
-    total = int(counts.sum())
+    image = _image_of_each(rng, stars_per_ccd * area / ccd_pixels, n)
+    total = image.size
     if total == 0:
         return []
-    image = np.repeat(np.arange(n), counts)
     x = rng.uniform(-radius, w - 1 + radius, total)
     y = rng.uniform(-radius, h - 1 + radius, total)
     fwhm = rng.uniform(fwhm_pixels[0], fwhm_pixels[1], total)
@@ -357,7 +360,7 @@ def saturate_stars(
     Returns
     -------
     numpy.ndarray
-        int64 [N] artefact bits.
+        int64 [N] artefact bits: :attr:`Artefact.SATURATED_STAR` and ``SATURATED_CORE``.
     """
     n, h, w = pixels.shape
     flags = np.zeros(n, dtype=np.int64)

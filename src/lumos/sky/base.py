@@ -102,7 +102,13 @@ class BackgroundSample:
 
 @runtime_checkable
 class BackgroundSource(Protocol):
-    """Anything that can produce background stamps."""
+    """Anything that can produce background stamps.
+
+    Any object with a matching :meth:`sample` method is a background source. The sources
+    of this package also subclass :class:`BackgroundSource` and inherit its :meth:`sample`,
+    which checks and normalises the arguments with :func:`check_request` and passes them on
+    to the source's own ``_sample(n, size, band_idx, ccd_xy, exposure_time, rng)``.
+    """
 
     def sample(
         self,
@@ -124,7 +130,8 @@ class BackgroundSource(Protocol):
         band_idx : numpy.ndarray
             int [n], band x camera-state index 0..79 (:func:`lumos.bands.band_from_index`).
         ccd_xy : numpy.ndarray
-            float [n, 2], stamp centre (x, y) on the 4096 x 2048 CCD, pixels.
+            float [n, 2], stamp centre (x, y) on the 4096 x 2048 CCD, pixels; the stamp
+            centre is at ((size - 1) / 2, (size - 1) / 2) in stamp pixel coordinates.
         exposure_time : numpy.ndarray
             float [n], exposure time, seconds.
         rng : numpy.random.Generator
@@ -133,8 +140,14 @@ class BackgroundSource(Protocol):
         Returns
         -------
         BackgroundSample
+
+        Raises
+        ------
+        ValueError
+            For invalid arguments (see :func:`check_request`).
         """
-        ...
+        n, size, b, xy, t = check_request(n, size, band_idx, ccd_xy, exposure_time, rng)
+        return self._sample(n, size, b, xy, t, rng)
 
 
 def check_request(

@@ -6,13 +6,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lumos.sky.base import BackgroundSample, BackgroundSource, check_request
+from lumos.sky.base import BackgroundSample, BackgroundSource
 
 __all__ = ["CompositeBackground"]
 
 
-class CompositeBackground:
+class CompositeBackground(BackgroundSource):
     """Draw each stamp from one of several background sources, at random.
+
+    :meth:`sample` picks the source of each stamp with the mixing weights; the ``source``
+    array of the returned :class:`BackgroundSample` gives the index of that source.
 
     Parameters
     ----------
@@ -53,21 +56,9 @@ class CompositeBackground:
         self.sources = sources
         self.weights = p / p.sum()
 
-    def sample(
-        self,
-        n: int,
-        size: int,
-        band_idx: np.ndarray,
-        ccd_xy: np.ndarray,
-        exposure_time: np.ndarray,
-        rng: np.random.Generator,
-    ) -> BackgroundSample:
-        """Draw ``n`` stamps; each comes from a source picked with the mixing weights.
-
-        Parameters are those of :meth:`BackgroundSource.sample`. The returned
-        ``source`` array gives the index of the source of each stamp.
-        """
-        n, size, b, xy, t = check_request(n, size, band_idx, ccd_xy, exposure_time, rng)
+    def _sample(self, n: int, size: int, b: np.ndarray, xy: np.ndarray, t: np.ndarray,
+                rng: np.random.Generator) -> BackgroundSample:
+        """:meth:`BackgroundSource.sample` on checked arguments: ``n`` stamps of the mix."""
         which = rng.choice(len(self.sources), size=n, p=self.weights)
         pixels = np.empty((n, size, size), dtype=np.float32)
         model = np.empty((n, size, size), dtype=np.float32)

@@ -37,7 +37,7 @@ from scipy import ndimage
 from scipy.interpolate import make_interp_spline
 
 from lumos.bands import N_BAND_INDEX, band_from_index
-from lumos.sky.base import BackgroundSample, check_request
+from lumos.sky.base import BackgroundSample, BackgroundSource
 from lumos.sky.noise import robust_sigma
 from lumos.sky.synthetic import SyntheticSky
 
@@ -191,8 +191,11 @@ class _Prepared:
         return ndimage.map_coordinates(self.noise_grid, [gy, gx], order=1, mode="nearest")
 
 
-class RealImageBackground:
+class RealImageBackground(BackgroundSource):
     """Background stamps cut from real images (see the module docstring).
+
+    :meth:`sample` draws cutouts scaled to electrons: ``band_idx`` sets the target sky level
+    and noise, ``ccd_xy`` the scattered-light part of the level.
 
     Parameters
     ----------
@@ -320,36 +323,9 @@ class RealImageBackground:
             f"{self.max_bad_fraction:.0%} invalid (NaN/zero) pixels; the image is mostly empty"
         )
 
-    def sample(
-        self,
-        n: int,
-        size: int,
-        band_idx: np.ndarray,
-        ccd_xy: np.ndarray,
-        exposure_time: np.ndarray,
-        rng: np.random.Generator,
-    ) -> BackgroundSample:
-        """Draw ``n`` cutouts of ``size`` x ``size`` pixels, scaled to electrons.
-
-        Parameters
-        ----------
-        n : int
-            Number of stamps.
-        size : int
-            Stamp side, pixels.
-        band_idx : array_like of int
-            [n] band x camera-state indices 0..79 (set the target sky level and noise).
-        ccd_xy : array_like
-            [n, 2] CCD positions (x, y), pixels (set the scattered-light part of the level).
-        exposure_time : array_like
-            [n] seconds.
-        rng : numpy.random.Generator
-
-        Returns
-        -------
-        BackgroundSample
-        """
-        n, size, b, xy, t = check_request(n, size, band_idx, ccd_xy, exposure_time, rng)
+    def _sample(self, n: int, size: int, b: np.ndarray, xy: np.ndarray, t: np.ndarray,
+                rng: np.random.Generator) -> BackgroundSample:
+        """:meth:`BackgroundSource.sample` on checked arguments: ``n`` scaled cutouts."""
         level = self.sky.sky_level(b, xy, t) if n else np.zeros(0)
         target = np.sqrt(level + self.sky.read_noise**2)
         which = self._choose_images(b, rng)

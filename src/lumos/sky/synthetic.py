@@ -51,6 +51,7 @@ from lumos.sky.base import (
     CCD_HEIGHT,
     CCD_WIDTH,
     BackgroundSample,
+    BackgroundSource,
     check_request,
     core_slice,
 )
@@ -199,16 +200,8 @@ class ScatteredLight:
 
         Parameters
         ----------
-        band_idx : numpy.ndarray
-            int [N].
-        x : numpy.ndarray
-            [N, W] CCD x coordinates of the columns, pixels.
-        y : numpy.ndarray
-            [N, H] CCD y coordinates of the rows, pixels.
-        offset : float
-            Constant added to the pattern.
-        scale : numpy.ndarray, optional
-            [N] factor per image.
+        band_idx, x, y, offset, scale
+            As in :meth:`factors`.
         out : numpy.ndarray, optional
             float32 [N, H, W] array to write into.
 
@@ -221,7 +214,7 @@ class ScatteredLight:
         return np.matmul(fy.transpose(0, 2, 1), fx, out=out)
 
 
-class SyntheticSky:
+class SyntheticSky(BackgroundSource):
     """Synthetic PAUCam-like background (see the module docstring for the model).
 
     Parameters
@@ -515,37 +508,9 @@ class SyntheticSky:
             pixels[hit] = np.minimum(pixels[hit], np.float32(self.saturation))
         return pixels, sky_model, sky_sigma.astype(np.float32), flags
 
-    def sample(
-        self,
-        n: int,
-        size: int,
-        band_idx: np.ndarray,
-        ccd_xy: np.ndarray,
-        exposure_time: np.ndarray,
-        rng: np.random.Generator,
-    ) -> BackgroundSample:
-        """Draw ``n`` synthetic background stamps of ``size`` x ``size`` pixels.
-
-        Parameters
-        ----------
-        n : int
-            Number of stamps.
-        size : int
-            Stamp side, pixels.
-        band_idx : array_like of int
-            [n] band x camera-state indices 0..79.
-        ccd_xy : array_like
-            [n, 2] stamp centres (x, y) on the CCD, pixels; the stamp centre is at
-            ((size - 1) / 2, (size - 1) / 2) in stamp pixel coordinates.
-        exposure_time : array_like
-            [n] seconds.
-        rng : numpy.random.Generator
-
-        Returns
-        -------
-        BackgroundSample
-        """
-        n, size, b, xy, t = check_request(n, size, band_idx, ccd_xy, exposure_time, rng)
+    def _sample(self, n: int, size: int, b: np.ndarray, xy: np.ndarray, t: np.ndarray,
+                rng: np.random.Generator) -> BackgroundSample:
+        """:meth:`BackgroundSource.sample` on checked arguments: ``n`` synthetic stamps."""
         half = 0.5 * (size - 1)
         core = (core_slice(size), core_slice(size))
         pixels, sky_model, sky_sigma, flags = self._render(
