@@ -72,6 +72,17 @@ def _gradient(A, d, p, s, k, objective):
     return g, h
 
 
+def _fit_arrays(data, profile, sky_variance, gain, objective: str):
+    """Check ``objective`` and convert the arguments of :func:`fit_amplitude` to float64:
+    data, profile, sky variance and the inverse gain."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    d = np.asarray(data, dtype=np.float64)
+    p = np.asarray(profile, dtype=np.float64)
+    s = np.asarray(sky_variance, dtype=np.float64)
+    return d, p, s, 1.0 / np.asarray(gain, dtype=np.float64)
+
+
 def fit_amplitude(
     data: np.ndarray,
     profile: np.ndarray,
@@ -108,12 +119,7 @@ def fit_amplitude(
         Second derivative of the objective at the minimum.
     converged : numpy.ndarray, bool, shape (m,)
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    d = np.asarray(data, dtype=np.float64)
-    p = np.asarray(profile, dtype=np.float64)
-    s = np.asarray(sky_variance, dtype=np.float64)
-    k = 1.0 / np.asarray(gain, dtype=np.float64)
+    d, p, s, k = _fit_arrays(data, profile, sky_variance, gain, objective)
     m = d.shape[0]
     pmax = p.max(axis=1, initial=0.0)
     usable = (pmax > 0) & np.isfinite(s) & (s > 0) & np.all(np.isfinite(d), axis=1)
@@ -185,12 +191,7 @@ def fit_amplitude_nelder_mead(
     numpy.ndarray, shape (m,)
         Best-fitting amplitudes (NaN where the row is unusable or the fit failed).
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    d = np.asarray(data, dtype=np.float64)
-    p = np.asarray(profile, dtype=np.float64)
-    s = np.asarray(sky_variance, dtype=np.float64)
-    k = 1.0 / np.asarray(gain, dtype=np.float64)
+    d, p, s, k = _fit_arrays(data, profile, sky_variance, gain, objective)
     out = np.full(d.shape[0], np.nan)
     for j in range(d.shape[0]):
         used = p[j] != 0

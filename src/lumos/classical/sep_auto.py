@@ -51,6 +51,22 @@ def _wrap_angle(theta: np.ndarray) -> np.ndarray:
     return np.clip(t, -np.pi / 2, np.pi / 2)
 
 
+def _empty_results(n: int, flags: np.ndarray) -> dict[str, np.ndarray]:
+    """The output columns for ``n`` positions before measuring: NaN, False or 0, and
+    ``flags``."""
+    return {
+        "flux": np.full(n, np.nan),
+        "flux_err": np.full(n, np.nan),
+        "flags": flags,
+        "detected": np.zeros(n, dtype=bool),
+        "kron_radius": np.full(n, np.nan),
+        "a": np.full(n, np.nan),
+        "b": np.full(n, np.nan),
+        "theta": np.full(n, np.nan),
+        "sep_flags": np.zeros(n, dtype=np.int64),
+    }
+
+
 def _auto_flux_once(data, x, y, a, b, theta, err, gain, mask, kron_factor, min_radius, subpix):
     kr, kflag = sep.kron_radius(data, x, y, a, b, theta, KRON_WINDOW, mask=mask)
     kr = np.where(np.isfinite(kr), kr, 0.0)
@@ -178,17 +194,7 @@ def sep_auto_photometry(
         sub, thresh, err=bkg.globalrms, mask=m, minarea=minarea, deblend_cont=deblend_cont
     )
     n = x.size
-    out = {
-        "flux": np.full(n, np.nan),
-        "flux_err": np.full(n, np.nan),
-        "flags": np.zeros(n, dtype=np.int64),
-        "detected": np.zeros(n, dtype=bool),
-        "kron_radius": np.full(n, np.nan),
-        "a": np.full(n, np.nan),
-        "b": np.full(n, np.nan),
-        "theta": np.full(n, np.nan),
-        "sep_flags": np.zeros(n, dtype=np.int64),
-    }
+    out = _empty_results(n, np.zeros(n, dtype=np.int64))
     finite = np.isfinite(x) & np.isfinite(y)
     if len(objs) and finite.any():
         tree = cKDTree(np.column_stack([objs["x"], objs["y"]]))
@@ -273,17 +279,7 @@ def sep_auto_cutouts(
     size = cutouts.size
     xc, yc = source_centre(cutouts)
     bad = bad_shape(cutouts)
-    out = {
-        "flux": np.full(n, np.nan),
-        "flux_err": np.full(n, np.nan),
-        "flags": cutouts.flags.astype(np.int64).copy(),
-        "detected": np.zeros(n, dtype=bool),
-        "kron_radius": np.full(n, np.nan),
-        "a": np.full(n, np.nan),
-        "b": np.full(n, np.nan),
-        "theta": np.full(n, np.nan),
-        "sep_flags": np.zeros(n, dtype=np.int64),
-    }
+    out = _empty_results(n, cutouts.flags.astype(np.int64).copy())
     for k in range(n):
         valid = cutouts.valid[k]
         if not valid.any():

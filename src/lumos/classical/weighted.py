@@ -120,6 +120,7 @@ def _weighted_sum(d, p, V, V_err):
     return flux, var, wsum
 
 
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")
 def weighted_photometry(
     cutouts: ContextCutouts,
     background: str = "annulus",
@@ -168,36 +169,6 @@ def weighted_photometry(
         ``flux``, ``flux_err`` (image units), ``flags``, and extras ``background`` (image
         units per pixel) and ``n_pixels`` (pixels used).
     """
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _weighted_photometry(
-            cutouts,
-            background=background,
-            sky_variance=sky_variance,
-            source_variance=source_variance,
-            region_radius=region_radius,
-            r_in=r_in,
-            r_out=r_out,
-            annulus=annulus,
-            true_background=true_background,
-            true_flux=true_flux,
-            true_profile=true_profile,
-        )
-
-
-def _weighted_photometry(
-    cutouts: ContextCutouts,
-    background: str = "annulus",
-    sky_variance: str = "model",
-    source_variance: bool = True,
-    region_radius: float = R_IN,
-    r_in: float = R_IN,
-    r_out: float = R_OUT,
-    annulus: AnnulusBackground | None = None,
-    true_background=None,
-    true_flux=None,
-    true_profile: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Implementation of :func:`weighted_photometry`."""
     if background not in MODES:
         raise ValueError(f"background must be one of {MODES}, got {background!r}")
     n = len(cutouts)
