@@ -104,7 +104,7 @@ def run_accuracy(
     config : lumos.simulate.SimulationConfig, optional
         Simulator settings (default: the training defaults).
     progress : callable, optional
-        Called with a one-line message per chunk.
+        Called with one-line progress messages (here one per chunk).
 
     Returns
     -------

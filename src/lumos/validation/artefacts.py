@@ -34,7 +34,14 @@ from ..sky.artefacts import add_cosmic_rays
 from ..sky.base import Artefact
 from .measuring import CLASSICAL, measure_all
 from .metrics import outlier_fractions
-from .scenes import CONTEXT, clean_sky, draw_targets, make_observation, render_profiles
+from .scenes import (
+    CONTEXT,
+    _experiment_rng,
+    clean_sky,
+    draw_targets,
+    make_observation,
+    render_profiles,
+)
 
 __all__ = ["ArtefactResult", "run_artefacts", "KINDS"]
 
@@ -133,24 +140,18 @@ def run_artefacts(
 
     Parameters
     ----------
-    model : LumosNet or compatible
-        The model under validation.
+    model, methods, progress
+        As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Galaxies per set.
     seed : int
         Random seed.
-    methods : sequence of str
-        Classical methods.
-    progress : callable, optional
-        One-line progress messages.
 
     Returns
     -------
     ArtefactResult
     """
-    if n < 1:
-        raise ValueError(f"the artefact experiment needs at least one galaxy, got {n}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    rng = _experiment_rng("artefact", n, seed)
     targets, _ = draw_targets(n, rng)
     parts = []
     for lo in range(0, n, CHUNK):

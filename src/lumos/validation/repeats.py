@@ -22,7 +22,7 @@ import numpy as np
 from ..backgrounds import SyntheticSky
 from .measuring import observe_and_measure
 from .metrics import MAG_BINS, binned_statistic, pair_pull, sigma68
-from .scenes import draw_targets
+from .scenes import _experiment_rng, draw_targets
 
 __all__ = ["RepeatResult", "run_repeats"]
 
@@ -57,26 +57,40 @@ def run_repeats(
 
     Parameters
     ----------
-    model : LumosNet or compatible
-        The model under validation.
+    model, methods, progress
+        As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Number of galaxies (pairs of exposures).
     seed : int
         Random seed.
-    methods : tuple of str
-        Classical methods compared with lumos.
-    progress : callable, optional
-        One-line progress messages.
 
     Returns
     -------
     RepeatResult
     """
-    if n < 1:
-        raise ValueError(f"the repeated-observation experiment needs at least one galaxy, got {n}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    rng = _experiment_rng("repeated-observation", n, seed)
     first, _ = draw_targets(n, rng)
+    _, meas = _observe_twice(model, first, rng, methods, progress, "repeats: exposure")
+    pull = {
+        name: pair_pull(meas[0][name]["flux"], meas[0][name]["flux_err"],
+                        meas[1][name]["flux"], meas[1][name]["flux_err"])  # fmt: skip
+        for name in meas[0]
+    }
+    return RepeatResult(first.i_mag, pull, _metrics(first.i_mag, pull))
+
+
+def _observe_twice(model, first, rng: np.random.Generator, methods, progress, label: str,
+                   **changes):
+    """Observe the targets ``first`` and a second exposure of them; measure both.
+
+    The second exposure has the ``changes`` and a new PSF, CCD position and sub-pixel offset,
+    drawn from ``rng`` in that order; both are observed on the synthetic sky. Returns the
+    second exposure's targets and the two measurements (:func:`observe_and_measure`);
+    ``progress`` gets ``"{label} k/2 measured (N galaxies)"``.
+    """
+    n = len(first)
     second = first.replace(
+        **changes,
         psf_fwhm=rng.uniform(0.6, 1.3, n),
         psf_beta=rng.uniform(2.5, 5.0, n),
         offset=rng.random((n, 2)) - 0.5,
@@ -87,13 +101,8 @@ def run_repeats(
     for k, t in enumerate((first, second)):
         meas.append(observe_and_measure(model, t, sky, rng, methods))
         if progress:
-            progress(f"repeats: exposure {k + 1}/2 measured ({n} galaxies)")
-    pull = {
-        name: pair_pull(meas[0][name]["flux"], meas[0][name]["flux_err"],
-                        meas[1][name]["flux"], meas[1][name]["flux_err"])  # fmt: skip
-        for name in meas[0]
-    }
-    return RepeatResult(first.i_mag, pull, _metrics(first.i_mag, pull))
+            progress(f"{label} {k + 1}/2 measured ({n} galaxies)")
+    return second, meas
 
 
 def _metrics(i_mag: np.ndarray, pull: dict[str, np.ndarray]) -> dict:

@@ -80,6 +80,19 @@ def clean_sky():
     )
 
 
+def _experiment_rng(experiment: str, n: int, seed: int) -> np.random.Generator:
+    """The random generator of an experiment on ``n`` galaxies, from ``seed``.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is below 1 (the message names ``experiment``).
+    """
+    if n < 1:
+        raise ValueError(f"the {experiment} experiment needs at least one galaxy, got {n}")
+    return np.random.default_rng(np.random.SeedSequence(seed))
+
+
 def crop(images: np.ndarray, size: int = STAMP_SIZE) -> np.ndarray:
     """The central ``size x size`` cut of ``[N, C, C]`` images (C - size even)."""
     c = images.shape[-1]
@@ -96,10 +109,8 @@ def render_profiles(
 
     Parameters
     ----------
-    r50 : array_like, shape (N,)
-        Circularised half-light radius, arcsec.
-    n, q, pa : array_like, shape (N,)
-        Sersic index, axis ratio b/a, position angle (degrees CCW from +x).
+    r50, n, q, pa : array_like, shape (N,)
+        Sersic shape as in :class:`Targets`.
     psf_fwhm, psf_beta : array_like, shape (N,)
         Moffat FWHM (arcsec) and beta.
     offset : array_like, shape (N, 2)

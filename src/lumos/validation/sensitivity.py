@@ -32,7 +32,7 @@ import numpy as np
 from ..population import PopulationConfig
 from .measuring import measure_all
 from .metrics import tolerance_for_error
-from .scenes import CONTEXT, clean_sky, draw_targets, observe, render_profiles
+from .scenes import CONTEXT, _experiment_rng, clean_sky, draw_targets, observe, render_profiles
 
 __all__ = ["SensitivityResult", "run_sensitivity", "PARAMETERS", "ERROR_LEVEL"]
 
@@ -125,10 +125,10 @@ def run_sensitivity(
 
     Parameters
     ----------
-    model : LumosNet or compatible
-        The model under validation.
+    model, methods, progress
+        As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
-        Number of galaxies.
+        Number of galaxies (each measured with every perturbation).
     seed : int
         Random seed.
     grid : sequence of float
@@ -136,20 +136,14 @@ def run_sensitivity(
         ones only up to -0.75).
     background_grid : sequence of float
         Background errors tested, in units of the sky level (both signs).
-    methods : tuple of str
-        Classical methods compared with lumos.
     mag_range : tuple of float
         i-magnitude range of the galaxies.
-    progress : callable, optional
-        One-line progress messages.
 
     Returns
     -------
     SensitivityResult
     """
-    if n < 1:
-        raise ValueError(f"the sensitivity experiment needs at least one galaxy, got {n}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    rng = _experiment_rng("sensitivity", n, seed)
     targets, _ = draw_targets(n, rng, population=PopulationConfig(mag_range=mag_range,
                                                                   mag_slope=0.0))  # fmt: skip
     base = observe(targets, clean_sky(), rng, size=CONTEXT)

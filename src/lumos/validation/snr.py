@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backgrounds import SyntheticSky
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
-from .measuring import observe_and_measure
 from .metrics import MAG_BINS, binned_statistic, colour_error, sigma68
-from .scenes import draw_targets, exposure_times
+from .repeats import _observe_twice
+from .scenes import _experiment_rng, draw_targets, exposure_times
 
 __all__ = ["SnrColourResult", "run_snr_colours", "TRAYS"]
 
@@ -69,41 +68,25 @@ def run_snr_colours(
 
     Parameters
     ----------
-    model : LumosNet or compatible
-        The model under validation.
+    model, methods, progress
+        As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
-        Number of galaxies.
+        Number of galaxies (each observed in two bands).
     seed : int
         Random seed.
-    methods : tuple of str
-        Classical methods compared with lumos.
-    progress : callable, optional
-        One-line progress messages.
 
     Returns
     -------
     SnrColourResult
     """
-    if n < 1:
-        raise ValueError(f"the SNR/colour experiment needs at least one galaxy, got {n}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    rng = _experiment_rng("SNR/colour", n, seed)
     b1 = rng.integers(0, N_PAUS_BANDS - 1, n)
     first, gal = draw_targets(n, rng, band=b1)
     b2 = b1 + 1
-    second = first.replace(
-        band=b2,
-        flux=gal.flux_e_per_s[np.arange(n), b2] * exposure_times(b2),
-        psf_fwhm=rng.uniform(0.6, 1.3, n),
-        psf_beta=rng.uniform(2.5, 5.0, n),
-        offset=rng.random((n, 2)) - 0.5,
-        ccd_xy=rng.random((n, 2)) * np.array([4096.0, 2048.0]),
-    )
-    sky = SyntheticSky()
-    meas = []
-    for k, t in enumerate((first, second)):
-        meas.append(observe_and_measure(model, t, sky, rng, methods))
-        if progress:
-            progress(f"snr/colours: band {k + 1}/2 measured ({n} galaxies)")
+    second, meas = _observe_twice(
+        model, first, rng, methods, progress, "snr/colours: band",
+        band=b2, flux=gal.flux_e_per_s[np.arange(n), b2] * exposure_times(b2),
+    )  # fmt: skip
     snr, dcol = {}, {}
     for name in meas[0]:
         with np.errstate(divide="ignore", invalid="ignore"):
