@@ -185,10 +185,14 @@ def _check_not_pickle(path: Path) -> None:
 def read_model_description(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check the JSON description of a model file.
 
+    Pickles are refused; the weights file must exist next to the description, and the
+    description must be a lumos model description of the supported format version with a
+    ``network_config``.
+
     Parameters
     ----------
     path : str or path-like
-        ``NAME``, ``NAME.safetensors`` or ``NAME.json``.
+        The model, in any form :func:`model_paths` accepts.
 
     Returns
     -------
@@ -236,7 +240,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     Parameters
     ----------
     path : str or path-like
-        ``NAME``, ``NAME.safetensors`` or ``NAME.json``.
+        The model, in any form :func:`model_paths` accepts.
     device : str or torch.device
         Where to put the model.
     verify_checksum : bool
