@@ -8,7 +8,8 @@ network weights are unchanged; ``s`` is stored in the model's configuration.
 Usage::
 
     .venv/bin/python scripts/calibrate_model.py --model runs/ckpt-default/final \\
-        --out src/lumos/data/model/lumos-default --n 8000 --seed 20000001
+        --out src/lumos/data/model/lumos-default --n 8000 --seed 20000001 \\
+        [--catalogue-errors realistic]
 """
 
 from __future__ import annotations
@@ -24,19 +25,23 @@ def main() -> None:
     from lumos.mixture import GaussianMixture, mixture_nll
     from lumos.model_io import read_model_description
     from lumos.network import LumosNet, load_model, save_model
-    from lumos.simulate import Simulator
+    from lumos.simulate import CatalogueErrors, SimulationConfig, Simulator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--n", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=20_000_001)
+    parser.add_argument("--catalogue-errors", choices=("none", "realistic"), default="none",
+                        help="profile-channel errors of the calibration simulations (as trained)")
     args = parser.parse_args()
 
     model = load_model(args.model).eval()
     if model.config.sigma_scale != 1.0:
         raise SystemExit("the model is already calibrated")
-    batch = Simulator(seed=args.seed).sample(args.n)
+    errors = CatalogueErrors.realistic() if args.catalogue_errors == "realistic" else None
+    sim_config = SimulationConfig(catalogue_errors=errors) if errors else None
+    batch = Simulator(sim_config, seed=args.seed).sample(args.n)
     raws = []
     with torch.inference_mode():
         for start in range(0, args.n, 1000):
@@ -70,6 +75,7 @@ def main() -> None:
         "method": "temperature scaling of component sigmas, maximum likelihood",
         "n": args.n,
         "seed": args.seed,
+        "catalogue_errors": args.catalogue_errors,
         "sigma_scale": scale,
         "nll_before": nll(1.0),
         "nll_after": nll(scale),
