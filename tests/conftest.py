@@ -1,4 +1,6 @@
-"""Shared test fixtures: the package from src/, the shared real-data folder, seeded RNGs."""
+"""Shared test fixtures: the package from src/, the shared real-data folder, seeded RNGs,
+torch thread settings, and helpers for synthetic stamp batches (``from conftest import ...``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+#: Side of the synthetic test stamps, pixels.
+S = 60
 
 
 @pytest.fixture
@@ -39,3 +44,51 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def one_intra_op_thread():
+    """One intra-op thread during each test, whatever earlier tests set (for modules of tiny
+    tensors: much faster, and immune to CPU contention); use with
+    ``pytestmark = pytest.mark.usefixtures("one_intra_op_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def stamp_coordinates(offset):
+    """Pixel coordinates of S x S stamps: ``a`` [S] from the stamp centre, and ``dx``
+    [n, 1, S] and ``dy`` [n, S, 1] from each galaxy's centre (``offset`` [n, 2], pixels)."""
+    import torch
+
+    c = (S - 1) / 2
+    a = torch.arange(S, dtype=torch.float32) - c
+    dx = a[None, None, :] - offset[:, 0, None, None]
+    dy = a[None, :, None] - offset[:, 1, None, None]
+    return a, dx, dy
+
+
+def noisy_stamp_batch(mean, profile, flux, offset, g):
+    """A StampBatch of the expected images ``mean`` [n, S, S] with Gaussian noise of variance
+    ``mean + 25``; i magnitudes from ``flux`` (0.2 mag scatter), random CCD positions and
+    band indices, all drawn from the torch generator ``g``; truth = ``flux``."""
+    import torch
+
+    from lumos.stamps import StampBatch
+
+    n = flux.shape[0]
+    pixels = mean + torch.sqrt(mean + 25.0) * torch.randn(n, S, S, generator=g)
+    i_mag = 24.5 - 2.5 * torch.log10(flux / 90.0) + 0.2 * torch.randn(n, generator=g)
+    return StampBatch(
+        pixels=pixels.float(),
+        profile=profile.float(),
+        i_mag=i_mag.float(),
+        ccd_xy=(torch.rand(n, 2, generator=g) * torch.tensor([4096.0, 2048.0])).float(),
+        band_idx=torch.randint(0, 80, (n,), generator=g),
+        flags=torch.zeros(n, dtype=torch.int64),
+        offset=offset.float(),
+        truth=flux.float(),
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from astropy.table import Table
 from scipy import stats
 
@@ -15,15 +14,8 @@ from lumos.mixture import P16, P84, GaussianMixture, product
 
 K = 5
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """Tiny tensors: one intra-op thread is much faster (and immune to CPU contention)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
+# tiny tensors: one intra-op thread is much faster (and immune to CPU contention)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def gaussian_like_mixture(rng, centre, err):

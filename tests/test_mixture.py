@@ -19,17 +19,11 @@ from lumos.mixture import (
     truncate_mask,
 )
 
+# tiny tensors: one intra-op thread is much faster (and immune to CPU contention)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 
 # ---------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """Tiny tensors: one intra-op thread is much faster (and immune to CPU contention)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def random_mixture(rng, n=6, k=5, trunc=None, spread=40.0):
     """Random mixtures with multi-modal rows (component means far apart)."""
     w = rng.dirichlet(np.ones(k), n)

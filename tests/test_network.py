@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import S, noisy_stamp_batch, stamp_coordinates
 
 from lumos.flags import Flag
 from lumos.mixture import GaussianMixture
@@ -24,8 +25,6 @@ from lumos.network import (
 )
 from lumos.stamps import StampBatch
 
-S = 60
-
 
 def synth_batch(n: int, seed: int, sky: float = 150.0, gradient: float = 0.0) -> StampBatch:
     """Gaussian galaxies on a flat (or tilted) sky with Gaussian noise; truth = flux."""
@@ -34,26 +33,12 @@ def synth_batch(n: int, seed: int, sky: float = 150.0, gradient: float = 0.0) ->
     flux = 10 ** (2.5 + 2.0 * u(n))
     width = 1.5 + 1.5 * u(n)
     offset = u(n, 2) - 0.5
-    c = (S - 1) / 2
-    a = torch.arange(S, dtype=torch.float32) - c
-    dx = a[None, None, :] - offset[:, 0, None, None]
-    dy = a[None, :, None] - offset[:, 1, None, None]
+    a, dx, dy = stamp_coordinates(offset)
     prof = torch.exp(-0.5 * (dx**2 + dy**2) / width[:, None, None] ** 2)
     prof = prof / prof.sum(dim=(1, 2), keepdim=True)
     ramp = gradient * (a[None, None, :] / S)
     mean = sky * (1 + ramp) + flux[:, None, None] * prof
-    pixels = mean + torch.sqrt(mean + 25.0) * torch.randn(n, S, S, generator=g)
-    i_mag = 24.5 - 2.5 * torch.log10(flux / 90.0) + 0.2 * torch.randn(n, generator=g)
-    return StampBatch(
-        pixels=pixels.float(),
-        profile=prof.float(),
-        i_mag=i_mag.float(),
-        ccd_xy=(u(n, 2) * torch.tensor([4096.0, 2048.0])).float(),
-        band_idx=torch.randint(0, 80, (n,), generator=g),
-        flags=torch.zeros(n, dtype=torch.int64),
-        offset=offset.float(),
-        truth=flux.float(),
-    )
+    return noisy_stamp_batch(mean, prof, flux, offset, g)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import S, noisy_stamp_batch, stamp_coordinates
 
 from lumos.model_io import load_model
 from lumos.network import LumosNet, NetworkConfig
@@ -21,8 +22,6 @@ from lumos.training import (
     validation_seed,
 )
 
-S = 60
-
 
 def synth_batch(n: int, seed: int, mismatch: float = 1.0) -> StampBatch:
     """Gaussian galaxies (sub-pixel offsets, elongated) on sky with noise; truth = flux.
@@ -34,28 +33,14 @@ def synth_batch(n: int, seed: int, mismatch: float = 1.0) -> StampBatch:
     flux = 10 ** (2.5 + 2.0 * u(n))
     sx, sy = 1.5 + 1.5 * u(n), 1.5 + 1.0 * u(n)
     offset = u(n, 2) - 0.5
-    c = (S - 1) / 2
-    a = torch.arange(S, dtype=torch.float32) - c
-    dx = a[None, None, :] - offset[:, 0, None, None]
-    dy = a[None, :, None] - offset[:, 1, None, None]
+    _, dx, dy = stamp_coordinates(offset)
     prof = torch.exp(-0.5 * (dx**2 / sx[:, None, None] ** 2 + dy**2 / sy[:, None, None] ** 2))
     prof = prof / prof.sum(dim=(1, 2), keepdim=True)
     model = torch.exp(-0.5 * (dx**2 / sx[:, None, None] ** 2 + dy**2 / sy[:, None, None] ** 2)
                       / mismatch**2)
     model = model / model.sum(dim=(1, 2), keepdim=True)
     mean = 150.0 + flux[:, None, None] * prof
-    pixels = mean + torch.sqrt(mean + 25.0) * torch.randn(n, S, S, generator=g)
-    i_mag = 24.5 - 2.5 * torch.log10(flux / 90.0) + 0.2 * torch.randn(n, generator=g)
-    return StampBatch(
-        pixels=pixels.float(),
-        profile=model.float(),
-        i_mag=i_mag.float(),
-        ccd_xy=(u(n, 2) * torch.tensor([4096.0, 2048.0])).float(),
-        band_idx=torch.randint(0, 80, (n,), generator=g),
-        flags=torch.zeros(n, dtype=torch.int64),
-        offset=offset.float(),
-        truth=flux.float(),
-    )
+    return noisy_stamp_batch(mean, model, flux, offset, g)
 
 
 def factory(seed: int, batch_size: int, mismatch: float = 1.0):
