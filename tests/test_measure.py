@@ -105,6 +105,49 @@ def test_workers_must_be_positive(field_dir, model_path, tmp_path):
     assert not (tmp_path / "bad.fits").exists()
 
 
+def test_header_keywords_and_catalogue_columns_from_the_command_line(
+    field_dir, model_path, tmp_path, capsys
+):
+    """A survey's own FITS keywords and catalogue column names, mapped with options."""
+    with fits.open(field_dir / "image.fits") as hdul:
+        header = hdul[0].header.copy()
+        data = hdul[0].data
+        header["FILTNAME"] = header.pop("FILTER")
+        header["SEEING"] = header.pop("PSFFWHM")
+        fits.PrimaryHDU(data, header).writeto(tmp_path / "image.fits")
+    cat = Table.read(field_dir / "catalogue.fits")
+    cat.rename_column("r50", "FLUX_RADIUS")
+    cat.rename_column("i_mag", "MAG_I")
+    cat.write(tmp_path / "cat.fits")
+    reference = tmp_path / "ref.fits"
+    status, _, err = _run(["measure", field_dir / "image.fits", field_dir / "catalogue.fits",
+                           "--out", reference, "--model", model_path], capsys)  # fmt: skip
+    assert status == 0, err
+    out = tmp_path / "out.fits"
+    status, _, err = _run(
+        ["measure", tmp_path / "image.fits", tmp_path / "cat.fits", "--out", out, "--model",
+         model_path, "--keyword", "band=FILTNAME", "--keyword", "psf_fwhm=SEEING",
+         "--column", "r50=FLUX_RADIUS", "--column", "i_mag=MAG_I", "--exptime", "90"],
+        capsys)  # fmt: skip
+    assert status == 0, err
+    np.testing.assert_allclose(read_table(out)["flux"], read_table(reference)["flux"],
+                               rtol=1e-6, equal_nan=True)  # fmt: skip
+    # the unmapped catalogue: the error names the column and the option that maps it
+    status, _, err = _run(["measure", tmp_path / "image.fits", tmp_path / "cat.fits", "--out",
+                           tmp_path / "x.fits", "--model", model_path, "--keyword",
+                           "band=FILTNAME", "--keyword", "psf_fwhm=SEEING"], capsys)  # fmt: skip
+    assert status != 0 and "missing required column 'r50'" in err and "--column r50=" in err
+    assert len(err.splitlines()) == 1
+    status, _, err = _run(["measure", tmp_path / "image.fits", tmp_path / "cat.fits", "--out",
+                           tmp_path / "x.fits", "--keyword", "filter"], capsys)  # fmt: skip
+    assert status != 0 and "--keyword expects NAME=VALUE" in err
+    bad_item = ["--keyword", "colour=FILTNAME"]
+    status, _, err = _run(["measure", tmp_path / "image.fits", tmp_path / "cat.fits", "--out",
+                           tmp_path / "x.fits", *bad_item], capsys)  # fmt: skip
+    assert status != 0 and "unknown item 'colour'" in err
+    assert not (tmp_path / "x.fits").exists()
+
+
 def _corrupt(path):
     path.write_bytes(b"SIMPLE  =                    T" + b"\x00" * 50)
     return path

@@ -57,9 +57,10 @@ def _find(table: Table, name: str) -> str | None:
 
 def _missing(table: Table, name: str, role: str) -> CatalogueError:
     close = difflib.get_close_matches(name, table.colnames, n=1, cutoff=0.6)
-    hint = ""
+    hint = f" (map one to it with --column {role}=NAME, or columns={{'{role}': NAME}} in Python)"
     if close:
-        hint = f" (did you mean {close[0]!r}? map it with columns={{'{role}': '{close[0]}'}})"
+        hint = (f" (did you mean {close[0]!r}? map it with --column {role}={close[0]}, or "
+                f"columns={{'{role}': '{close[0]}'}} in Python)")  # fmt: skip
     return CatalogueError(
         f"catalogue is missing required column {name!r} for {role}{hint}; "
         f"it has: {', '.join(table.colnames)}"

@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-scale", type=float, help="arcsec per pixel (default: header)")
     p.add_argument("--gain", type=float, help="e-/ADU (default: header or 1)")
     p.add_argument("--camera-state", type=int, choices=(0, 1), help="0 before, 1 after")
+    p.add_argument("--exptime", type=float, help="exposure time in s (default: header EXPTIME)")
+    p.add_argument("--read-noise", type=float, help="read noise in e- (default: header RDNOISE)")
+    p.add_argument("--keyword", action="append", default=[], metavar="ITEM=KEY",
+                   help="read ITEM (band, psf_fwhm, psf_beta, pixel_scale, gain, "
+                   "exposure_time, read_noise, camera_state, zero_point, unit) from header "
+                   "keyword KEY; repeatable, e.g. --keyword band=FILTNAME")  # fmt: skip
+    p.add_argument("--column", action="append", default=[], metavar="NAME=COLUMN",
+                   help="catalogue column holding NAME (id, x, y, ra, dec, r50, sersic_n, q, "
+                   "pa, i_mag); repeatable, e.g. --column r50=FLUX_RADIUS")  # fmt: skip
     p.add_argument(
         "--method",
         default="lumos",
