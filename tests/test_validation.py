@@ -44,11 +44,13 @@ TINY = ValidationSizes(
     sensitivity_grid=(0.3, 1.0),
     background_grid=(0.05, 0.5),
     snr_colours=60,
+    catalogue_errors=150,
 )
 
 PNGS = (
     "pit.png", "accuracy_vs_mag.png", "flux_vs_truth.png", "deblending.png", "artefacts.png",
     "repeats_width.png", "repeats_distribution.png", "sensitivity.png", "snr.png", "colours.png",
+    "accuracy_catalogue_errors.png",
 )  # fmt: skip
 METHODS = ("lumos", "aperture", "modelfit", "weighted", "weighted_oracle", "sep_auto")
 
@@ -110,12 +112,21 @@ def test_outputs_written_and_embedded(cli_run):
         assert f"]({name})" in report, f"{name} not embedded in report.md"
     assert sorted(sum(metrics["plots"].values(), [])) == sorted(PNGS)
     for title in ("Calibration", "Accuracy", "Deblending", "Artefacts", "Repeated",
-                  "Sensitivity", "Signal-to-noise"):  # fmt: skip
+                  "Sensitivity", "Signal-to-noise", "with catalogue errors"):  # fmt: skip
         assert title in report
     assert metrics["mode"] == "quick"
     assert metrics["seeds"] == SEEDS
     assert metrics["model"]["weights_sha256"]
     assert all(_finite(v) for v in metrics["runtime_s"].values())
+
+
+def test_catalogue_errors_experiment(cli_run):
+    _, m = cli_run
+    e = m["catalogue_errors"]
+    assert e["errors"]["r50_frac"] == 0.1 and e["n_galaxies"] == TINY.catalogue_errors
+    assert _finite(e["calibration"]["pit_ks"]) and 0 < e["calibration"]["coverage68"] < 1
+    for name in ("lumos", "aperture"):
+        assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
 
 
 def test_calibration_and_accuracy_metrics_finite(cli_run):

@@ -34,7 +34,7 @@ def _labels(m: dict) -> dict:
     return m.get("methods", {})
 
 
-def accuracy_table(metrics: dict, subset: str = "") -> str:
+def accuracy_table(metrics: dict, subset: str = "", experiment: str = "accuracy") -> str:
     """The method x i-bin table: bias and sigma68 (%) per method, then the sigma68 ratios
     of lumos to the best classical method and to the oracle weighted sum (markdown).
 
@@ -44,10 +44,12 @@ def accuracy_table(metrics: dict, subset: str = "") -> str:
         Metrics of a validation run (``metrics.json``).
     subset : {"", "isolated"}
         All galaxies, or the isolated ones.
+    experiment : {"accuracy", "catalogue_errors"}
+        Exact catalogue, or the catalogue with realistic errors.
     """
     suffix = f"_{subset}" if subset else ""
-    acc = metrics["accuracy"]["accuracy" + suffix]
-    table = metrics["accuracy"]["table" + suffix]
+    acc = metrics[experiment]["accuracy" + suffix]
+    table = metrics[experiment]["table" + suffix]
     labels = _labels(metrics)
     bins = _bins(acc["mag_bins"])
     rows = []
@@ -107,9 +109,11 @@ def _quick_note(m: dict) -> list[str]:
             "`--quick` for the published-size tests.", ""]  # fmt: skip
 
 
-def _calibration(m: dict) -> list[str]:
-    acc = m["accuracy"]
-    lines = ["## 1. Calibration of the flux PDFs (paper Fig. 6)", ""]
+def _calibration(m: dict, experiment: str = "accuracy",
+                 title: str = "## 1. Calibration of the flux PDFs (paper Fig. 6)",
+                 pit_plot: bool = True) -> list[str]:  # fmt: skip
+    acc = m[experiment]
+    lines = [title, ""]
     cal = acc.get("calibration")
     if cal:
         from .metrics import CALIBRATION_TOLERANCES as tol
@@ -142,7 +146,33 @@ def _calibration(m: dict) -> list[str]:
         lines += _table(["method", "PIT KS", "68% coverage"],
                         [[_labels(m).get(k, k), _f(v["pit_ks"]), _f(v["coverage68"])]
                          for k, v in cc.items()])  # fmt: skip
-    lines += ["![PIT histogram](pit.png)", ""]
+    if pit_plot:
+        lines += ["![PIT histogram](pit.png)", ""]
+    return lines
+
+
+def _catalogue_errors(m: dict) -> list[str]:
+    e = m["catalogue_errors"]
+    err = e.get("errors", {})
+    intro = [
+        "Real external catalogues measure r50, n, q and pa with errors, and real galaxies are "
+        "not single Sersic profiles. Here every method (the lumos profile channel, the "
+        "apertures, the profile fit, the weights) is given catalogue parameters with "
+        f"Gaussian errors: {100 * err.get('r50_frac', 0):g}% in r50, "
+        f"{100 * err.get('n_frac', 0):g}% in n, {err.get('q_sigma', 0):g} in q, "
+        f"{err.get('pa_sigma', 0):g} degrees in pa, {100 * err.get('psf_fwhm_frac', 0):g}% "
+        f"in the PSF FWHM and {err.get('i_mag_sigma', 0):g} mag in i "
+        "(`CatalogueErrors.realistic()`); everything else as in sections 1-2.",
+        "",
+    ]
+    lines = _calibration(m, "catalogue_errors",
+                         "## 8. Calibration and accuracy with catalogue errors",
+                         pit_plot=False)  # fmt: skip
+    lines[2:2] = intro
+    lines += [f"{e['n_common']} of {e['n_galaxies']} galaxies measured by every method:", "",
+              accuracy_table(m, experiment="catalogue_errors"), "",
+              "![bias and sigma68 against magnitude, catalogue errors]"
+              "(accuracy_catalogue_errors.png)", ""]  # fmt: skip
     return lines
 
 
@@ -332,7 +362,7 @@ def render_report(metrics: dict) -> str:
     sections = (("accuracy", _calibration), ("accuracy", _accuracy),
                 ("deblending", _deblending), ("artefacts", _artefacts),
                 ("repeats", _repeats), ("sensitivity", _sensitivity),
-                ("snr_colours", _snr))  # fmt: skip
+                ("snr_colours", _snr), ("catalogue_errors", _catalogue_errors))  # fmt: skip
     for key, fn in sections:
         if key in metrics:
             lines += fn(metrics)
