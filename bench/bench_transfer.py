@@ -42,6 +42,7 @@ model trained here for ``--train-minutes``. Timings on the shared 2-core machine
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -56,12 +57,13 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from lumos.model_io import default_model_path, load_model, model_paths  # noqa: E402
-from lumos.simulate import SimulationConfig, Simulator  # noqa: E402
+from lumos.simulate import Simulator  # noqa: E402
 from lumos.training import (  # noqa: E402
     TrainingConfig,
     evaluate,
     simulator_stream,
     train,
+    training_simulation,
     validation_seed,
 )
 from lumos.transfer import (  # noqa: E402
@@ -195,8 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {label} ({model.n_parameters()} parameters, head "
           f"{sum(p.numel() for p in model.head.parameters())})")
     background, bg_label = _shifted_background(args.seed)
+    trained_on = training_simulation(model)  # the training domain: supervised term, reference
     shift = PairSimulation(
-        simulation=SimulationConfig(psf_beta_range=(2.0, 2.2)),
+        simulation=dataclasses.replace(trained_on, psf_beta_range=(2.0, 2.2)),
         profile_psf_beta=args.profile_beta or None,
         profile_psf_fwhm_error=0.03,
     )
@@ -208,9 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     t_pairs = time.perf_counter() - t0
     print(f"simulated {len(pairs)} pairs in {t_pairs:.0f} s "
           f"({2 * len(pairs) / t_pairs:.0f} stamps/s)")
-    val = Simulator(seed=validation_seed(args.seed)).sample(args.val_size)
+    val = Simulator(trained_on, seed=validation_seed(args.seed)).sample(args.val_size)
     # the same statistics on pairs of the training domain: what calibrated looks like here
-    ref_pairs = simulate_pairs(args.ref_pairs, seed=args.seed + 1)
+    ref_pairs = simulate_pairs(args.ref_pairs, seed=args.seed + 1,
+                               config=PairSimulation(simulation=trained_on))
     reference = _table(model, ref_pairs)
     d_ref = d_reference(model, ref_pairs)
     print("D width of the starting model on training-domain pairs, by i: "
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     cons_before = pair_consistency(model, held, reference=d_ref)
     val_before = evaluate(model, val)
     t0 = time.perf_counter()
-    model, history = transfer(model, pairs, simulator_stream(), config, work / "ckpt",
+    model, history = transfer(model, pairs, simulator_stream(trained_on), config, work / "ckpt",
                               progress=False, out=args.out)
     t_transfer = time.perf_counter() - t0
     after = _table(model, held)

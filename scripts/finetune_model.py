@@ -71,6 +71,7 @@ def main() -> None:
             "started_from": {"model": str(start_path), "training": previous},
             "simulation": {"catalogue_errors": "CatalogueErrors.realistic()",
                            "values": dataclasses.asdict(sim_config.catalogue_errors)},
+            "simulation_config": sim_config.to_dict(),
             "training_config": config.to_dict(),
             "epochs_completed": result.epochs_completed,
             "validation_seed": val_seed,

@@ -289,6 +289,27 @@ def test_d_reference_standardises_d_by_magnitude():
         DReference((17.0, 20.0), (0.0,), (5,))
 
 
+def test_simulated_pairs_share_an_erroneous_catalogue():
+    from lumos.simulate import CatalogueErrors, SimulationConfig
+    from lumos.training import training_simulation
+
+    errors = CatalogueErrors.realistic()
+    sim = SimulationConfig(catalogue_errors=errors, chunk_size=16)
+    pairs = simulate_pairs(16, seed=3, config=PairSimulation(simulation=sim))
+    exact = simulate_pairs(16, seed=3, config=PairSimulation(simulation=SimulationConfig(
+        chunk_size=16)))  # fmt: skip
+    # one catalogue for both exposures; its i magnitudes carry the 0.03 mag error
+    torch.testing.assert_close(pairs.first.i_mag, pairs.second.i_mag)
+    delta = (pairs.first.i_mag - exact.first.i_mag).numpy()
+    assert 0 < np.std(delta) < 0.1
+    torch.testing.assert_close(pairs.first.truth, exact.first.truth)
+    # a model records the simulation it was trained on; the default when it does not
+    model = LumosNet(NetworkConfig.tiny())
+    assert training_simulation(model) == SimulationConfig()
+    model.metadata = {"simulation_config": json.loads(json.dumps(sim.to_dict()))}
+    assert training_simulation(model).catalogue_errors == errors
+
+
 def test_split_keeps_galaxies_together():
     pairs = synth_pairs(12, 0)
     pairs.ids = np.repeat(np.arange(4), 3)

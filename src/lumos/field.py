@@ -37,7 +37,8 @@ class SimulatedField:
     catalogue : astropy.table.Table
         id, x, y, i_mag, r50, sersic_n, q, pa (what a survey catalogue gives).
     truth : astropy.table.Table
-        id, flux_true (electrons), nearest (distance to the nearest other galaxy, pixels).
+        id, flux_true (electrons), nearest (distance to the nearest other galaxy, pixels),
+        z, and the true i_mag, r50, sersic_n, q, pa.
     sky_model : numpy.ndarray
         The noiseless background, electrons.
     """
@@ -76,6 +77,7 @@ def simulate_field(
     seed: int = 2024,
     margin: int = 10,
     progress: bool = False,
+    catalogue_errors=None,
 ) -> SimulatedField:
     """Simulate a PAUS-like single exposure.
 
@@ -97,6 +99,11 @@ def simulate_field(
         Galaxies are placed at least this many pixels inside the image.
     progress : bool
         Show a progress bar while rendering.
+    catalogue_errors : lumos.simulate.CatalogueErrors, optional
+        Errors of the catalogue's r50, n, q, pa and i mag and of the header's PSF FWHM (one
+        draw for the exposure), as an external catalogue and a PSF model have them; the
+        image is the same with or without them (their draws come from their own stream).
+        Default: an exact catalogue.
 
     Returns
     -------
@@ -156,14 +163,27 @@ def simulate_field(
     header["SEED"] = seed
 
     ids = np.arange(1, n_galaxies + 1)
+    cat = {"r50": pop.r50, "n": pop.n, "q": pop.q, "pa": pop.pa, "i_mag": pop.i_mag}
+    if catalogue_errors is not None and catalogue_errors.enabled:
+        from .simulate import apply_catalogue_errors
+
+        err_rng = np.random.default_rng([seed, 1])
+        cat = apply_catalogue_errors(catalogue_errors, pop.r50, pop.n, pop.q, pop.pa,
+                                     pop.i_mag, np.full(n_galaxies, psf_fwhm), err_rng)  # fmt: skip
+        header["PSFFWHM"] = (float(psf_fwhm * np.exp(catalogue_errors.psf_fwhm_frac
+                                                     * err_rng.standard_normal())),
+                             "Moffat PSF FWHM [arcsec] (PSF model)")  # fmt: skip
+        header["TRUEFWHM"] = (psf_fwhm, "true PSF FWHM [arcsec]")
     catalogue = Table(
-        {"id": ids, "x": x, "y": y, "i_mag": pop.i_mag, "r50": pop.r50, "sersic_n": pop.n,
-         "q": pop.q, "pa": pop.pa}  # fmt: skip
+        {"id": ids, "x": x, "y": y, "i_mag": cat["i_mag"], "r50": cat["r50"],
+         "sersic_n": cat["n"], "q": cat["q"], "pa": cat["pa"]}  # fmt: skip
     )
     catalogue["r50"].unit = "arcsec"
     catalogue["pa"].unit = "deg"
     nearest = _nearest_distance(x, y)
-    truth = Table({"id": ids, "flux_true": flux, "nearest": nearest, "z": pop.z})
+    truth = Table({"id": ids, "flux_true": flux, "nearest": nearest, "z": pop.z,
+                   "i_mag": pop.i_mag, "r50": pop.r50, "sersic_n": pop.n, "q": pop.q,
+                   "pa": pop.pa})  # fmt: skip
     truth["flux_true"].unit = "electron"
     return SimulatedField(image.astype(np.float32), header, catalogue, truth, sky_model)
 

@@ -21,8 +21,10 @@ __all__ = ["write_demo_report"]
 
 
 def _matched(catalogue: Table, truth: Table, table: Table) -> Table:
+    """Measurements joined with the truth; binned by the true i magnitude when known."""
     merged = join(table, truth, keys="id", join_type="inner")
-    merged = join(merged, catalogue["id", "i_mag"], keys="id", join_type="inner")
+    if "i_mag" not in truth.colnames:
+        merged = join(merged, catalogue["id", "i_mag"], keys="id", join_type="inner")
     usable = (np.asarray(merged["flags"]) & int(UNUSABLE)) == 0
     return merged[usable & np.isfinite(np.asarray(merged["flux"], dtype=float))]
 
@@ -33,6 +35,7 @@ def write_demo_report(
     truth: Table,
     tables: Mapping[str, Table],
     timings: Mapping[str, float],
+    catalogue_note: str = "",
 ) -> Path:
     """Write plots and ``report.md`` comparing methods against the truth.
 
@@ -43,11 +46,13 @@ def write_demo_report(
     catalogue : astropy.table.Table
         Catalogue with ``id`` and ``i_mag``.
     truth : astropy.table.Table
-        ``id`` and ``flux_true``.
+        ``id`` and ``flux_true`` (and the true ``i_mag``, used instead of the catalogue's).
     tables : mapping
         Method name -> measurement table.
     timings : mapping
         Step name -> seconds.
+    catalogue_note : str
+        A sentence on the catalogue given to the methods (e.g. its errors).
 
     Returns
     -------
@@ -79,7 +84,8 @@ def write_demo_report(
         "90 s, Moffat PSF FWHM 0.85 arcsec): synthetic sky with scattered light, read noise, "
         "cosmic rays, hot pixels and columns and saturated stars; TEAHUPOO galaxies "
         "(COSMOS-like Sersic profiles, i = 17-23) at random positions with photon noise. "
-        "Fluxes in electrons; truth known for every galaxy.",
+        "Fluxes in electrons; truth known for every galaxy." + (
+            f" {catalogue_note}" if catalogue_note else ""),
         "",
         "| step | seconds |",
         "| --- | --- |",

@@ -50,6 +50,7 @@ from .stamps import StampBatch
 
 __all__ = [
     "CatalogueErrors",
+    "apply_catalogue_errors",
     "SimulationConfig",
     "SimulationExtras",
     "Simulator",
@@ -118,6 +119,38 @@ class CatalogueErrors:
         """Errors typical of a deep space-based shape catalogue and a ground-based PSF model:
         10% in r50, 15% in n, 0.05 in q, 5 degrees in pa, 3% in the PSF FWHM, 0.03 mag."""
         return cls(0.10, 0.15, 0.05, 5.0, 0.03, 0.03)
+
+
+def apply_catalogue_errors(errors: CatalogueErrors, r50, n, q, pa, i_mag, psf_fwhm,
+                           rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """What a catalogue measured with ``errors`` reports for galaxies with these parameters.
+
+    Parameters
+    ----------
+    errors : CatalogueErrors
+        The errors (all zero: the truth is returned and ``rng`` is not used).
+    r50, n, q, pa, i_mag, psf_fwhm : numpy.ndarray, shape (N,)
+        True half-light radius (arcsec), Sersic index, axis ratio, position angle (deg),
+        i magnitude and PSF FWHM (arcsec).
+    rng : numpy.random.Generator
+        Source of the errors (one (6, N) standard-normal draw).
+
+    Returns
+    -------
+    dict
+        ``r50, n, q, pa, i_mag, psf_fwhm`` as catalogued (clipped to the valid ranges).
+    """
+    if not errors.enabled:
+        return {"r50": r50, "n": n, "q": q, "pa": pa, "i_mag": i_mag, "psf_fwhm": psf_fwhm}
+    e = rng.standard_normal((6, len(r50)))
+    return {
+        "r50": np.clip(r50 * np.exp(errors.r50_frac * e[0]), 0.05, 5.0),
+        "n": np.clip(n * np.exp(errors.n_frac * e[1]), 0.3, 6.2),
+        "q": np.clip(q + errors.q_sigma * e[2], 0.05, 1.0),
+        "pa": np.mod(pa + errors.pa_sigma * e[3], 180.0),
+        "i_mag": i_mag + errors.i_mag_sigma * e[4],
+        "psf_fwhm": psf_fwhm * np.exp(errors.psf_fwhm_frac * e[5]),
+    }
 
 
 @dataclass(frozen=True)
@@ -796,26 +829,8 @@ class Simulator:
 
     def _catalogue(self, gal, fwhm: np.ndarray, rng: np.random.Generator) -> dict:
         """Catalogue parameters: the truth, or the truth with errors."""
-        err = self.config.catalogue_errors
-        if not err.enabled:
-            return {
-                "r50": gal.r50,
-                "n": gal.n,
-                "q": gal.q,
-                "pa": gal.pa,
-                "i_mag": gal.i_mag,
-                "psf_fwhm": fwhm,
-            }
-        m = len(gal)
-        e = rng.standard_normal((6, m))
-        return {
-            "r50": np.clip(gal.r50 * np.exp(err.r50_frac * e[0]), 0.05, 5.0),
-            "n": np.clip(gal.n * np.exp(err.n_frac * e[1]), 0.3, 6.2),
-            "q": np.clip(gal.q + err.q_sigma * e[2], 0.05, 1.0),
-            "pa": np.mod(gal.pa + err.pa_sigma * e[3], 180.0),
-            "i_mag": gal.i_mag + err.i_mag_sigma * e[4],
-            "psf_fwhm": fwhm * np.exp(err.psf_fwhm_frac * e[5]),
-        }
+        return apply_catalogue_errors(self.config.catalogue_errors, gal.r50, gal.n, gal.q,
+                                      gal.pa, gal.i_mag, fwhm, rng)  # fmt: skip
 
     def _render(self, size, r50, n, q, pa, offset, flux, fwhm, beta) -> np.ndarray:
         """Render all objects in one call; returns float32 [M, size, size]."""

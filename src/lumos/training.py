@@ -72,6 +72,7 @@ __all__ = [
     "derive_seed",
     "validation_seed",
     "simulator_stream",
+    "training_simulation",
     "evaluate",
     "latest_checkpoint",
     "configure_threads",
@@ -238,6 +239,28 @@ def validation_seed(base_seed: int) -> int:
     words); this uses a different key layout, so the two never coincide in practice.
     """
     return derive_seed(base_seed, 0x7FFFFFFF, 0x56414C49, 0x44415445, 0x5345)
+
+
+def training_simulation(model):
+    """The simulation settings a model was trained on, from its metadata.
+
+    Models record them as ``metadata["simulation_config"]``
+    (:meth:`lumos.simulate.SimulationConfig.to_dict`); models that do not were trained on
+    the default settings.
+
+    Parameters
+    ----------
+    model : LumosNet
+        A model (typically from :func:`lumos.model_io.load_model`).
+
+    Returns
+    -------
+    lumos.simulate.SimulationConfig
+    """
+    from .simulate import SimulationConfig
+
+    data = (getattr(model, "metadata", None) or {}).get("simulation_config")
+    return SimulationConfig.from_dict(data) if data else SimulationConfig()
 
 
 def simulator_stream(sim_config=None, **simulator_kwargs) -> StreamFactory:

@@ -351,7 +351,10 @@ def simulate_pairs(
     rendered through ``psf_factory(fwhm, beta)`` (the true PSF); the model-profile channel
     is drawn with the catalogue's nominal PSF, a Moffat of beta
     ``config.profile_psf_beta`` (see :class:`PairSimulation`), so a PSF the training never
-    saw can be simulated with an imperfect PSF model, as in real data.
+    saw can be simulated with an imperfect PSF model, as in real data. When
+    ``config.simulation.catalogue_errors`` are set, the profile channel and the i magnitude
+    come from one catalogue with those errors, shared by both exposures, and the PSF FWHM of
+    each exposure's profile channel has its own error.
 
     Parameters
     ----------
@@ -379,7 +382,7 @@ def simulate_pairs(
     from .population import sample_population
     from .profiles import SersicRenderer, valid_profile_parameters
     from .psf import MoffatPSF
-    from .simulate import default_background
+    from .simulate import apply_catalogue_errors, default_background
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of pairs must be a positive integer, got {n!r}")
@@ -404,8 +407,12 @@ def simulate_pairs(
         exptime = exptimes[band]
         truth = gal.flux_e_per_s[np.arange(m), band] * exptime
         host, rel, nb_r50, nb_n, nb_q, nb_pa, nb_flux = _neighbours(cfg, m, band, exptime, rng)
-        ok = valid_profile_parameters(torch.as_tensor(gal.r50), torch.as_tensor(gal.n),
-                                      torch.as_tensor(gal.q))
+        # one catalogue per galaxy, shared by both exposures (exact unless the simulation
+        # settings carry catalogue errors)
+        cat = apply_catalogue_errors(cfg.catalogue_errors, gal.r50, gal.n, gal.q, gal.pa,
+                                     gal.i_mag, np.ones(m), rng)  # fmt: skip
+        ok = valid_profile_parameters(torch.as_tensor(cat["r50"]), torch.as_tensor(cat["n"]),
+                                      torch.as_tensor(cat["q"]))
         flags = np.where(np.asarray(ok), 0, int(Flag.BAD_PROFILE)).astype(np.int64)
         band_all.append(band)
         for side in range(2):
@@ -429,12 +436,14 @@ def simulate_pairs(
             profile_true = images[:m]
             neighbours = torch.zeros(m, s, s).index_add_(0, torch.as_tensor(host), images[m:])
             mismatch = (config.profile_psf_beta is not None or config.profile_psf_fwhm_error > 0
-                        or psf_factory is not MoffatPSF)
+                        or psf_factory is not MoffatPSF or cfg.catalogue_errors.enabled)
             if mismatch:
                 p_beta = beta if config.profile_psf_beta is None else np.full(
                     m, config.profile_psf_beta)
-                p_fwhm = fwhm * np.exp(config.profile_psf_fwhm_error * fwhm_err)
-                profile = renderer.render(t(gal.r50), t(gal.n), t(gal.q), t(gal.pa),
+                fwhm_sigma = math.hypot(config.profile_psf_fwhm_error,
+                                        cfg.catalogue_errors.psf_fwhm_frac)
+                p_fwhm = fwhm * np.exp(fwhm_sigma * fwhm_err)
+                profile = renderer.render(t(cat["r50"]), t(cat["n"]), t(cat["q"]), t(cat["pa"]),
                                           MoffatPSF(t(p_fwhm), t(p_beta)),
                                           offset=t(offset)).detach().to(torch.float32)
             else:
@@ -447,7 +456,7 @@ def simulate_pairs(
             sides[side].append(StampBatch(
                 pixels=torch.from_numpy(pixels),
                 profile=profile.contiguous(),
-                i_mag=torch.as_tensor(gal.i_mag, dtype=torch.float32),
+                i_mag=torch.as_tensor(cat["i_mag"], dtype=torch.float32),
                 ccd_xy=torch.as_tensor(ccd_xy, dtype=torch.float32),
                 band_idx=torch.as_tensor(band_idx, dtype=torch.int64),
                 flags=torch.as_tensor(flags),

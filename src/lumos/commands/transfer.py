@@ -60,8 +60,9 @@ def _summary(label: str, entry: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``lumos transfer`` (see the module docstring); returns the exit status."""
     from ..network import load_default_model, load_model
-    from ..training import configure_threads, simulator_stream
+    from ..training import configure_threads, simulator_stream, training_simulation
     from ..transfer import (
+        PairSimulation,
         TransferConfig,
         d_reference,
         pairs_from_measurements,
@@ -107,12 +108,14 @@ def run(args: argparse.Namespace) -> int:
                          "(some to train on, some held out)")
     print(f"lumos transfer: {len(pairs)} pairs of observations from {len(args.tables)} "
           f"table(s), cut in {time.perf_counter() - t0:.0f} s")
+    sim_config = training_simulation(model)  # supervised term and reference: as trained
     reference = None
     n_ref = int(_option(args, "reference_pairs"))
     if n_ref > 0:
         # what a calibrated D looks like for this model: its width on training-domain pairs
         t0 = time.perf_counter()
-        reference = d_reference(model, simulate_pairs(n_ref, seed=config.seed + 7919))
+        reference = d_reference(model, simulate_pairs(
+            n_ref, seed=config.seed + 7919, config=PairSimulation(simulation=sim_config)))
         print(f"lumos transfer: training-domain width of D from {n_ref} simulated pairs in "
               f"{time.perf_counter() - t0:.0f} s: "
               + ", ".join(f"i {lo:g}-{hi:g} {w:.2f}" for lo, hi, w in
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
                               strict=True)))  # fmt: skip
     ckpt = _checkpoint_dir(out, _option(args, "checkpoints"))
     try:
-        model, history = transfer(model, pairs, simulator_stream(), config, checkpoint_dir=ckpt,
+        model, history = transfer(model, pairs, simulator_stream(sim_config), config,
+                                  checkpoint_dir=ckpt,
                                   resume=not _option(args, "no_resume"), out=out,
                                   reference=reference)  # fmt: skip
     except ValueError as exc:
