@@ -140,6 +140,15 @@ def _table(model, pairs) -> dict:
                  float(np.mean(np.abs(d[ok]) > 3)))}
     good = np.isfinite(rel)
     out["all"] = (float(np.median(rel[good])), _sigma68(rel[good]), int(good.sum()))
+    # calibration against the truth (what D tries to judge without it): 68% coverage
+    inside = []
+    for m in (m1, m2):
+        lo, hi = m.quantile(0.158655).double().numpy(), m.quantile(0.841345).double().numpy()
+        inside.append((truth >= lo) & (truth <= hi))
+    inside = np.concatenate(inside)
+    trunc_rows = np.concatenate([pairs.first.i_mag.numpy() > 20.5] * 2)
+    out["coverage68"] = (float(inside.mean()), float(inside[~trunc_rows].mean()),
+                         float(inside[trunc_rows].mean()))
     for lo, hi in MAG_BINS:
         sel = good & (i_mag >= lo) & (i_mag < hi)
         out[(lo, hi)] = (float(np.median(rel[sel])) if sel.any() else float("nan"),
@@ -161,6 +170,9 @@ def _print_tables(before: dict, after: dict, ref: dict) -> None:
         b, a, r = before[("D", lo, hi)], after[("D", lo, hi)], ref[("D", lo, hi)]
         print(f"  sigma68(D)   i {lo:4.1f}-{hi:4.1f}          {b[0]:8.3f}   {a[0]:8.3f}   |"
               f" {r[0]:8.3f}     ({b[1]} pairs)")
+    b, a = before["coverage68"], after["coverage68"]
+    print(f"\n68% coverage of the truth, all / i < 20.5 / i > 20.5:  before {b[0]:.3f} / "
+          f"{b[1]:.3f} / {b[2]:.3f}   after {a[0]:.3f} / {a[1]:.3f} / {a[2]:.3f}")
     print("\n(f - f_true) / f_true              bias / sigma68 before     bias / sigma68 after")
     for key in ["all", *MAG_BINS]:
         label = "all" if key == "all" else f"i {key[0]:4.1f}-{key[1]:4.1f}"
@@ -189,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="also keep the transferred model here")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="pair loss of Eq. 11 as if the observations shared nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
@@ -232,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     val_before = evaluate(model, val)
     t0 = time.perf_counter()
     model, history = transfer(model, pairs, simulator_stream(trained_on), config, work / "ckpt",
-                              progress=False, out=args.out)
+                              progress=False, out=args.out,
+                              reference=None if args.no_reference else d_ref)  # fmt: skip
     t_transfer = time.perf_counter() - t0
     after = _table(model, held)
     cons_after = pair_consistency(model, held, reference=d_ref)

@@ -1029,7 +1029,7 @@ def _pairwise_product(
     return logw.reshape(n, -1), m12.reshape(n, -1), s12.reshape(n, -1)
 
 
-def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None) -> Tensor:
+def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None, width=None) -> Tensor:
     """Pair loss for unsupervised transfer learning (Eq. 11): disagreement of two PDFs.
 
     Two observations of the same galaxy must give agreeing PDFs. The loss is the negative
@@ -1053,6 +1053,13 @@ def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None) -> Tensor:
         PDFs of the two observations, same number of rows N (K may differ).
     truncate : Tensor of bool [N], optional
         Rows to treat as truncated; default: rows truncated in either mixture.
+    width : Tensor [N] or float, optional
+        Expected width of ``D = (f1 - f2) / sqrt(s1^2 + s2^2)`` for calibrated PDFs (1 for
+        independent errors; less when the observations share information, see
+        :class:`lumos.transfer.DReference`). The difference density is evaluated with both
+        widths scaled by it (the truncation masses of each PDF keep their own widths), so
+        that a model calibrated where ``width`` was measured has no incentive to change the
+        widths of its PDFs.
 
     Returns
     -------
@@ -1064,7 +1071,12 @@ def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None) -> Tensor:
     trunc = _resolve_truncation(truncate, m1, m2)
     lv1 = m1.log_weights - _trunc_log_norm(m1.means, m1.sigmas, trunc)
     lv2 = m2.log_weights - _trunc_log_norm(m2.means, m2.sigmas, trunc)
-    logw, m12, s12 = _pairwise_product(lv1, m1.means, m1.sigmas, lv2, m2.means, m2.sigmas)
+    s1, s2 = m1.sigmas, m2.sigmas
+    if width is not None:
+        w = torch.as_tensor(width, dtype=s1.dtype, device=s1.device)
+        w = w[:, None] if w.ndim == 1 else w
+        s1, s2 = s1 * w, s2 * w
+    logw, m12, s12 = _pairwise_product(lv1, m1.means, s1, lv2, m2.means, s2)
     logw = logw + _trunc_log_norm(m12, s12, trunc)
     return -torch.logsumexp(logw, dim=1)
 

@@ -956,13 +956,22 @@ def _flux_mixture(raw: RawOutput, factor: Tensor | None = None) -> GaussianMixtu
     return mix.scale(scale)
 
 
-def _pair_losses(raw1: RawOutput, raw2: RawOutput, zp: Tensor, zp_err: Tensor) -> Tensor:
+def _pair_losses(raw1: RawOutput, raw2: RawOutput, zp: Tensor, zp_err: Tensor,
+                 width: Tensor | None = None) -> Tensor:
     """Per-pair loss, in units of log(relative flux): flux-space pair_nll + log R."""
     zp, zp_err = zp.to(raw1.means), zp_err.to(raw1.means)  # dtype and device
     norm = torch.sqrt(raw1.reference * zp[:, 0] * raw2.reference * zp[:, 1]).detach()
     m1 = _flux_mixture(raw1).calibrate(zp[:, 0], zp_err[:, 0]).scale(1.0 / norm)
     m2 = _flux_mixture(raw2).calibrate(zp[:, 1], zp_err[:, 1]).scale(1.0 / norm)
-    return pair_nll(m1, m2, raw1.truncated | raw2.truncated)
+    return pair_nll(m1, m2, raw1.truncated | raw2.truncated, width)
+
+
+def _pair_widths(reference: DReference | None, pairs: PairSet, device) -> Tensor | None:
+    """Training-domain width of D for each pair (None without a reference)."""
+    if reference is None:
+        return None
+    w = reference(pairs.first.i_mag.double().cpu().numpy())
+    return torch.as_tensor(w, dtype=torch.float64, device=device)
 
 
 def _supervised_losses(raw: RawOutput, truth: Tensor) -> Tensor:
@@ -1349,7 +1358,8 @@ def _holdout_metrics(model: LumosNet, held: _HeadInputs, held2: _HeadInputs,
                      pairs: PairSet, reference: DReference | None = None) -> dict[str, float]:
     with torch.no_grad():
         raw1, raw2 = _raw_from_head(model, held), _raw_from_head(model, held2)
-        loss = _finite_mean(_pair_losses(raw1, raw2, pairs.zero_point, pairs.zero_point_err))
+        loss = _finite_mean(_pair_losses(raw1, raw2, pairs.zero_point, pairs.zero_point_err,
+                                         _pair_widths(reference, pairs, raw1.means.device)))
         m1 = _flux_mixture(raw1).calibrate(pairs.zero_point[:, 0], pairs.zero_point_err[:, 0])
         m2 = _flux_mixture(raw2).calibrate(pairs.zero_point[:, 1], pairs.zero_point_err[:, 1])
         metrics = _consistency(m1, m2, pairs.truth, pairs.zero_point, pairs.first.i_mag,
@@ -1393,8 +1403,11 @@ def transfer(
         Where to write the transferred model (:func:`lumos.model_io.save_model`);
         default ``checkpoint_dir / "transferred"``.
     reference : DReference, optional
-        Training-domain widths of D (:func:`d_reference`); the held-out metrics then also
-        include ``val_sigma68_Dref`` (1 when as calibrated as in the training domain).
+        Training-domain widths of D (:func:`d_reference`). The pair loss then asks the two
+        PDFs to agree as well as they do in the training domain, not as if the two
+        observations shared nothing (Eq. 11 assumes independent errors; the catalogue
+        magnitude and profile are shared), and the held-out metrics also include
+        ``val_sigma68_Dref`` (1 when as calibrated as in the training domain).
 
     Returns
     -------
@@ -1453,6 +1466,7 @@ def transfer(
         sims = _SimSource(sim_stream_factory, model, config)
         zp_train = train_pairs.zero_point.to(dev)
         zp_err_train = train_pairs.zero_point_err.to(dev)
+        width_train = _pair_widths(reference, train_pairs, dev)
         n_train = len(train_pairs)
         steps = math.ceil(n_train / config.batch_size)
 
@@ -1481,8 +1495,9 @@ def transfer(
                 if config.pair_weight > 0:
                     raw1 = _raw_from_head(model, h1.take(idx))
                     raw2 = _raw_from_head(model, h2.take(idx))
-                    pair_loss = _finite_mean(_pair_losses(raw1, raw2, zp_train[idx],
-                                                          zp_err_train[idx]))
+                    pair_loss = _finite_mean(_pair_losses(
+                        raw1, raw2, zp_train[idx], zp_err_train[idx],
+                        None if width_train is None else width_train[idx]))
                     loss = loss + config.pair_weight * pair_loss
                 if config.sim_weight > 0:
                     inputs, truth = sims.next(global_step)
