@@ -211,6 +211,18 @@ def test_pair_nll_prefers_agreeing_pdfs():
     assert pair_nll(a, near).item() < pair_nll(a, far).item()
 
 
+def test_pair_nll_width_scales_the_difference_density():
+    """With ``width`` w the two PDFs are asked to agree like N(0, w^2 (s1^2 + s2^2))."""
+    a = GaussianMixture.from_arrays([[1.0], [1.0]], [[100.0], [50.0]], [[3.0], [2.0]])
+    b = GaussianMixture.from_arrays([[1.0], [1.0]], [[104.0], [49.0]], [[4.0], [1.5]])
+    width = torch.tensor([0.6, 1.0], dtype=torch.float64)
+    got = pair_nll(a, b, width=width).numpy()
+    for i, (d, s) in enumerate([(4.0, 5.0), (1.0, 2.5)]):
+        want = -stats.norm.logpdf(d, scale=float(width[i]) * s)
+        assert got[i] == pytest.approx(want, rel=1e-10)
+    np.testing.assert_allclose(pair_nll(a, b, width=1.0).numpy(), pair_nll(a, b).numpy())
+
+
 # ---------------------------------------------------------------------- moments, quantiles
 def test_mean_and_variance_match_numerical_integration(mixes):
     w, mu, sg, trunc = mixes
