@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     n_ref = int(_option(args, "reference_pairs"))
     if n_ref > 0:
         # what a calibrated D looks like for this model: its width on training-domain pairs
+        print(f"lumos transfer: simulating {n_ref} pairs of the model's training domain "
+              "(the calibrated width of D; --reference-pairs 0 to skip)")
         t0 = time.perf_counter()
         reference = d_reference(model, simulate_pairs(
             n_ref, seed=config.seed + 7919, config=PairSimulation(simulation=sim_config)))
