@@ -44,14 +44,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--val-size", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--two-component-fraction", type=float, default=0.0,
+                        help="fraction of bulge + disk galaxies behind single-Sersic catalogue "
+                        "entries (SimulationConfig.two_component_fraction)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     start_path = args.start or default_model_path()
     start = load_model(start_path)
-    model = LumosNet(start.config.replace(sigma_scale=1.0))
+    model = LumosNet(start.config.replace(sigma_scale=1.0))  # re-calibrate afterwards
     model.load_state_dict(start.state_dict())
-    sim_config = SimulationConfig(catalogue_errors=CatalogueErrors.realistic())
+    sim_config = SimulationConfig(catalogue_errors=CatalogueErrors.realistic(),
+                                  two_component_fraction=args.two_component_fraction)
     val_seed = validation_seed(args.seed)
     val = Simulator(sim_config, seed=val_seed).sample(args.val_size)
     config = TrainingConfig(

@@ -135,3 +135,27 @@ def test_bad_input_raises_clear_errors():
         pop.PopulationConfig(mag_range=(23.0, 17.0))
     with pytest.raises(ValueError, match="redshift"):
         pop.galaxy_band_fluxes(np.array([20.0]), np.array([3.0]), np.array([[1.0, 0, 0, 0]]))
+
+
+def test_two_component_galaxies_keep_the_catalogue_half_light_radius():
+    from lumos.population import bulge_disk_half_light_radius, two_component_galaxies
+
+    rng = np.random.default_rng(4)
+    r50 = rng.uniform(0.1, 1.5, 500)
+    n = rng.uniform(0.5, 6.0, 500)
+    q = rng.uniform(0.1, 1.0, 500)
+    comp = two_component_galaxies(r50, n, q, np.random.default_rng(5))
+    bt = comp["bulge_fraction"]
+    assert np.all((bt >= 0.05) & (bt <= 0.85))
+    # more bulge for more concentrated catalogue profiles
+    assert np.corrcoef(n, bt)[0, 1] > 0.5
+    ratio = comp["r50_bulge"] / comp["r50_disk"]
+    assert np.all((ratio >= 0.2) & (ratio <= 0.6))
+    hlr = comp["r50_disk"] * bulge_disk_half_light_radius(bt, ratio)
+    np.testing.assert_allclose(hlr, r50, rtol=1e-9)
+    # a pure disk has its own half-light radius
+    np.testing.assert_allclose(bulge_disk_half_light_radius(np.zeros(1), np.ones(1) * 0.3), 1.0,
+                               rtol=1e-9)  # fmt: skip
+    q_mix = bt * comp["q_bulge"] + (1 - bt) * comp["q_disk"]
+    inside = (comp["q_disk"] > 0.1) & (comp["q_disk"] < 1.0)  # not clipped
+    np.testing.assert_allclose(q_mix[inside], q[inside], rtol=1e-9)

@@ -241,3 +241,22 @@ def test_bad_input_raises(tmp_path):
 def test_band_subset_and_camera_state():
     batch = _sim(12, bands=("NB685",), camera_state_prob=1.0).sample(6)
     np.testing.assert_array_equal(batch.band_idx.numpy(), np.full(6, 23 + 40))
+
+
+def test_two_component_galaxies_behind_a_single_sersic_catalogue():
+    from lumos.simulate import SimulationConfig, Simulator
+
+    cfg = SimulationConfig(two_component_fraction=1.0, chunk_size=64)
+    batch, extras = Simulator(cfg, seed=8).sample_with_context(64, context_size=100)
+    true_sum = extras.profile_true.sum(axis=(1, 2))
+    cat_sum = extras.profile_catalogue.sum(axis=(1, 2))
+    # the same light in total (same half-light radius), distributed differently
+    assert np.median(np.abs(true_sum - cat_sum)) < 0.03
+    diff = np.abs(extras.profile_true - extras.profile_catalogue).max(axis=(1, 2))
+    assert np.mean(diff > 1e-3 * extras.profile_true.max(axis=(1, 2))) > 0.9
+    # the network sees the catalogue's profile
+    lo = (100 - 60) // 2
+    np.testing.assert_allclose(batch.profile.numpy(),
+                               extras.profile_catalogue[:, lo : lo + 60, lo : lo + 60])  # fmt: skip
+    with pytest.raises(ValueError, match="two_component_fraction"):
+        SimulationConfig(two_component_fraction=1.5)

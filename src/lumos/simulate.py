@@ -45,7 +45,7 @@ import torch
 from . import __version__
 from .bands import N_PAUS_BANDS, PAUS_BANDS, get_band
 from .flags import Flag
-from .population import PopulationConfig, sample_population, sample_stars
+from .population import PopulationConfig, sample_population, sample_stars, two_component_galaxies
 from .stamps import StampBatch
 
 __all__ = [
@@ -194,6 +194,10 @@ class SimulationConfig:
         wherever ``lambda`` is small, uses the same approximation), or none.
     catalogue_errors : CatalogueErrors
         Errors of the profile-channel parameters (default none).
+    two_component_fraction : float
+        Fraction of central galaxies drawn as a bulge + disk that the catalogue describes
+        with its single-Sersic parameters (:func:`lumos.population.two_component_galaxies`;
+        default 0: every galaxy is the single Sersic profile of its catalogue entry).
     population : PopulationConfig
         Population of the central galaxies.
     neighbour_population : PopulationConfig
@@ -219,6 +223,7 @@ class SimulationConfig:
     star_mag_range: tuple[float, float] = (17.0, 23.0)
     shot_noise: str = "poisson"
     catalogue_errors: CatalogueErrors = field(default_factory=CatalogueErrors)
+    two_component_fraction: float = 0.0
     population: PopulationConfig = field(default_factory=PopulationConfig)
     neighbour_population: PopulationConfig = field(
         default_factory=lambda: PopulationConfig(mag_range=(17.0, 24.0), mag_slope=0.3)
@@ -236,7 +241,8 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be a positive increasing range, got {(lo, hi)}")
         if self.psf_beta_range[0] <= 1.0:
             raise ValueError("Moffat beta must exceed 1")
-        for name in ("camera_state_prob", "close_neighbour_fraction", "star_fraction"):
+        for name in ("camera_state_prob", "close_neighbour_fraction", "star_fraction",
+                     "two_component_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -724,16 +730,27 @@ class Simulator:
         # the catalogue
         cat = self._catalogue(gal, fwhm, rng)
 
+        # galaxies that are a bulge + disk, described by the catalogue as one Sersic profile
+        two = np.zeros(m, dtype=bool)
+        if cfg.two_component_fraction > 0:
+            two = rng.random(m) < cfg.two_component_fraction
+        comp = two_component_galaxies(gal.r50[two], gal.n[two], gal.q[two], rng)
+        n_two = int(two.sum())
+        render_cat = err.enabled or n_two > 0
+
         # one renderer call for everything
-        r50 = [gal.r50, nb_r50]
-        sersic = [gal.n, nb_n]
-        q = [gal.q, nb_q]
-        pa = [gal.pa, nb_pa]
-        pos = [offset, nb_pos]
-        flux = [np.ones(m), nb_flux]
-        psf_f = [fwhm, fwhm[host]]
-        psf_b = [beta, beta[host]]
-        if err.enabled:
+        c_r50, c_n, c_q, c_flux = gal.r50.copy(), gal.n.copy(), gal.q.copy(), np.ones(m)
+        c_r50[two], c_n[two], c_q[two] = comp["r50_disk"], 1.0, comp["q_disk"]
+        c_flux[two] = 1.0 - comp["bulge_fraction"]
+        r50 = [c_r50, nb_r50, comp["r50_bulge"]]
+        sersic = [c_n, nb_n, np.full(n_two, 4.0)]
+        q = [c_q, nb_q, comp["q_bulge"]]
+        pa = [gal.pa, nb_pa, gal.pa[two]]
+        pos = [offset, nb_pos, offset[two]]
+        flux = [c_flux, nb_flux, comp["bulge_fraction"]]
+        psf_f = [fwhm, fwhm[host], fwhm[two]]
+        psf_b = [beta, beta[host], beta[two]]
+        if render_cat:
             r50.append(cat["r50"])
             sersic.append(cat["n"])
             q.append(cat["q"])
@@ -751,8 +768,9 @@ class Simulator:
             np.concatenate(psf_b),
         )
         profile_true = images[:m]
+        profile_true[two] += images[m + k : m + k + n_two]
         neighbours = _sum_by_host(images[m : m + k], host, m)
-        profile_cat = images[m + k :] if err.enabled else profile_true
+        profile_cat = images[m + k + n_two :] if render_cat else profile_true
 
         # noise and background
         galaxy = profile_true * truth.astype(np.float32)[:, None, None]
@@ -801,7 +819,7 @@ class Simulator:
             sky_sigma=np.asarray(bg.sky_sigma, dtype=np.float32),
             artefacts=np.asarray(bg.artefacts, dtype=np.int64),
             profile_true=profile_true.copy(),
-            profile_catalogue=profile_cat.copy() if err.enabled else profile_true.copy(),
+            profile_catalogue=profile_cat.copy() if render_cat else profile_true.copy(),
             galaxy=galaxy,
             neighbours=neighbours,
             true_flux=truth,
