@@ -34,13 +34,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20_000_001)
     parser.add_argument("--catalogue-errors", choices=("none", "realistic"), default="none",
                         help="profile-channel errors of the calibration simulations (as trained)")
+    parser.add_argument("--two-component-fraction", type=float, default=0.0,
+                        help="bulge + disk fraction of the calibration simulations (as trained)")
     args = parser.parse_args()
 
     model = load_model(args.model).eval()
     if model.config.sigma_scale != 1.0:
         raise SystemExit("the model is already calibrated")
     errors = CatalogueErrors.realistic() if args.catalogue_errors == "realistic" else None
-    sim_config = SimulationConfig(catalogue_errors=errors) if errors else None
+    sim_config = SimulationConfig(catalogue_errors=errors or CatalogueErrors(),
+                                  two_component_fraction=args.two_component_fraction)
     batch = Simulator(sim_config, seed=args.seed).sample(args.n)
     raws = []
     with torch.inference_mode():
@@ -76,6 +79,7 @@ def main() -> None:
         "n": args.n,
         "seed": args.seed,
         "catalogue_errors": args.catalogue_errors,
+        "two_component_fraction": args.two_component_fraction,
         "sigma_scale": scale,
         "nll_before": nll(1.0),
         "nll_after": nll(scale),
