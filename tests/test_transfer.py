@@ -510,3 +510,14 @@ def test_cli_transfer_errors(field, trained_model, tmp_path, capsys):
     code = main(["transfer", *map(str, paths), "--model", str(tmp_path / "start"),
                  "--out", str(tmp_path / "nodir" / "new")])
     assert code == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_reference_pairs_is_an_option_of_lumos_transfer():
+    from lumos.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["transfer", "t.fits", "--out", "m", "--reference-pairs", "0"])
+    assert args.reference_pairs == 0
+    assert parser.parse_args(["transfer", "t.fits", "--out", "m"]).reference_pairs == 2000
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--out", "m", "--reference-pairs", "0"])

@@ -93,9 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-step", type=int, default=40, help="epochs between /10 decays")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation stamps")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
-    p.add_argument("--reference-pairs", type=int, default=2000,
-                   help="simulated training-domain pairs giving the calibrated width of D "
-                   "(0: skip)")  # fmt: skip
 
     p = sub.add_parser("transfer", help="unsupervised transfer learning on pairs of exposures")
     p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")
@@ -119,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--hours", type=float, help="stop after the first epoch past this wall time")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--reference-pairs", type=int, default=2000,
+                   help="simulated training-domain pairs giving the calibrated width of D "
+                   "(0: skip)")  # fmt: skip
 
     p = sub.add_parser("coadd", help="co-add per-exposure measurements per galaxy and band")
     p.add_argument("tables", nargs="+", help="measurement tables")

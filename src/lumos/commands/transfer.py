@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import LumosError
+from ..tableio import check_output_path
 
 _DEFAULTS = {
     "images": None,
@@ -74,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() in _PICKLE_SUFFIXES:
         raise LumosError(f"--out {out.name}: lumos models are NAME.safetensors + NAME.json, "
                          "not pickles")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise LumosError(f"output directory does not exist: {parent}")
+    check_output_path(out, table=False)
     try:
         config = TransferConfig(
             n_epochs=int(_option(args, "epochs")),
