@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-step", type=int, default=40, help="epochs between /10 decays")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation stamps")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--start", help="continue from this model's weights (fine-tuning)")
+    p.add_argument("--catalogue-errors", choices=("none", "realistic"), default="none",
+                   help="errors of the profile-channel catalogue in the training simulation")
+    p.add_argument("--two-component-fraction", type=float, default=0.0,
+                   help="fraction of bulge + disk galaxies behind single-Sersic catalogue "
+                   "entries")
+    p.add_argument("--likelihood", action="store_true",
+                   help="train a likelihood model: no catalogue magnitude input, fluxes drawn "
+                   "log-uniform, importance-weighted loss")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
 
     p = sub.add_parser("transfer", help="unsupervised transfer learning on pairs of exposures")
     p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")

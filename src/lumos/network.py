@@ -138,6 +138,13 @@ class NetworkConfig:
     sigma_scale : float
         Multiplier of every component sigma, fitted after training by maximum likelihood on
         a held-out calibration set (temperature scaling; 1 during training).
+    likelihood : bool
+        The network predicts the likelihood of the flux given this exposure's pixels and
+        model profile alone: the i-band magnitude side input is held at zero (the network
+        cannot see it) and the output mixture is never truncated (the truncation at zero
+        flux is part of the prior, :mod:`lumos.prior`). Such a model is trained with
+        fluxes drawn independently of the galaxy's shape and magnitude and importance
+        weights that remove the training flux distribution (:mod:`lumos.training`).
     """
 
     conv_channels: tuple[int, ...] = (16, 32, 64, 64, 32)
@@ -165,6 +172,7 @@ class NetworkConfig:
     i_mag_range: tuple[float, float] = (17.0, 23.0)
     band_indices: tuple[int, ...] | None = field(default=None)
     sigma_scale: float = 1.0
+    likelihood: bool = False
 
     @classmethod
     def default(cls) -> NetworkConfig:
@@ -526,6 +534,8 @@ class LumosNet(nn.Module):
         i_mag = torch.nan_to_num(batch.i_mag.to(dev, torch.float32), nan=c.i_mag_center,
                                  posinf=c.i_mag_center, neginf=c.i_mag_center)
         i_feat = ((i_mag - c.i_mag_center) / c.i_mag_scale).clamp(-5.0, 5.0)
+        if c.likelihood:
+            i_feat = torch.zeros_like(i_feat)
         ccd = torch.nan_to_num(batch.ccd_xy.to(dev, torch.float32), nan=0.0)
         ccd = ccd / torch.tensor(c.ccd_size, dtype=torch.float32, device=dev)
         side = torch.stack(
@@ -554,7 +564,12 @@ class LumosNet(nn.Module):
         )
 
     def truncate_mask(self, i_mag: torch.Tensor) -> torch.Tensor:
-        """True where the flux PDF is truncated at zero (``i_mag > truncate_threshold``)."""
+        """True where the flux PDF is truncated at zero (``i_mag > truncate_threshold``).
+
+        Always False for a likelihood model (``config.likelihood``).
+        """
+        if self.config.likelihood:
+            return torch.zeros(i_mag.shape, dtype=torch.bool, device=i_mag.device)
         return torch.nan_to_num(i_mag.float(), nan=-math.inf) > self.config.truncate_threshold
 
     # -- forward ----------------------------------------------------------------------

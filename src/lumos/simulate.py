@@ -198,6 +198,14 @@ class SimulationConfig:
         Fraction of central galaxies drawn as a bulge + disk that the catalogue describes
         with its single-Sersic parameters (:func:`lumos.population.two_component_galaxies`;
         default 0: every galaxy is the single Sersic profile of its catalogue entry).
+    flux_prior : {"population", "loguniform"}
+        Where the central galaxy's flux in the observed band comes from: its template
+        spectrum (``"population"``, the TEAHUPOO colours at its i magnitude), or a draw
+        log-uniform in ``flux_range`` independent of its shape, magnitude and band
+        (``"loguniform"``, for likelihood models: the training flux distribution is then
+        known, ``p(f) = 1 / (f log(hi / lo))``, and can be divided out).
+    flux_range : tuple of float
+        Range of the band flux for ``flux_prior="loguniform"``, electrons per second.
     population : PopulationConfig
         Population of the central galaxies.
     neighbour_population : PopulationConfig
@@ -224,6 +232,8 @@ class SimulationConfig:
     shot_noise: str = "poisson"
     catalogue_errors: CatalogueErrors = field(default_factory=CatalogueErrors)
     two_component_fraction: float = 0.0
+    flux_prior: str = "population"
+    flux_range: tuple[float, float] = (0.2, 1000.0)
     population: PopulationConfig = field(default_factory=PopulationConfig)
     neighbour_population: PopulationConfig = field(
         default_factory=lambda: PopulationConfig(mag_range=(17.0, 24.0), mag_slope=0.3)
@@ -254,6 +264,13 @@ class SimulationConfig:
             )
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.flux_prior not in _FLUX_PRIORS:
+            raise ValueError(
+                f"flux_prior must be one of {', '.join(_FLUX_PRIORS)}, got {self.flux_prior!r}"
+            )
+        lo, hi = self.flux_range
+        if not (0 < lo < hi and np.isfinite(hi)):
+            raise ValueError(f"flux_range must be a positive increasing range, got {(lo, hi)}")
         if self.bands is not None:
             for b in self.bands:
                 if get_band(b).name not in PAUS_BANDS:
@@ -493,6 +510,7 @@ def _sum_by_host(images: np.ndarray, host: np.ndarray, m: int) -> np.ndarray:
 
 
 _SHOT_NOISE_MODES = ("poisson", "gaussian", "none")
+_FLUX_PRIORS = ("population", "loguniform")
 _FIELD_DTYPES = {
     "i_mag": np.float32,
     "ccd_xy": np.float32,
@@ -696,7 +714,11 @@ class Simulator:
         beta = rng.uniform(*cfg.psf_beta_range, m)
         offset = rng.random((m, 2)) - 0.5
         rows = np.arange(m)
-        truth = gal.flux_e_per_s[rows, band] * exptime
+        if cfg.flux_prior == "loguniform":
+            lo, hi = np.log(cfg.flux_range)
+            truth = np.exp(rng.uniform(lo, hi, m)) * exptime
+        else:
+            truth = gal.flux_e_per_s[rows, band] * exptime
 
         # neighbours: a close one for some stamps, random ones everywhere
         close = rng.random(m) < cfg.close_neighbour_fraction

@@ -16,7 +16,9 @@ Design points:
   averaged over the batch. It is evaluated on ``truth / F_ref`` with the mixture relative
   to the model's reference flux ``F_ref``; this differs from the flux-space NLL by the
   per-galaxy constant ``log F_ref``, so the gradients are the same and the loss values are
-  independent of the image units.
+  independent of the image units. A likelihood model (``NetworkConfig.likelihood``) is
+  trained with the Eq. 10 form for every stamp and importance weights
+  (:func:`likelihood_weights`) that divide out the training flux distribution.
 * **Augmentation.** A random element of the 8 flips/90-degree rotations per stamp,
   applied identically to the stamp, the profile and the sub-pixel offset.
 * **Validation.** A fixed held-out batch (simulate it with :func:`validation_seed`, never
@@ -420,20 +422,63 @@ class _RawModule(nn.Module):
         return self.net.forward_raw(batch)
 
 
-def _relative_nll(raw: RawOutput, truth: torch.Tensor) -> torch.Tensor:
+def _relative_nll(raw: RawOutput, truth: torch.Tensor,
+                  truncated: torch.Tensor | None = None) -> torch.Tensor:
     """Per-galaxy NLL of truth / F_ref under the relative mixture (NaN for bad truth)."""
+    truncated = raw.truncated if truncated is None else truncated
     target = truth.to(raw.means.dtype) / raw.reference
     # The truncated density is zero below 0; a negative truth can only be noise-free 0.
-    target = torch.where(raw.truncated, target.clamp_min(0.0), target)
-    mix = GaussianMixture(raw.log_weights, raw.means, raw.sigmas, truncated=raw.truncated)
-    return mixture_nll(mix, target, raw.truncated)
+    target = torch.where(truncated, target.clamp_min(0.0), target)
+    mix = GaussianMixture(raw.log_weights, raw.means, raw.sigmas, truncated=truncated)
+    return mixture_nll(mix, target, truncated)
 
 
-def _batch_loss(module: nn.Module, batch: StampBatch) -> torch.Tensor:
+#: Largest importance weight of one stamp in a likelihood model's loss.
+LIKELIHOOD_WEIGHT_MAX = 5.0
+
+
+def likelihood_weights(truth: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Importance weights that turn the training posterior into the likelihood.
+
+    A network trained by maximum likelihood on pairs (flux f, data d) learns the
+    posterior ``p(f | d)``, which carries the training flux distribution ``pi(f)``.
+    Weighting each stamp's loss by ``g(d) / pi(f)`` makes the optimum, for every d, the
+    normalised likelihood ``p(d | f)`` instead (over the support of ``pi``), for any
+    positive ``g``. With fluxes drawn log-uniform (``pi(f) ~ 1 / f``,
+    ``SimulationConfig(flux_prior="loguniform")``) and ``g(d) = 1 / F_ref(d)`` the
+    weight is ``f / F_ref``: about 1 wherever the galaxy is detected, small for fluxes
+    well below the noise, which carry little information. Weights are clipped at
+    :data:`LIKELIHOOD_WEIGHT_MAX` and normalised to a mean of 1 over the finite rows.
+
+    Parameters
+    ----------
+    truth, reference : torch.Tensor, shape (N,)
+        True flux and the network's reference flux ``F_ref``, image units.
+
+    Returns
+    -------
+    torch.Tensor, shape (N,)
+    """
+    w = (truth.to(reference.dtype) / reference).clamp(0.0, LIKELIHOOD_WEIGHT_MAX)
+    w = torch.nan_to_num(w, nan=0.0)
+    return w / w.mean().clamp_min(1e-12)
+
+
+def _batch_loss(module: nn.Module, batch: StampBatch, likelihood: bool = False) -> torch.Tensor:
     if batch.truth is None:
         raise ValueError("training batches need truth (true fluxes)")
     raw = module(batch)
-    nll = _relative_nll(raw, batch.truth.to(raw.means.device))
+    truth = batch.truth.to(raw.means.device)
+    if likelihood:
+        # Fluxes are positive in training: the likelihood is fitted on f > 0 (Eq. 10 form
+        # for every stamp) and its mixture continues smoothly below zero.
+        nll = _relative_nll(raw, truth, torch.ones_like(raw.truncated))
+        good = torch.isfinite(nll)
+        if not bool(good.any()):
+            raise ValueError("no training row has a finite loss (check truth and pixels)")
+        w = likelihood_weights(truth[good], raw.reference[good])
+        return (w * nll[good]).mean()
+    nll = _relative_nll(raw, truth)
     good = torch.isfinite(nll)
     if not bool(good.any()):
         raise ValueError("no training row has a finite loss (check truth and pixels)")
@@ -882,7 +927,7 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             if config.augment:
                 batch = augment_batch(batch, aug_gen)
             batch = batch.to(device)
-            loss = _batch_loss(train_module, batch)
+            loss = _batch_loss(train_module, batch, model.config.likelihood)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm is not None:

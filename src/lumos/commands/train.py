@@ -11,8 +11,9 @@ from ..errors import LumosError
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..network import LumosNet, NetworkConfig, save_model
-    from ..simulate import Simulator
+    from ..model_io import load_model, save_model
+    from ..network import LumosNet, NetworkConfig
+    from ..simulate import CatalogueErrors, SimulationConfig, Simulator
     from ..training import TrainingConfig, simulator_stream, train, validation_seed
 
     for name in ("epochs", "samples_per_epoch", "batch_size", "lr_step", "val_size"):
@@ -20,14 +21,37 @@ def run(args: argparse.Namespace) -> int:
             raise LumosError(f"--{name.replace('_', '-')} must be positive")
     if not args.lr > 0:
         raise LumosError("--lr must be positive")
-    config = {"default": NetworkConfig.default, "paper": NetworkConfig.paper,
-              "tiny": NetworkConfig.tiny}[args.config]()  # fmt: skip
+    if not 0.0 <= args.two_component_fraction <= 1.0:
+        raise LumosError("--two-component-fraction must be in [0, 1]")
+    if args.threads is not None and args.threads < 1:
+        raise LumosError("--threads must be positive")
     torch.manual_seed(args.seed)
-    model = LumosNet(config)
+    start = getattr(args, "start", None)
+    if start:
+        base = load_model(start)
+        config = base.config.replace(sigma_scale=1.0)  # calibrate again afterwards
+        if args.likelihood:
+            config = config.replace(likelihood=True)
+        model = LumosNet(config)
+        model.load_state_dict(base.state_dict())
+        print(f"lumos train: starting from {start}")
+    else:
+        config = {"default": NetworkConfig.default, "paper": NetworkConfig.paper,
+                  "tiny": NetworkConfig.tiny}[args.config]()  # fmt: skip
+        if args.likelihood:
+            config = config.replace(likelihood=True)
+        model = LumosNet(config)
+    errors = (CatalogueErrors.realistic() if args.catalogue_errors == "realistic"
+              else CatalogueErrors())  # fmt: skip
+    sim_config = SimulationConfig(
+        catalogue_errors=errors,
+        two_component_fraction=args.two_component_fraction,
+        flux_prior="loguniform" if args.likelihood else "population",
+    )
     t0 = time.perf_counter()
     val_seed = validation_seed(args.seed)
     print(f"lumos train: drawing {args.val_size} held-out validation stamps (seed {val_seed})")
-    val_batch = Simulator(seed=val_seed).sample(args.val_size)
+    val_batch = Simulator(sim_config, seed=val_seed).sample(args.val_size)
     train_config = TrainingConfig(
         n_epochs=args.epochs,
         samples_per_epoch=args.samples_per_epoch,
@@ -36,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
         lr_step_epochs=args.lr_step,
         seed=args.seed,
         max_time_s=None if args.hours is None else 3600.0 * args.hours,
+        num_threads=args.threads,
     )
     result = train(
-        model, simulator_stream(), val_batch, train_config, checkpoint_dir=args.checkpoints,
-        resume=not args.no_resume,
+        model, simulator_stream(sim_config), val_batch, train_config,
+        checkpoint_dir=args.checkpoints, resume=not args.no_resume,
     )  # fmt: skip
     last = result.history[-1] if result.history else {}
     save_model(
@@ -48,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         training={
             "training": train_config.to_dict(),
             "network": args.config,
+            "started_from": start,
+            "simulation_config": sim_config.to_dict(),
             "epochs_completed": result.epochs_completed,
             "validation_seed": val_seed,
             "validation_size": args.val_size,

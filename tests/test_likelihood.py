@@ -1,0 +1,81 @@
+"""Likelihood models: no catalogue magnitude input, log-uniform training fluxes, weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lumos.network import LumosNet, NetworkConfig
+from lumos.simulate import SimulationConfig, Simulator
+from lumos.training import LIKELIHOOD_WEIGHT_MAX, _batch_loss, _RawModule, likelihood_weights
+
+
+def test_loguniform_fluxes_independent_of_magnitude():
+    cfg = SimulationConfig(flux_prior="loguniform", flux_range=(1.0, 100.0), bands=("NB685",),
+                           random_neighbours=0.0, close_neighbour_fraction=0.0)
+    batch = Simulator(cfg, seed=3).sample(400)
+    from lumos.bands import get_band
+
+    rate = batch.truth.double().numpy() / get_band("NB685").exposure_time
+    assert rate.min() >= 1.0 - 1e-6 and rate.max() <= 100.0 + 1e-4
+    # log-uniform: the mean of log(rate) is the middle of the log range
+    assert abs(np.log(rate).mean() - math.log(10.0)) < 0.15
+    # independent of the catalogue magnitude
+    r = np.corrcoef(np.log(rate), batch.i_mag.double().numpy())[0, 1]
+    assert abs(r) < 0.15
+
+
+def test_default_stream_unchanged_by_flux_prior_option():
+    a = Simulator(SimulationConfig(), seed=5).sample(8)
+    b = Simulator(SimulationConfig(flux_prior="population"), seed=5).sample(8)
+    assert torch.equal(a.pixels, b.pixels) and torch.equal(a.truth, b.truth)
+
+
+@pytest.mark.parametrize("bad", [{"flux_prior": "flat"}, {"flux_range": (0.0, 1.0)},
+                                 {"flux_range": (5.0, 1.0)}])
+def test_flux_prior_validation(bad):
+    with pytest.raises(ValueError):
+        SimulationConfig(**bad)
+
+
+def test_likelihood_model_ignores_magnitude_and_never_truncates():
+    torch.manual_seed(0)
+    net = LumosNet(NetworkConfig.tiny().replace(likelihood=True)).eval()
+    batch = Simulator(SimulationConfig(), seed=7).sample(16)
+    shifted = batch.replace(i_mag=batch.i_mag + 0.5)
+    with torch.no_grad():
+        a, b = net(batch), net(shifted)
+    assert torch.equal(a.means, b.means) and torch.equal(a.sigmas, b.sigmas)
+    assert not bool(a.truncated.any())
+
+
+def test_posterior_model_uses_magnitude():
+    torch.manual_seed(0)
+    net = LumosNet(NetworkConfig.tiny()).eval()
+    batch = Simulator(SimulationConfig(), seed=7).sample(16)
+    shifted = batch.replace(i_mag=batch.i_mag + 0.5)
+    with torch.no_grad():
+        assert not torch.equal(net(batch).means, net(shifted).means)
+
+
+def test_likelihood_weights():
+    truth = torch.tensor([10.0, 20.0, 1.0, 1000.0, float("nan")])
+    ref = torch.tensor([10.0, 10.0, 10.0, 10.0, 10.0])
+    w = likelihood_weights(truth, ref)
+    raw = torch.tensor([1.0, 2.0, 0.1, LIKELIHOOD_WEIGHT_MAX, 0.0])
+    assert torch.allclose(w, raw / raw.mean())
+    assert float(w.mean()) == pytest.approx(1.0)
+
+
+def test_likelihood_loss_is_weighted_and_finite():
+    torch.manual_seed(1)
+    net = LumosNet(NetworkConfig.tiny().replace(likelihood=True))
+    cfg = SimulationConfig(flux_prior="loguniform")
+    batch = Simulator(cfg, seed=11).sample(32)
+    loss = _batch_loss(_RawModule(net), batch, likelihood=True)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
