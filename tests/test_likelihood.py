@@ -79,3 +79,24 @@ def test_likelihood_loss_is_weighted_and_finite():
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
+    from lumos.cli import main
+    from lumos.model_io import load_model, save_model
+
+    torch.manual_seed(2)
+    net = LumosNet(NetworkConfig.tiny().replace(likelihood=True))
+    sim = SimulationConfig(flux_prior="loguniform", random_neighbours=0.0)
+    save_model(net, tmp_path / "m", training={"simulation_config": sim.to_dict()})
+    assert main(["calibrate", str(tmp_path / "m"), "--out", str(tmp_path / "c"), "--n", "200",
+                 "--pairs", "100", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "sigma scale" in out and "shared error" in out
+    cal = load_model(tmp_path / "c")
+    assert cal.config.sigma_scale != 1.0 and cal.config.likelihood
+    assert 0.0 <= cal.config.shared_error < 1.0
+    assert "calibration" in cal.metadata
+    # calibrating twice is refused with one line
+    assert main(["calibrate", str(tmp_path / "c"), "--out", str(tmp_path / "d")]) == 1
+    assert "already calibrated" in capsys.readouterr().err

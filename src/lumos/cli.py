@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "log-uniform, importance-weighted loss")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
 
+    p = sub.add_parser("calibrate", help="fit a trained model's sigma scale (and shared error)")
+    p.add_argument("model", help="trained, uncalibrated model")
+    p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")
+    p.add_argument("--n", type=int, default=8000, help="calibration stamps")
+    p.add_argument("--pairs", type=int, default=4000,
+                   help="simulated pairs for the shared error (likelihood models)")
+    p.add_argument("--seed", type=int, default=20_000_001, help="calibration seed")
+
     p = sub.add_parser("transfer", help="unsupervised transfer learning on pairs of exposures")
     p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")
     p.add_argument("--model", help="starting model (default: the shipped model)")
@@ -134,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tables", nargs="+", help="measurement tables")
     p.add_argument("--out", required=True, help="output table")
     p.add_argument("--zero-points", help="table of zero points (image or band, zp, zp_err)")
+    p.add_argument("--prior", default="auto",
+                   help="prior of the likelihood co-add: auto, population, empirical, none or "
+                   "a prior table (tables of a likelihood model only)")
 
     p = sub.add_parser("validate", help="validate a model on held-out simulations")
     p.add_argument("--model", help="model file (default: the shipped model)")

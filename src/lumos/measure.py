@@ -42,7 +42,8 @@ N_COMPONENTS = 5
 OUTPUT_COLUMNS = (
     "id", "x", "y", "band", "flux", "flux_err", "flux_median", "flux_peak", "flux_q16",
     "flux_q84", "sigma68", "sigma95", "eta", "pdf_weight", "pdf_mean", "pdf_sigma",
-    "pdf_truncated", "flags",
+    "pdf_truncated", "flags", "i_mag", "flux_like", "flux_like_err", "flux_shared_err",
+    "like_weight", "like_mean", "like_sigma",
 )  # fmt: skip
 _FLUX_COLUMNS = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "flux_q84",
                  "sigma68", "sigma95")  # fmt: skip
@@ -160,6 +161,12 @@ def _empty_output(catalogue: Table, meta: ImageMeta) -> Table:
     out["pdf_sigma"] = np.full((n, N_COMPONENTS), np.nan)
     out["pdf_truncated"] = np.zeros(n, dtype=bool)
     out["flags"] = np.asarray(catalogue["flags"], dtype=np.int64).copy()
+    out["i_mag"] = np.asarray(catalogue["i_mag"], dtype=float)
+    for name in ("flux_like", "flux_like_err", "flux_shared_err"):
+        out[name] = np.full(n, np.nan)
+    out["like_weight"] = np.zeros((n, N_COMPONENTS))
+    out["like_mean"] = np.full((n, N_COMPONENTS), np.nan)
+    out["like_sigma"] = np.full((n, N_COMPONENTS), np.nan)
     return out
 
 
@@ -198,6 +205,10 @@ def _fill_gaussian(out: Table, rows: slice, flux, flux_err) -> None:
     sigma = np.full((n, N_COMPONENTS), np.nan)
     mean[:, 0], sigma[:, 0] = flux, err
     out["pdf_weight"][rows], out["pdf_mean"][rows], out["pdf_sigma"][rows] = weight, mean, sigma
+    # a classical estimate is a likelihood: no prior, no shared error modelled
+    out["flux_like"][rows], out["flux_like_err"][rows] = flux, err
+    out["flux_shared_err"][rows] = np.where(np.isfinite(flux), 0.0, np.nan)
+    out["like_weight"][rows], out["like_mean"][rows], out["like_sigma"][rows] = weight, mean, sigma
 
 
 def measure_image(
@@ -210,6 +221,7 @@ def measure_image(
     progress: bool = False,
     mask: np.ndarray | None = None,
     workers: int | None = None,
+    prior="auto",
 ) -> Table:
     """Measure every catalogue galaxy on one image.
 
@@ -235,6 +247,10 @@ def measure_image(
         Chunks measured at the same time, each on its own thread with one torch thread
         (default ``torch.get_num_threads()``, one per core unless set lower). The result
         does not depend on it.
+    prior : str or lumos.prior.FluxPrior
+        Prior of a likelihood model's posterior columns (:func:`lumos.bayes.apply_prior`:
+        ``"auto"``, ``"population"``, ``"empirical"``, ``"none"`` or a prior table's
+        path); other models and methods ignore it.
 
     Returns
     -------
@@ -260,7 +276,14 @@ def measure_image(
     if workers < 1:
         raise LumosError(f"workers must be at least 1, got {workers}")
     _run_chunks(run, n, batch_size, workers, progress, f"{method} {meta.band.name}")
+    likelihood_model = method == "lumos" and getattr(model.config, "likelihood", False)
+    if likelihood_model:
+        from .bayes import apply_prior
+
+        apply_prior(out, prior, meta.exposure_time, meta.gain)
     unit = meta.unit
+    for name in ("flux_like", "flux_like_err", "flux_shared_err", "like_mean", "like_sigma"):
+        out[name].unit = unit
     for name in _FLUX_COLUMNS:
         out[name].unit = unit
     out["pdf_mean"].unit = unit
@@ -274,8 +297,12 @@ def measure_image(
             "PSFFWHM": meta.psf_fwhm,
             "PIXSCALE": meta.pixel_scale,
             "FLUXUNIT": unit,
+            "EXPTIME": meta.exposure_time if meta.exposure_time else 0.0,
+            "GAIN": meta.gain,
         }
     )
+    if not likelihood_model:
+        out.meta["PRIOR"] = "implicit" if method == "lumos" else "none"
     return out
 
 
@@ -289,7 +316,12 @@ def _lumos_chunk(electrons, catalogue, meta, model, out, mask) -> Callable[[slic
             )
         with torch.inference_mode():
             mixture = model(batch)
-        _fill_from_mixture(out, rows, mixture, meta.gain)
+        if getattr(model.config, "likelihood", False):
+            from .bayes import fill_likelihood
+
+            fill_likelihood(out, rows, mixture, model.config.shared_error, meta.gain)
+        else:
+            _fill_from_mixture(out, rows, mixture, meta.gain)
         extra = model.range_flags(batch) if hasattr(model, "range_flags") else 0
         out["flags"][rows] = batch.flags.numpy() | np.asarray(extra)
         _flag_unusable(out, rows)

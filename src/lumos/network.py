@@ -145,6 +145,12 @@ class NetworkConfig:
         flux is part of the prior, :mod:`lumos.prior`). Such a model is trained with
         fluxes drawn independently of the galaxy's shape and magnitude and importance
         weights that remove the training flux distribution (:mod:`lumos.training`).
+    shared_error : float
+        For a likelihood model: the relative flux error shared by every exposure of a
+        galaxy (catalogue-profile mismatch and catalogue errors), fitted after training
+        on simulated pairs of exposures. The mixture's width holds it; the per-exposure
+        likelihood (:func:`lumos.bayes.split_shared`) removes it so that differences
+        between exposures are N(0, 1), and co-adds add it back once.
     """
 
     conv_channels: tuple[int, ...] = (16, 32, 64, 64, 32)
@@ -173,6 +179,7 @@ class NetworkConfig:
     band_indices: tuple[int, ...] | None = field(default=None)
     sigma_scale: float = 1.0
     likelihood: bool = False
+    shared_error: float = 0.0
 
     @classmethod
     def default(cls) -> NetworkConfig:
@@ -230,6 +237,8 @@ class NetworkConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.sigma_scale > 0:
             raise ValueError(f"sigma_scale must be positive, got {self.sigma_scale}")
+        if not 0.0 <= self.shared_error < 1.0:
+            raise ValueError(f"shared_error must be in [0, 1), got {self.shared_error}")
         if self.sigma_floor <= 0 or self.systematic_scale < 0:
             raise ValueError("sigma_floor must be > 0 and systematic_scale >= 0")
         if not 0 < 2 * self.border_width < self.stamp_size:

@@ -24,10 +24,35 @@ def run(args: argparse.Namespace) -> int:
             table["image"] = Path(path).name
         tables.append(table)
     zero_points = None if args.zero_points is None else read_table(args.zero_points, "zero points")
+    likelihood = [_is_likelihood_table(t) for t in tables]
+    if any(likelihood) and not all(likelihood):
+        raise LumosError("the tables mix a likelihood model's measurements with others; "
+                         "co-add them separately")
     try:
-        result = coadd_tables(tables, zero_points=zero_points)
+        if all(likelihood):
+            if zero_points is not None:
+                raise LumosError("--zero-points is not supported for likelihood tables yet")
+            from ..bayes import coadd_likelihoods
+
+            result = coadd_likelihoods(tables, prior=getattr(args, "prior", "auto"))
+            print(f"lumos coadd: likelihoods multiplied, shared error and the "
+                  f"{result.meta['PRIOR']} prior applied once")
+        else:
+            result = coadd_tables(tables, zero_points=zero_points)
     except ValueError as exc:
         raise LumosError(str(exc)) from None
     write_table(result, out)
     print(f"wrote {len(result)} co-added (id, band) rows from {len(tables)} tables to {out}")
     return 0
+
+
+def _is_likelihood_table(table) -> bool:
+    """Measured by a likelihood model: likelihood columns and an explicit prior."""
+    import numpy as np
+
+    if "flux_like" not in table.colnames or "like_weight" not in table.colnames:
+        return False
+    if str(table.meta.get("METHOD", "lumos")) != "lumos":
+        return False
+    return str(table.meta.get("PRIOR", "implicit")) != "implicit" and bool(
+        np.isfinite(np.asarray(table["flux_like"], float)).any())

@@ -1,0 +1,339 @@
+"""Likelihoods, shared errors and priors in measurement tables; co-adds of likelihoods.
+
+A likelihood model (``NetworkConfig(likelihood=True)``) gives, for every galaxy and exposure,
+a Gaussian mixture ``L(f)`` of the flux from the pixels and the model profile alone. Its
+width holds two kinds of error:
+
+* what differs between exposures (photon and sky noise, cosmic rays, the PSF), and
+* what every exposure of the galaxy shares: the catalogue's profile and its errors, which
+  move every exposure's flux the same way. It is modelled as a relative error
+  ``sigma_shared = c |f|`` with ``c = NetworkConfig.shared_error``.
+
+Measurement tables keep them apart (columns of :data:`LIKELIHOOD_COLUMNS`):
+
+* ``like_weight``, ``like_mean``, ``like_sigma``: the per-exposure likelihood, the mixture
+  with the shared variance taken out of every component
+  (``s_k'^2 = max(s_k^2 - sigma_shared^2, (SHARED_FLOOR s_k)^2)``);
+* ``flux_like``, ``flux_like_err``: its mean and standard deviation, so that
+  ``D = (f1 - f2) / sqrt(e1^2 + e2^2)`` (Eq. 19) on two exposures is N(0, 1);
+* ``flux_shared_err``: ``sigma_shared``.
+
+The posterior columns (``flux``, ``flux_err``, ``pdf_*``) are
+``[L_exposure * N(0, sigma_shared^2)](f) * p(f | i, band)``, truncated at zero flux: the
+likelihood with its shared error, times the prior (:mod:`lumos.prior`) applied once. A
+co-add (:func:`coadd_likelihoods`) multiplies the per-exposure likelihoods of a galaxy,
+adds the shared variance once, and applies the prior once.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+from .errors import LumosError
+from .flags import UNUSABLE
+from .mixture import GaussianMixture, product
+from .prior import FluxPrior, choose_prior, posterior
+
+__all__ = [
+    "LIKELIHOOD_COLUMNS",
+    "SHARED_FLOOR",
+    "PRIOR_CHOICES",
+    "split_shared",
+    "fill_likelihood",
+    "default_population_prior",
+    "apply_prior",
+    "coadd_likelihoods",
+]
+
+LIKELIHOOD_COLUMNS = ("flux_like", "flux_like_err", "flux_shared_err", "like_weight",
+                      "like_mean", "like_sigma")  # fmt: skip
+#: Smallest fraction of a component's sigma kept when the shared variance is removed.
+SHARED_FLOOR = 0.3
+PRIOR_CHOICES = ("auto", "population", "empirical", "none")
+_POSTERIOR_COMPONENTS = 5
+_SUMMARY_FLUX = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "flux_q84",
+                 "sigma68", "sigma95")  # fmt: skip
+
+
+def split_shared(mixture: GaussianMixture, shared_error: float
+                 ) -> tuple[GaussianMixture, torch.Tensor]:
+    """Remove the shared relative error from a likelihood mixture.
+
+    Parameters
+    ----------
+    mixture : GaussianMixture
+        Likelihood mixtures (untruncated), N rows.
+    shared_error : float
+        Relative shared error ``c`` (0 leaves the mixture unchanged).
+
+    Returns
+    -------
+    per_exposure : GaussianMixture
+        Components with ``s_k'^2 = max(s_k^2 - (c |mean|)^2, (SHARED_FLOOR s_k)^2)``.
+    sigma_shared : torch.Tensor, shape (N,)
+        ``c |mean|`` of each row.
+    """
+    mean = mixture.mean()
+    shared = float(shared_error) * mean.abs()
+    s2 = mixture.sigmas**2 - shared[:, None] ** 2
+    sig = torch.sqrt(torch.maximum(s2, (SHARED_FLOOR * mixture.sigmas) ** 2))
+    return GaussianMixture(mixture.log_weights, mixture.means, sig, None), shared
+
+
+def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float,
+                    to_image_units: float) -> None:
+    """Write the likelihood columns of ``rows`` of a measurement table.
+
+    Parameters
+    ----------
+    out : astropy Table
+        With the :data:`LIKELIHOOD_COLUMNS` (vector columns of length K).
+    rows : slice
+    like : GaussianMixture
+        The model's likelihood mixtures (electrons).
+    shared_error : float
+        The model's ``shared_error``.
+    to_image_units : float
+        Electrons per image unit (the gain).
+    """
+    per, shared = split_shared(like.to(torch.float64), shared_error)
+    g = float(to_image_units)
+    out["flux_like"][rows] = per.mean().numpy() / g
+    out["flux_like_err"][rows] = per.std().numpy() / g
+    out["flux_shared_err"][rows] = shared.numpy() / g
+    arrays = per.numpy()
+    out["like_weight"][rows] = arrays["weight"]
+    out["like_mean"][rows] = arrays["mean"] / g
+    out["like_sigma"][rows] = arrays["sigma"] / g
+
+
+@lru_cache(maxsize=1)
+def default_population_prior() -> FluxPrior:
+    """The shipped TEAHUPOO population prior (``lumos/data/prior/population.ecsv``)."""
+    path = resources.files("lumos") / "data" / "prior" / "population.ecsv"
+    with resources.as_file(path) as p:
+        prior = FluxPrior.read(p)
+    return FluxPrior("population", prior.bands, prior.i_edges, prior.weight, prior.mean,
+                     prior.sigma, per_second=True)  # fmt: skip
+
+
+def _mixture_columns(table: Table, prefix: str) -> GaussianMixture:
+    w = np.asarray(table[f"{prefix}_weight"], float)
+    mu = np.asarray(table[f"{prefix}_mean"], float)
+    sg = np.asarray(table[f"{prefix}_sigma"], float)
+    used = w > 0
+    return GaussianMixture.from_arrays(np.where(used, w, 0.0), np.where(used, mu, 0.0),
+                                       np.where(used, sg, 1.0))  # fmt: skip
+
+
+def _with_shared(mix: GaussianMixture, shared: np.ndarray) -> GaussianMixture:
+    s = torch.from_numpy(np.nan_to_num(np.asarray(shared, float)))
+    sig = torch.sqrt(mix.sigmas**2 + s[:, None] ** 2)
+    return GaussianMixture(mix.log_weights, mix.means, sig, None)
+
+
+def _usable(table: Table) -> np.ndarray:
+    flags = np.asarray(table["flags"], dtype=np.int64)
+    ok = (flags & int(UNUSABLE)) == 0
+    for name in ("flux_like", "flux_like_err"):
+        ok &= np.isfinite(np.asarray(table[name], float))
+    return ok
+
+
+def _prior_for(table_like: dict, prior, unit) -> tuple[GaussianMixture | None, np.ndarray, str]:
+    """Prior mixtures for rows with ``band``, ``i_mag`` (and the likelihoods for learning)."""
+    if isinstance(prior, FluxPrior):
+        chosen = prior
+    else:
+        chosen = choose_prior(str(prior), table_like, population=default_population_prior())
+    if chosen is None:
+        return None, np.zeros(len(table_like["i_mag"]), bool), "none"
+    scale = unit if chosen.per_second else 1.0
+    mix, known = chosen.mixture(table_like["band"], table_like["i_mag"], scale)
+    return mix, known, chosen.kind
+
+
+def _write_posterior(out: Table, rows: np.ndarray, post: GaussianMixture) -> None:
+    summary = post.summaries()
+    for name in _SUMMARY_FLUX:
+        out[name][rows] = summary[name]
+    out["eta"][rows] = summary["eta"]
+    arrays = post.numpy()
+    k = out["pdf_weight"].shape[1]
+    kk = arrays["weight"].shape[1]
+    w = np.zeros((rows.size, k))
+    mu = np.full((rows.size, k), np.nan)
+    sg = np.full((rows.size, k), np.nan)
+    w[:, :kk], mu[:, :kk], sg[:, :kk] = arrays["weight"], arrays["mean"], arrays["sigma"]
+    out["pdf_weight"][rows], out["pdf_mean"][rows], out["pdf_sigma"][rows] = w, mu, sg
+    if "pdf_truncated" in out.colnames:
+        out["pdf_truncated"][rows] = True
+
+
+def apply_prior(table: Table, prior="auto", exposure_time: float | None = None,
+                gain: float = 1.0) -> Table:
+    """Fill a measurement table's posterior columns from its likelihood columns.
+
+    Parameters
+    ----------
+    table : astropy Table
+        With ``band``, ``i_mag``, ``flags`` and :data:`LIKELIHOOD_COLUMNS`; changed in
+        place.
+    prior : str or FluxPrior
+        A :data:`PRIOR_CHOICES` name, the path of a prior table, or a prior.
+    exposure_time : float, optional
+        Seconds (for a prior in electrons per second; default 1).
+    gain : float
+        Electrons per image unit.
+
+    Returns
+    -------
+    astropy Table
+        ``table``, with ``meta["PRIOR"]`` naming the prior used.
+    """
+    ok = _usable(table) & np.isfinite(np.asarray(table["i_mag"], float))
+    rows = np.flatnonzero(_usable(table))
+    like = {"flux": np.where(ok, table["flux_like"], np.nan),
+            "flux_err": np.hypot(np.asarray(table["flux_like_err"], float),
+                                 np.nan_to_num(np.asarray(table["flux_shared_err"], float))),
+            "i_mag": np.asarray(table["i_mag"], float),
+            "band": np.asarray(table["band"]).astype(str)}  # fmt: skip
+    unit = (exposure_time or 1.0) / float(gain)
+    sub = {k: v[rows] for k, v in like.items()}
+    prior_mix, known, kind = _prior_for(sub | {"flux": like["flux"][rows]}, prior, unit) \
+        if rows.size else (None, np.zeros(0, bool), str(prior))  # fmt: skip
+    if rows.size:
+        full = _with_shared(_mixture_columns(table[rows], "like"),
+                            np.asarray(table["flux_shared_err"], float)[rows])  # fmt: skip
+        post = posterior(full, prior_mix, known, max_components=_POSTERIOR_COMPONENTS)
+        _write_posterior(table, rows, post)
+    table.meta["PRIOR"] = kind
+    return table
+
+
+def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
+                      unusable: int = UNUSABLE) -> Table:
+    """Co-add per (id, band): the product of the exposures' likelihoods, the shared error
+    and the prior once.
+
+    For each galaxy and band the per-exposure likelihoods (``like_*``) are multiplied
+    (:func:`lumos.mixture.product`, reduced to 5 components), the shared variance
+    ``(c |f|)^2`` with ``c`` the largest ``flux_shared_err / |flux_like|`` of its exposures
+    is added once, and the prior is applied once (learnt from the co-added likelihoods
+    with ``prior="auto"`` where a band has enough galaxies). The inverse-variance co-add
+    (Eq. 21) of ``flux_like`` with ``flux_like_err`` is given beside it.
+
+    Parameters
+    ----------
+    tables : astropy Table or list of Tables
+        Measurement tables of a likelihood model (with ``i_mag``).
+    prior : str or FluxPrior
+        As in :func:`apply_prior`. A prior in electrons per second needs ``EXPTIME``
+        and ``GAIN`` in the tables' meta.
+    unusable : int
+        Flag bits that exclude an exposure.
+
+    Returns
+    -------
+    astropy Table
+        One row per (id, band): ``id``, ``band``, ``i_mag``, ``n_exposures``,
+        ``flux_like``, ``flux_like_err`` (likelihood co-add without the shared error),
+        ``flux_shared_err``, ``flux_ivar``, ``flux_ivar_err`` (Eq. 21 of ``flux_like``),
+        then the posterior's ``flux``, ``flux_err``, ``flux_median``, ``flux_peak``,
+        ``flux_q16``, ``flux_q84``, ``sigma68``, ``sigma95``, ``eta``.
+    """
+    if isinstance(tables, Table):
+        tables = [tables]
+    need = ("id", "band", "flags", "i_mag") + LIKELIHOOD_COLUMNS
+    for i, t in enumerate(tables):
+        missing = [c for c in need if c not in t.colnames]
+        if missing:
+            raise LumosError(f"measurement table {i} lacks likelihood column(s): "
+                             f"{', '.join(missing)} (measure with a likelihood model)")
+    units = []
+    for t in tables:
+        exp = t.meta.get("EXPTIME")
+        gain = float(t.meta.get("GAIN", 1.0) or 1.0)
+        units.append(np.full(len(t), (float(exp) if exp else 1.0) / gain))
+    from astropy.table import vstack
+
+    allt = vstack([t[list(need)] for t in tables], metadata_conflicts="silent")
+    unit_row = np.concatenate(units) if units else np.zeros(0)
+    flags = np.asarray(allt["flags"], np.int64)
+    use = ((flags & int(unusable)) == 0) & np.isfinite(np.asarray(allt["flux_like"], float)) \
+        & np.isfinite(np.asarray(allt["flux_like_err"], float))  # fmt: skip
+    ids = np.asarray(allt["id"])
+    bands = np.asarray(allt["band"]).astype(str)
+    keys = np.array([f"{a}\x00{b}" for a, b in zip(ids, bands, strict=True)])
+    ukey, first, group = np.unique(keys, return_index=True, return_inverse=True)
+    g = len(ukey)
+    out = Table()
+    out["id"] = ids[first]
+    out["band"] = bands[first]
+    out["i_mag"] = np.asarray(allt["i_mag"], float)[first]
+    n_used = np.bincount(group, weights=use, minlength=g).astype(np.int64)
+    out["n_exposures"] = n_used
+    for name in ("flux_like", "flux_like_err", "flux_shared_err", "flux_ivar",
+                 "flux_ivar_err") + _SUMMARY_FLUX + ("eta",):
+        out[name] = np.full(g, np.nan)
+    # inverse-variance co-add of the likelihood estimates
+    e = np.asarray(allt["flux_like_err"], float)
+    f = np.asarray(allt["flux_like"], float)
+    inv = np.where(use, 1.0 / np.where(use, e, 1.0) ** 2, 0.0)
+    sw = np.bincount(group, weights=inv, minlength=g)
+    swf = np.bincount(group, weights=np.where(use, f, 0.0) * inv, minlength=g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["flux_ivar"] = np.where(sw > 0, swf / sw, np.nan)
+        out["flux_ivar_err"] = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+    if not use.any():
+        out.meta["PRIOR"] = str(prior)
+        return out
+    # product of the likelihood mixtures, exposures padded with a flat factor
+    mix = _mixture_columns(allt, "like")
+    rel = np.asarray(allt["flux_shared_err"], float) / np.maximum(np.abs(f), 1e-300)
+    rel = np.where(use & np.isfinite(rel), rel, 0.0)
+    c_group = np.zeros(g)
+    np.maximum.at(c_group, group, rel)
+    order = np.flatnonzero(use)
+    order = order[np.argsort(group[order], kind="stable")]
+    counts = np.bincount(group[order], minlength=g)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(order.size) - starts[group[order]]
+    k = mix.n_components
+    has = np.flatnonzero(counts > 0)
+    factors = []
+    for s in range(int(counts.max())):
+        lw = torch.zeros(g, k, dtype=torch.float64)
+        lw[:, 1:] = -math.inf
+        mu = torch.zeros(g, k, dtype=torch.float64)
+        sg = torch.full((g, k), 1e30, dtype=torch.float64)
+        pick = order[slot == s]
+        gi = torch.from_numpy(group[pick])
+        lw[gi], mu[gi], sg[gi] = mix.log_weights[pick], mix.means[pick], mix.sigmas[pick]
+        factors.append(GaussianMixture(lw[has], mu[has], sg[has]))
+    like = product(factors, max_components=_POSTERIOR_COMPONENTS)
+    like_mean = like.mean().numpy()
+    out["flux_like"][has] = like_mean
+    out["flux_like_err"][has] = like.std().numpy()
+    shared = c_group[has] * np.abs(like_mean)
+    out["flux_shared_err"][has] = shared
+    full = _with_shared(like, shared)
+    unit_group = np.ones(g)
+    unit_group[group[order]] = unit_row[order]
+    lk = {"flux": like_mean, "flux_err": np.hypot(like.std().numpy(), shared),
+          "i_mag": np.asarray(out["i_mag"], float)[has],
+          "band": np.asarray(out["band"]).astype(str)[has]}  # fmt: skip
+    prior_mix, known, kind = _prior_for(lk, prior, unit_group[has])
+    post = posterior(full, prior_mix, known, max_components=_POSTERIOR_COMPONENTS)
+    summary = post.summaries()
+    for name in _SUMMARY_FLUX + ("eta",):
+        out[name][has] = summary[name]
+    out.meta["PRIOR"] = kind
+    out.meta["COADD"] = "likelihood"
+    return out

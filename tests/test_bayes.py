@@ -1,0 +1,102 @@
+"""Likelihood columns, shared errors, posteriors and likelihood co-adds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from lumos.bayes import apply_prior, coadd_likelihoods, split_shared
+from lumos.mixture import GaussianMixture
+from lumos.prior import FluxPrior
+
+K = 5
+
+
+def _table(flux, err, shared=0.0, band="NB685", i_mag=20.0, ids=None):
+    n = len(flux)
+    t = Table()
+    t["id"] = np.arange(n) if ids is None else ids
+    t["band"] = np.full(n, band)
+    t["i_mag"] = np.full(n, i_mag)
+    t["flags"] = np.zeros(n, np.int64)
+    t["flux_like"] = np.asarray(flux, float)
+    t["flux_like_err"] = np.asarray(err, float)
+    t["flux_shared_err"] = shared * np.abs(t["flux_like"])
+    w = np.zeros((n, K))
+    w[:, 0] = 1.0
+    mu = np.full((n, K), np.nan)
+    sg = np.full((n, K), np.nan)
+    mu[:, 0], sg[:, 0] = flux, err
+    t["like_weight"], t["like_mean"], t["like_sigma"] = w, mu, sg
+    for name in ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "flux_q84",
+                 "sigma68", "sigma95", "eta"):
+        t[name] = np.full(n, np.nan)
+    t["pdf_weight"] = np.zeros((n, K))
+    t["pdf_mean"] = np.full((n, K), np.nan)
+    t["pdf_sigma"] = np.full((n, K), np.nan)
+    t["pdf_truncated"] = np.zeros(n, bool)
+    t.meta.update({"METHOD": "lumos", "PRIOR": "none", "EXPTIME": 90.0, "GAIN": 1.0})
+    return t
+
+
+def test_split_shared_removes_relative_variance():
+    mix = GaussianMixture.from_arrays([[1.0]], [[100.0]], [[5.0]])
+    per, shared = split_shared(mix, 0.03)
+    assert float(shared[0]) == pytest.approx(3.0)
+    assert float(per.std()[0]) == pytest.approx(4.0)
+    same, _ = split_shared(mix, 0.0)
+    assert torch.allclose(same.sigmas, mix.sigmas)
+
+
+def test_coadd_of_gaussian_likelihoods_without_prior_is_inverse_variance():
+    flux = [100.0, 104.0, 98.0, 101.0]
+    err = [5.0, 4.0, 6.0, 5.0]
+    tabs = [_table([f], [e]) for f, e in zip(flux, err, strict=True)]
+    co = coadd_likelihoods(tabs, prior="none")
+    w = 1.0 / np.square(err)
+    assert co["n_exposures"][0] == 4
+    assert co["flux_like"][0] == pytest.approx(np.sum(w * flux) / w.sum(), rel=1e-6)
+    assert co["flux_like_err"][0] == pytest.approx(1 / np.sqrt(w.sum()), rel=1e-6)
+    assert co["flux_ivar"][0] == pytest.approx(co["flux_like"][0], rel=1e-9)
+    assert co["flux"][0] == pytest.approx(co["flux_like"][0], rel=1e-4)  # far from zero
+
+
+def test_shared_error_counted_once_in_coadd():
+    tabs = [_table([100.0], [10.0], shared=0.05) for _ in range(4)]
+    co = coadd_likelihoods(tabs, prior="none")
+    assert co["flux_like_err"][0] == pytest.approx(5.0, rel=1e-6)
+    assert co["flux_shared_err"][0] == pytest.approx(5.0, rel=1e-6)
+    assert co["flux_err"][0] == pytest.approx(np.hypot(5.0, 5.0), rel=1e-3)
+
+
+def test_prior_applied_once_in_coadd():
+    prior = FluxPrior("table", ("NB685",), (17.0, 23.0), np.ones((1, 1, 1)),
+                      np.full((1, 1, 1), 80.0), np.full((1, 1, 1), 10.0), per_second=False)
+    tabs = [_table([100.0], [20.0]) for _ in range(4)]
+    co = coadd_likelihoods(tabs, prior=prior)
+    # likelihood N(100, 10) after 4 exposures times prior N(80, 10): mean 90, not 84 (4 priors)
+    assert co["flux"][0] == pytest.approx(90.0, rel=1e-3)
+    assert co.meta["PRIOR"] == "table"
+
+
+def test_apply_prior_fills_posterior_and_keeps_likelihood():
+    t = _table([100.0, 50.0], [10.0, 10.0], i_mag=20.0)
+    t["i_mag"][1] = np.nan
+    prior = FluxPrior("table", ("NB685",), (17.0, 23.0), np.ones((1, 1, 1)),
+                      np.full((1, 1, 1), 80.0), np.full((1, 1, 1), 10.0), per_second=False)
+    apply_prior(t, prior)
+    assert t["flux"][0] == pytest.approx(90.0, rel=1e-4)
+    assert t["flux_like"][0] == 100.0
+    assert t["flux"][1] == pytest.approx(50.0, rel=1e-3)  # no magnitude: flat prior
+    assert bool(t["pdf_truncated"].all())
+
+
+def test_coadd_keeps_every_galaxy_and_skips_unusable_exposures():
+    a = _table([100.0, 50.0], [10.0, 10.0])
+    b = _table([102.0, np.nan], [10.0, 10.0])
+    b["flags"][0] = 64  # OFF_IMAGE
+    co = coadd_likelihoods([a, b], prior="none")
+    assert len(co) == 2
+    assert list(co["n_exposures"]) == [1, 1]

@@ -1,0 +1,113 @@
+"""Flux priors: deconvolution fits, tables, posteriors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lumos.errors import LumosError
+from lumos.mixture import GaussianMixture
+from lumos.prior import (
+    FluxPrior,
+    choose_prior,
+    empirical_prior,
+    fit_mixture_1d,
+    magnitude_scale,
+    posterior,
+)
+
+
+def test_fit_mixture_recovers_two_components():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0.0, 1.0, 6000), rng.normal(6.0, 0.5, 4000)])
+    w, m, s = fit_mixture_1d(x, k=2)
+    o = np.argsort(m)
+    assert np.allclose(w[o], [0.6, 0.4], atol=0.02)
+    assert np.allclose(m[o], [0.0, 6.0], atol=0.05)
+    assert np.allclose(s[o], [1.0, 0.5], atol=0.05)
+
+
+def test_extreme_deconvolution_removes_known_errors():
+    rng = np.random.default_rng(1)
+    true = rng.normal(10.0, 1.0, 20000)
+    err = rng.uniform(1.0, 4.0, true.size)
+    x = true + err * rng.standard_normal(true.size)
+    w, m, s = fit_mixture_1d(x, err, k=1)
+    assert m[0] == pytest.approx(10.0, abs=0.05)
+    assert s[0] == pytest.approx(1.0, abs=0.1)  # the plain spread is ~2.8
+
+
+def _prior():
+    w = np.array([[[0.5, 0.5]], [[1.0, 0.0]]])
+    mu = np.array([[[40.0, 60.0]], [[10.0, 10.0]]])
+    sg = np.array([[[5.0, 5.0]], [[2.0, 2.0]]])
+    return FluxPrior("table", ("NB685", "NB455"), (17.0, 23.0), w, mu, sg, per_second=True)
+
+
+def test_prior_table_round_trip(tmp_path):
+    p = _prior()
+    p.write(tmp_path / "p.ecsv")
+    q = FluxPrior.read(tmp_path / "p.ecsv")
+    assert q.bands == p.bands and q.per_second
+    assert np.allclose(q.mean, p.mean) and np.allclose(q.sigma, p.sigma)
+    assert np.allclose(q.weight, p.weight)
+
+
+def test_prior_mixture_scales_with_magnitude_and_exposure():
+    p = _prior()
+    mix, known = p.mixture(["NB455", "NB455", "r"], [20.0, 22.5, 20.0], exposure_time=90.0)
+    assert known.tolist() == [True, True, False]
+    assert float(mix.means[0, 0]) == pytest.approx(10.0 * 90.0)
+    assert float(mix.means[1, 0]) == pytest.approx(10.0 * 90.0 * magnitude_scale(22.5))
+    assert bool(mix.truncated.all())
+
+
+def test_prior_validation():
+    with pytest.raises(LumosError, match="i_edges"):
+        FluxPrior("table", ("a",), (20.0, 19.0), np.ones((1, 1, 1)), np.ones((1, 1, 1)),
+                  np.ones((1, 1, 1)), False)
+    with pytest.raises(LumosError, match="sigma"):
+        FluxPrior("table", ("a",), (19.0, 20.0), np.ones((1, 1, 1)), np.ones((1, 1, 1)),
+                  np.zeros((1, 1, 1)), False)
+
+
+def test_posterior_of_gaussians_is_analytic():
+    like = GaussianMixture.from_arrays([[1.0]], [[100.0]], [[10.0]])
+    prior = GaussianMixture.from_arrays([[1.0]], [[80.0]], [[10.0]], truncated=[True])
+    post = posterior(like, prior)
+    assert float(post.mean()) == pytest.approx(90.0, rel=1e-6)
+    assert float(post.std()) == pytest.approx(10.0 / np.sqrt(2.0), rel=1e-6)
+
+
+def test_posterior_without_prior_is_truncated_likelihood():
+    like = GaussianMixture.from_arrays([[1.0], [1.0]], [[1.0], [50.0]], [[3.0], [5.0]])
+    prior = GaussianMixture.from_arrays([[1.0], [1.0]], [[80.0], [80.0]], [[1.0], [1.0]],
+                                        truncated=[True, True])
+    post = posterior(like, prior, known=np.array([False, True]))
+    ref = GaussianMixture.from_arrays([[1.0]], [[1.0]], [[3.0]], truncated=[True])
+    assert float(post[0:1].mean()) == pytest.approx(float(ref.mean()), rel=1e-5)
+    assert float(post[1:2].mean()) > 75.0
+    assert float(post.cdf(torch.zeros(2, dtype=torch.float64))[0]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_empirical_prior_learns_colours_and_follows_magnitude_shift():
+    rng = np.random.default_rng(2)
+    n = 600
+    i_mag = rng.uniform(18.0, 23.0, n)
+    true = 30.0 * magnitude_scale(i_mag) * rng.lognormal(0.0, 0.1, n)
+    err = 0.1 * 30.0 * magnitude_scale(21.0) + 0.0 * true
+    flux = true + err * rng.standard_normal(n)
+    p = empirical_prior(flux, np.full(n, err), i_mag, np.full(n, "NB685"))
+    mix, _ = p.mixture(np.full(n, "NB685"), i_mag)
+    assert np.median(mix.mean().numpy() / (30.0 * magnitude_scale(i_mag))) == pytest.approx(
+        1.0, abs=0.03)
+    assert not p.per_second and p.kind == "empirical"
+
+
+def test_choose_prior_names(tmp_path):
+    assert choose_prior("none") is None
+    _prior().write(tmp_path / "p.fits")
+    assert choose_prior(str(tmp_path / "p.fits")).bands == ("NB685", "NB455")
+    with pytest.raises(LumosError):
+        choose_prior(str(tmp_path / "missing.fits"))
