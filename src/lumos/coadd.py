@@ -187,7 +187,7 @@ def _block_summaries(w, mu, sg, trunc, use, grid_points):
         "flux_q975": q[:, 4],
         "sigma68": s68,
         "sigma95": 0.5 * (q[:, 4] - q[:, 0]),
-        "eta": s68 / std,
+        "eta": 0.5 * (q[:, 4] - q[:, 0]) / s68 - 1.0,  # Eq. 22
     }
 
 

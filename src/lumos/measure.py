@@ -196,8 +196,8 @@ def _fill_gaussian(out: Table, rows: slice, flux, flux_err) -> None:
     out["flux_q16"][rows] = flux + z16 * err
     out["flux_q84"][rows] = flux - z16 * err
     out["sigma68"][rows] = err
-    out["sigma95"][rows] = err
-    out["eta"][rows] = np.where(np.isfinite(err), 1.0, np.nan)
+    out["sigma95"][rows] = -ndtri(0.025) * err
+    out["eta"][rows] = np.where(np.isfinite(err), -ndtri(0.025) - 1.0, np.nan)  # Eq. 22
     n = len(flux)
     weight = np.zeros((n, N_COMPONENTS))
     weight[:, 0] = 1.0

@@ -22,9 +22,9 @@ differentiable.
 Conventions of the summaries: mean (Eq. 15) and variance with the spread between the
 components (Eq. 16); q16 and q84 are the quantiles at Phi(-1) and Phi(+1), so that
 sigma68 = (q84 - q16) / 2 (Eq. 14) equals sigma for one Gaussian; sigma95 = (q97.5 - q2.5) / 2
-(half width, 1.96 sigma for one Gaussian); eta = sigma68 / std (1 for one Gaussian). The
-paper's text of Eq. 11 (pair loss) and Eq. 22 (eta) could not be retrieved with the project's
-search tools; :func:`pair_nll` and :meth:`GaussianMixture.eta` document the definitions used.
+(half width, 1.96 sigma for one Gaussian); the gaussianity eta = sigma95 / sigma68 - 1
+(Eq. 22; 0.95996 for one Gaussian). :func:`pair_nll` documents the form of the pair loss
+(Eq. 11) it evaluates.
 """
 
 from __future__ import annotations
@@ -541,22 +541,21 @@ class GaussianMixture:
     def sigma95(self) -> Tensor:
         """Half width of the central 95% interval, (q97.5 - q2.5) / 2, shape [N].
 
-        Convention: half width, *not* rescaled to a sigma, so a single Gaussian gives
-        1.95996 sigma. (The paper's exact normalisation could not be checked; divide by
-        1.959964 for a sigma-equivalent.)
+        Half width, not rescaled to a sigma: a single Gaussian gives 1.95996 sigma, so
+        that Eq. 22 gives eta = 0.96 for it.
         """
         q = self.quantile([P025, P975])
         return 0.5 * (q[:, 1] - q[:, 0])
 
     def eta(self) -> Tensor:
-        """Gaussianity eta = sigma68 / std, shape [N].
+        """Gaussianity, Eq. 22: ``eta = sigma95 / sigma68 - 1``, shape [N].
 
-        The paper's Eq. 22 could not be retrieved; this definition is 1 for any single
-        Gaussian (untruncated), below 1 for heavy-tailed / outlier-dominated PDFs (the
-        standard deviation is inflated by tails that the 68% interval ignores) and above 1
-        for flat-topped or well-separated bimodal PDFs.
+        0.95996 for any single (untruncated) Gaussian; larger for heavy-tailed PDFs (the
+        95% interval reaches into tails that the 68% interval ignores), smaller for
+        flat-topped or well-separated bimodal PDFs.
         """
-        return self.sigma68() / self.std().detach()
+        q = self.quantile([P025, P16, P84, P975])
+        return (q[:, 3] - q[:, 0]) / (q[:, 2] - q[:, 1]) - 1.0
 
     def summaries(
         self, chunk_size: int = 20_000, workers: int | None = None
@@ -602,7 +601,7 @@ class GaussianMixture:
             res["flux_q975"][lo:hi] = q[:, 4].numpy()
             res["sigma68"][lo:hi] = s68.numpy()
             res["sigma95"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0])).numpy()
-            res["eta"][lo:hi] = (s68 / std).numpy()
+            res["eta"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0]) / s68 - 1.0).numpy()
 
         _map_chunks(work, n, chunk_size, workers)
         return res
@@ -1043,9 +1042,19 @@ def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None, width=None
     independent observations) it is minus the log density of the difference f1 - f2 at
     zero: the two observations are asked to measure the same flux. For two single
     Gaussians it is minimised in expectation when both widths equal the true per-exposure
-    scatter, so it is a calibrated (proper) score of the flux *difference*. The exact form
-    used in the paper could not be retrieved (the paper's text was not available to the
-    search tool); this is the overlap-integral form requested by the project.
+    scatter, so it is a calibrated (proper) score of the flux *difference*.
+
+    Eq. 11 as printed in the paper sums, over component pairs (i, j),
+    ``log a_i + log b_j - (f_i - f_j)^2 / 2 (s_i^2 + s_j^2) - sqrt(s_i^2 + s_j^2)
+    - log[1 + Erf(f_i / sqrt(2) s_i)] - log[1 + Erf(f_j / sqrt(2) s_j)]
+    + log[1 + Erf((f_i / s_i^2 + f_j / s_j^2) / sqrt(1 / s_i^2 + 1 / s_j^2))]``. Read
+    literally it is not the log of a probability: the normalisation of a Gaussian of
+    variance ``s_i^2 + s_j^2`` is ``-log sqrt(s_i^2 + s_j^2)``, not ``-sqrt(...)``; the last
+    Erf lacks the ``1 / sqrt(2)`` the other two carry; and a mixture's log-likelihood is the
+    log of the sum over components, not the sum of their logs. With these typos corrected
+    every term is one of the overlap integral above (the three Erf terms are the
+    truncation masses of the two factors and of their product), which is the form kept
+    here.
 
     Parameters
     ----------
