@@ -100,3 +100,28 @@ def test_coadd_keeps_every_galaxy_and_skips_unusable_exposures():
     co = coadd_likelihoods([a, b], prior="none")
     assert len(co) == 2
     assert list(co["n_exposures"]) == [1, 1]
+
+
+def test_cli_rejects_unknown_prior(tmp_path, capsys):
+    from lumos.cli import main
+
+    t = _table([100.0], [10.0])
+    t.write(tmp_path / "a.fits")
+    assert main(["coadd", str(tmp_path / "a.fits"), "--out", str(tmp_path / "c.fits"),
+                 "--prior", "bogus"]) == 1
+    assert "--prior 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "c.fits").exists()
+
+
+def test_cli_coadd_of_likelihood_tables(tmp_path, capsys):
+    from lumos.cli import main
+
+    for i, f in enumerate((100.0, 104.0)):
+        t = _table([f], [5.0])
+        t.meta["PRIOR"] = "empirical"
+        t.write(tmp_path / f"e{i}.fits")
+    assert main(["coadd", str(tmp_path / "e0.fits"), str(tmp_path / "e1.fits"), "--out",
+                 str(tmp_path / "c.fits"), "--prior", "none"]) == 0
+    assert "likelihoods multiplied" in capsys.readouterr().out
+    co = Table.read(tmp_path / "c.fits")
+    assert co["flux_like"][0] == pytest.approx(102.0, rel=1e-6)

@@ -111,3 +111,13 @@ def test_choose_prior_names(tmp_path):
     assert choose_prior(str(tmp_path / "p.fits")).bands == ("NB685", "NB455")
     with pytest.raises(LumosError):
         choose_prior(str(tmp_path / "missing.fits"))
+
+
+def test_bic_prefers_one_component_for_one_gaussian_and_two_for_two():
+    from lumos.prior import fit_mixture_bic
+
+    rng = np.random.default_rng(4)
+    one = rng.normal(5.0, 1.0, 80)
+    assert fit_mixture_bic(one, np.full(80, 0.5), k_max=3)[0].size == 1
+    two = np.concatenate([rng.normal(0.0, 0.3, 200), rng.normal(5.0, 0.3, 200)])
+    assert fit_mixture_bic(two, k_max=3)[0].size == 2

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-state", type=int, choices=(0, 1), help="0 before, 1 after")
     p.add_argument("--exptime", type=float, help="exposure time in s (default: header EXPTIME)")
     p.add_argument("--read-noise", type=float, help="read noise in e- (default: header RDNOISE)")
+    p.add_argument("--prior", default="auto",
+                   help="flux prior of a likelihood model's posterior: auto (learnt from the "
+                   "measured galaxies where a band has >= 100, else the simulation population), "
+                   "population, empirical, none, or a prior table")
     p.add_argument("--keyword", action="append", default=[], metavar="ITEM=KEY",
                    help="read ITEM (band, psf_fwhm, psf_beta, pixel_scale, gain, "
                    "exposure_time, read_noise, camera_state, zero_point, unit) from header "

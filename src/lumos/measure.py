@@ -382,6 +382,7 @@ def measure_file(
     progress: bool = True,
     batch_size: int = 256,
     workers: int | None = None,
+    prior="auto",
 ) -> Table:
     """Measure one FITS image for a catalogue file and write the table atomically.
 
@@ -414,6 +415,8 @@ def measure_file(
         Galaxies per batch.
     workers : int, optional
         Threads measuring batches side by side (see :func:`measure_image`).
+    prior : str
+        Prior of a likelihood model's posterior (see :func:`measure_image`).
 
     Returns
     -------
@@ -433,7 +436,7 @@ def measure_file(
         model = load_model(model_path) if model_path is not None else load_default_model()
     result = measure_image(
         image, catalogue, meta, method=method, model=model, progress=progress,
-        batch_size=batch_size, workers=workers,
+        batch_size=batch_size, workers=workers, prior=prior,
     )  # fmt: skip
     result.meta["IMAGE"] = Path(image_path).name
     result.meta["IMGPATH"] = str(Path(image_path).resolve())

@@ -44,6 +44,8 @@ __all__ = [
     "FluxPrior",
     "magnitude_scale",
     "fit_mixture_1d",
+    "fit_mixture_bic",
+    "mixture_log_likelihood",
     "population_prior",
     "empirical_prior",
     "choose_prior",
@@ -266,6 +268,38 @@ def fit_mixture_1d(x: np.ndarray, err: np.ndarray | None = None, k: int = 3,
     return a, m, np.sqrt(v)
 
 
+def mixture_log_likelihood(x, err, weight, mean, sigma) -> float:
+    """``sum_j log sum_k a_k N(x_j; m_k, sigma_k^2 + err_j^2)`` (the deconvolution objective)."""
+    x = np.asarray(x, float)[:, None]
+    e2 = (np.zeros_like(x) if err is None else np.asarray(err, float)[:, None] ** 2)
+    t = np.asarray(sigma, float)[None, :] ** 2 + e2
+    logp = (np.log(np.clip(weight, 1e-300, None))[None, :]
+            - 0.5 * ((x - np.asarray(mean)[None, :]) ** 2 / t + np.log(2 * np.pi * t)))
+    top = logp.max(axis=1, keepdims=True)
+    return float((top[:, 0] + np.log(np.exp(logp - top).sum(axis=1))).sum())
+
+
+def fit_mixture_bic(x, err=None, k_max: int = 3, seed: int = 0):
+    """:func:`fit_mixture_1d` with the number of components chosen by the Bayesian
+    information criterion, ``BIC = -2 log L + (3 k - 1) log N``, over ``k = 1 .. k_max``:
+    a few dozen galaxies support one or two components, not a spiky many-component prior.
+
+    Returns
+    -------
+    weight, mean, sigma : numpy.ndarray, shape (k,)
+    """
+    x = np.asarray(x, float)
+    best, best_bic = None, np.inf
+    for k in range(1, max(1, int(k_max)) + 1):
+        if 3 * k - 1 >= x.size:
+            break
+        fit = fit_mixture_1d(x, err, k=k, seed=seed)
+        bic = -2.0 * mixture_log_likelihood(x, err, *fit) + (3 * k - 1) * np.log(x.size)
+        if bic < best_bic:
+            best, best_bic = fit, bic
+    return best if best is not None else fit_mixture_1d(x, err, k=1, seed=seed)
+
+
 def population_prior(bands=None, n: int = 200_000, seed: int = 0, k: int = 3,
                      i_edges=POPULATION_I_EDGES) -> FluxPrior:
     """The TEAHUPOO population's colours as a prior (electrons per second).
@@ -321,9 +355,10 @@ def empirical_prior(flux, flux_err, i_mag, bands, k: int = 3, min_per_bin: int =
     """A prior learnt from measured likelihoods by deconvolution, using no truth.
 
     For each band, the colours ``x_j = flux_j / S(i_j)`` with errors
-    ``flux_err_j / S(i_j)`` are deconvolved (:func:`fit_mixture_1d`) in bins of i
-    magnitude holding at least ``min_per_bin`` galaxies (equal counts, at most
-    ``max_bins``; one bin for few galaxies). The prior is in the measurements' flux units.
+    ``flux_err_j / S(i_j)`` are deconvolved (:func:`fit_mixture_1d`, up to ``k``
+    components chosen by :func:`fit_mixture_bic`) in bins of i magnitude holding at least
+    ``min_per_bin`` galaxies (equal counts, at most ``max_bins``; one bin for few
+    galaxies). The prior is in the measurements' flux units.
 
     Parameters
     ----------
@@ -370,8 +405,8 @@ def empirical_prior(flux, flux_err, i_mag, bands, k: int = 3, min_per_bin: int =
             sel = ok & (bands == name) & (ibin == j)
             if not sel.any():
                 sel = ok & (bands == name)
-            fw, fm, fs = fit_mixture_1d(flux[sel] / s[sel], err[sel] / s[sel], k=k,
-                                        seed=seed + b)  # fmt: skip
+            fw, fm, fs = fit_mixture_bic(flux[sel] / s[sel], err[sel] / s[sel], k_max=k,
+                                         seed=seed + b)  # fmt: skip
             kk = fw.size
             w[b, j, :kk], mu[b, j, :kk], sg[b, j, :kk] = fw, fm, fs
     finite_edges = np.where(np.isfinite(edges), edges, np.where(edges < 0, 0.0, 99.0))

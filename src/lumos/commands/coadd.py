@@ -12,6 +12,9 @@ def run(args: argparse.Namespace) -> int:
     from ..coadd import coadd_tables
     from ..tableio import check_output_path, read_table, write_table
 
+    from .measure import check_prior
+
+    check_prior(getattr(args, "prior", "auto"))
     out = check_output_path(args.out)
     tables = []
     for path in args.tables:

@@ -22,6 +22,18 @@ def _pairs(values: list[str], option: str, allowed: tuple[str, ...] | None = Non
     return out
 
 
+def check_prior(prior: str) -> None:
+    """One-line error for a ``--prior`` that is neither a known name nor a file."""
+    from pathlib import Path
+
+    from ..bayes import PRIOR_CHOICES
+    from ..errors import LumosError
+
+    if prior not in PRIOR_CHOICES and not Path(prior).is_file():
+        raise LumosError(f"--prior {prior!r}: choose {', '.join(PRIOR_CHOICES)} or give an "
+                         "existing prior table")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..imageio import DEFAULT_KEYWORDS
     from ..manifest import is_manifest, measure_manifest
@@ -37,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         "exposure_time": getattr(args, "exptime", None),
         "read_noise": getattr(args, "read_noise", None),
     }
+    check_prior(getattr(args, "prior", "auto"))
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
     if is_manifest(args.image):
@@ -51,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     table = measure_file(
         args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
         overrides=overrides, keywords=keywords or None, columns=columns or None,
-        workers=args.workers,
+        workers=args.workers, prior=getattr(args, "prior", "auto"),
     )  # fmt: skip
     print(f"wrote {len(table)} rows to {args.out}")
     return 0

@@ -1,0 +1,200 @@
+"""Honest PDFs on exposures lumos did not simulate: the GalSim fields of ../shared/data.
+
+Everything is measured through the command line (``lumos measure``, ``lumos coadd``), with
+the model given by ``--model`` (default the shipped one) and aperture photometry beside it:
+
+1. ``field-nb685-repeat`` (225 galaxies, 4 exposures, PSF FWHM 0.70-1.10 arcsec): 68%
+   coverage of the posterior (q16-q84) and of the likelihood interval
+   (``flux_like +- hypot(flux_like_err, flux_shared_err)``) per i bin; sigma68 of D
+   (Eq. 19) over the 6 pairs from ``flux_like`` / ``flux_like_err`` (aperture: ``flux`` /
+   ``flux_err``); the co-add of the four exposures (``lumos coadd``): 68% coverage, sigma68
+   and median bias of (f - f_true) / f_true against aperture's inverse-variance co-add.
+2. Leakage: every catalogue ``i_mag`` shifted by +-0.5 mag, exposure e1 measured again:
+   median |change| of ``flux_like`` and ``flux`` per i bin.
+3. ``field-nb685-sersic`` and ``field-nb685``: sigma68 and median bias per i bin of lumos
+   and aperture.
+
+These fields check the method; nothing is trained, calibrated or chosen on them.
+
+Usage::
+
+    python bench/bench_pdf_fields.py [--model PATH] [--prior auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from lumos.cli import main as lumos
+from lumos.validation.metrics import sigma68
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BINS = ((18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
+
+
+def _run(args: list[str]) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        status = lumos(args)
+    if status != 0:
+        raise SystemExit(f"lumos {' '.join(args)} failed ({status})")
+
+
+def _measure(folder: Path, out: Path, method: str, model: str | None, prior: str,
+             catalogue: Path | None = None) -> Table:
+    args = ["measure", str(folder / "image.fits"), str(catalogue or folder / "catalogue.fits"),
+            "--out", str(out), "--method", method, "--workers", "2"]
+    if method == "lumos":
+        args += ["--prior", prior] + (["--model", model] if model else [])
+    _run(args)
+    return Table.read(out)
+
+
+def _bins(values: np.ndarray, i_mag: np.ndarray, fn) -> list[float]:
+    return [fn(values[(i_mag >= lo) & (i_mag < hi)]) for lo, hi in BINS]
+
+
+def _fmt(values, pattern="{:.3f}") -> str:
+    return " | ".join(pattern.format(v) for v in values)
+
+
+def _header(title: str) -> None:
+    print(f"\n{title}\n| quantity | " + " | ".join(f"i {lo:g}-{hi:g}" for lo, hi in BINS)
+          + " | all |\n|---|" + "---|" * (len(BINS) + 1))
+
+
+def _row(name: str, per_bin, overall, pattern="{:.3f}") -> None:
+    print(f"| {name} | {_fmt(per_bin, pattern)} | {pattern.format(overall)} |")
+
+
+def _median_bias(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else float("nan")
+
+
+def _s68(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return sigma68(x) if x.size > 2 else float("nan")
+
+
+def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
+    root = DATA / "field-nb685-repeat"
+    truth = Table.read(root / "e1" / "truth.fits")
+    truth.sort("id")
+    ft = np.asarray(truth["flux_true"], float)
+    tabs = {"lumos": [], "aperture": []}
+    paths = {"lumos": [], "aperture": []}
+    for e in ("e1", "e2", "e3", "e4"):
+        for method in tabs:
+            out = tmp / f"repeat-{e}-{method}.fits"
+            t = _measure(root / e, out, method, model, prior)
+            t.sort("id")
+            tabs[method].append(t)
+            paths[method].append(str(out))
+    lum = tabs["lumos"]
+    im = np.asarray(lum[0]["i_mag"], float)
+    _header("field-nb685-repeat, single exposures (4 x 225 rows) and pairs (6 x 225)")
+    cov = np.mean([((t["flux_q16"] <= ft) & (ft <= t["flux_q84"])).astype(float)
+                   for t in lum], axis=0)  # fmt: skip
+    _row("lumos posterior 68% coverage", _bins(cov, im, np.mean), cov.mean())
+    err = [np.hypot(t["flux_like_err"], t["flux_shared_err"]) for t in lum]
+    cov_l = np.mean([(np.abs(t["flux_like"] - ft) <= e).astype(float)
+                     for t, e in zip(lum, err, strict=True)], axis=0)  # fmt: skip
+    _row("lumos likelihood 68% coverage", _bins(cov_l, im, np.mean), cov_l.mean())
+    ap = tabs["aperture"]
+    cov_a = np.mean([(np.abs(t["flux"] - ft) <= t["flux_err"]).astype(float) for t in ap],
+                    axis=0)  # fmt: skip
+    _row("aperture 68% coverage", _bins(cov_a, im, np.mean), cov_a.mean())
+    for name, key, ekey, ts in (("lumos D (flux_like)", "flux_like", "flux_like_err", lum),
+                                ("aperture D", "flux", "flux_err", ap)):
+        d = np.array([(ts[a][key] - ts[b][key]) / np.hypot(ts[a][ekey], ts[b][ekey])
+                      for a in range(4) for b in range(a + 1, 4)])  # fmt: skip
+        per = [_s68(d[:, (im >= lo) & (im < hi)].ravel()) for lo, hi in BINS]
+        _row(f"sigma68 of {name}", per, _s68(d.ravel()))
+    out_l, out_a = tmp / "coadd-lumos.fits", tmp / "coadd-aperture.fits"
+    _run(["coadd", *paths["lumos"], "--out", str(out_l), "--prior", prior])
+    _run(["coadd", *paths["aperture"], "--out", str(out_a)])
+    cl, ca = Table.read(out_l), Table.read(out_a)
+    cl.sort("id")
+    ca.sort("id")
+    imc = np.asarray(cl["i_mag"], float)
+    _header(f"field-nb685-repeat, co-add of 4 exposures (prior: {cl.meta.get('PRIOR')})")
+    cc = ((cl["flux_q16"] <= ft) & (ft <= cl["flux_q84"])).astype(float)
+    _row("lumos co-add 68% coverage", _bins(cc, imc, np.mean), cc.mean())
+    ca_cov = (np.abs(ca["flux_ivar"] - ft) <= ca["flux_ivar_err"]).astype(float)
+    _row("aperture ivar co-add 68% coverage", _bins(ca_cov, imc, np.mean), ca_cov.mean())
+    rl = (np.asarray(cl["flux"], float) - ft) / ft
+    ra = (np.asarray(ca["flux_ivar"], float) - ft) / ft
+    s_l, s_a = _bins(rl, imc, _s68), _bins(ra, imc, _s68)
+    _row("lumos co-add sigma68", s_l, _s68(rl))
+    _row("aperture ivar co-add sigma68", s_a, _s68(ra))
+    _row("ratio lumos / aperture", [a / b for a, b in zip(s_l, s_a, strict=True)],
+         _s68(rl) / _s68(ra))  # fmt: skip
+    _row("lumos co-add bias", _bins(rl, imc, _median_bias), _median_bias(rl), "{:+.4f}")
+    _row("aperture co-add bias", _bins(ra, imc, _median_bias), _median_bias(ra), "{:+.4f}")
+
+
+def leakage(tmp: Path, model: str | None, prior: str) -> None:
+    folder = DATA / "field-nb685-repeat" / "e1"
+    cat = Table.read(folder / "catalogue.fits")
+    base = _measure(folder, tmp / "leak-0.fits", "lumos", model, prior)
+    im = np.asarray(base["i_mag"], float)
+    _header("leakage: every catalogue i_mag shifted, e1; median |relative change|")
+    for shift in (-0.5, 0.5):
+        shifted = cat.copy()
+        shifted["i_mag"] = shifted["i_mag"] + shift
+        path = tmp / f"cat{shift:+.1f}.fits"
+        shifted.write(path, overwrite=True)
+        t = _measure(folder, tmp / f"leak{shift:+.1f}.fits", "lumos", model, prior, path)
+        for key in ("flux_like", "flux"):
+            rel = np.abs(np.asarray(t[key], float) / np.asarray(base[key], float) - 1.0)
+            _row(f"{key}, i_mag {shift:+.1f}", _bins(rel, im, _median_bias), _median_bias(rel),
+                 "{:.4f}")  # fmt: skip
+
+
+def single_field(tmp: Path, name: str, model: str | None, prior: str) -> None:
+    folder = DATA / name
+    truth = Table.read(folder / "truth.fits")
+    truth.sort("id")
+    ft = np.asarray(truth["flux_true"], float)
+    rel = {}
+    for method in ("lumos", "aperture"):
+        t = _measure(folder, tmp / f"{name}-{method}.fits", method, model, prior)
+        t.sort("id")
+        rel[method] = (np.asarray(t["flux"], float) - ft) / ft
+        im = np.asarray(Table.read(folder / "catalogue.fits")["i_mag"], float)[
+            np.argsort(Table.read(folder / "catalogue.fits")["id"])]
+    _header(f"{name}: (f - f_true) / f_true")
+    for method, r in rel.items():
+        _row(f"{method} sigma68", _bins(r, im, _s68), _s68(r))
+    for method, r in rel.items():
+        _row(f"{method} bias", _bins(r, im, _median_bias), _median_bias(r), "{:+.4f}")
+    lum, ap = _bins(rel["lumos"], im, _s68), _bins(rel["aperture"], im, _s68)
+    _row("ratio lumos / aperture", [a / b for a, b in zip(lum, ap, strict=True)],
+         _s68(rel["lumos"]) / _s68(rel["aperture"]))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model (default: the shipped one)")
+    parser.add_argument("--prior", default="auto", help="prior of lumos measure / coadd")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA} is absent: nothing to measure")
+    print(f"model: {args.model or 'shipped'}; prior: {args.prior}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        repeat_field(tmp, args.model, args.prior)
+        leakage(tmp, args.model, args.prior)
+        single_field(tmp, "field-nb685-sersic", args.model, args.prior)
+        single_field(tmp, "field-nb685", args.model, args.prior)
+
+
+if __name__ == "__main__":
+    main()
