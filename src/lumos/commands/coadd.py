@@ -11,7 +11,6 @@ from ..errors import LumosError
 def run(args: argparse.Namespace) -> int:
     from ..coadd import coadd_tables
     from ..tableio import check_output_path, read_table, write_table
-
     from .measure import check_prior
 
     check_prior(getattr(args, "prior", "auto"))
