@@ -54,7 +54,7 @@ def fwhm_pixels(image: np.ndarray, upsample: int = 8) -> float:
     from scipy.ndimage import zoom
 
     img = np.asarray(image, dtype=np.float64)
-    fine = zoom(img, upsample, order=3, mode="constant", grid_mode=True)
+    fine = zoom(img, upsample, order=3, mode="grid-constant", grid_mode=True)
     area = np.count_nonzero(fine >= 0.5 * fine.max()) / upsample**2
     return 2.0 * math.sqrt(area / math.pi)
 
