@@ -10,7 +10,7 @@ import torch
 from scipy.special import gamma, kv
 
 from lumos.profiles import SersicRenderer
-from lumos.psf import GaussianPSF, ImagePSF, MoffatPSF, draw_psf
+from lumos.psf import BasisImagePSF, GaussianPSF, ImagePSF, MoffatPSF, draw_psf
 
 PIX = 0.263
 
@@ -104,6 +104,23 @@ def test_image_psf_reproduces_moffat_render():
     peak = ref.amax(dim=(1, 2))
     err = (got - ref).abs().amax(dim=(1, 2)) / peak
     assert torch.all(err < 2e-3), err
+
+
+def test_basis_image_psf_renders_like_image_psf_of_its_images():
+    rng = np.random.default_rng(8)
+    base = draw_psf(MoffatPSF(1.0, 3.0), 33, PIX)[0].double().numpy()
+    basis = np.stack([base, 0.05 * rng.standard_normal((33, 33)), np.roll(base, 1, axis=1)])
+    coefficients = np.array([[1.0, 0.3, 0.0], [1.0, -0.2, 0.5], [0.4, 0.0, 0.6]])
+    psf = BasisImagePSF(basis, coefficients, PIX)
+    images = psf.images()
+    np.testing.assert_allclose(images.sum(dim=(1, 2)).numpy(), 1.0, rtol=1e-12)
+    renderer = SersicRenderer(size=40)
+    args = ([0.2, 0.6, 1.0], [1.0, 2.5, 0.5], [0.5, 0.9, 0.3], [20.0, 110.0, 60.0])
+    offset = [[0.2, -0.3], [-0.45, 0.1], [0.0, 0.3]]
+    ref = renderer.render(*args, ImagePSF(images, PIX), offset=offset)
+    got = renderer.render(*args, psf, offset=offset)
+    torch.testing.assert_close(got, ref, atol=2e-6, rtol=0)
+    assert len(psf[torch.tensor([1])]) == 1
 
 
 def test_psf_indexing_and_broadcast():

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("lumos", "aperture", "modelfit", "weighted"),
         help="measurement method (default lumos)",
     )
+    p.add_argument("--psf", metavar="FILE",
+                   help="the image's PSF: a PSFEx model or a FITS PSF image (centred, "
+                   "pixel-integrated), used instead of --psf-fwhm/--psf-beta")  # fmt: skip
+    p.add_argument("--weight", metavar="FILE",
+                   help="inverse-variance map of the image (same shape, image units); "
+                   "weight 0 = no data")  # fmt: skip
+    p.add_argument("--mask", metavar="FILE",
+                   help="bad-pixel mask of the image (same shape; non-zero = bad)")
     p.add_argument("--model", help="lumos model file (default: the shipped model)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (manifests)")
     p.add_argument("--workers", type=int,

@@ -5,6 +5,10 @@ manifest's folder) and optionally ``band``, ``psf_fwhm``, ``psf_beta``, ``pixel_
 ``gain``, ``camera_state``, ``exposure_time``, ``zero_point`` and ``catalogue`` (a per-image
 catalogue; otherwise the one catalogue given is used for every image, typically with ra/dec
 positions placed through each image's WCS). Values in the manifest override the FITS header.
+The optional file columns ``psf`` (PSFEx model or FITS PSF image), ``weight`` (inverse-variance
+map) and ``mask`` (non-zero = bad) give each image's own files, as ``--psf``, ``--weight`` and
+``--mask`` do for one image; relative paths are taken from the manifest's folder and an empty
+cell means none.
 
 Each image's table is written to ``<out>.parts/`` as soon as it is done, so running again skips
 images already measured; an image that fails is reported and skipped, the others complete. The
@@ -24,12 +28,14 @@ from astropy.table import Table, vstack
 from .errors import LumosError
 from .tableio import check_output_path, read_table, write_table
 
-__all__ = ["MANIFEST_COLUMNS", "read_manifest", "measure_manifest", "is_manifest"]
+__all__ = ["MANIFEST_COLUMNS", "FILE_COLUMNS", "read_manifest", "measure_manifest", "is_manifest"]
 
 MANIFEST_COLUMNS = (
     "band", "psf_fwhm", "psf_beta", "pixel_scale", "gain", "camera_state", "exposure_time",
     "zero_point",
 )  # fmt: skip
+#: Per-image file columns, passed to :func:`lumos.measure.measure_file` as ``<name>_path``.
+FILE_COLUMNS = ("psf", "weight", "mask")
 
 
 def is_manifest(path: str | Path) -> bool:
@@ -60,6 +66,7 @@ class _Job:
     catalogue: str
     part: str
     overrides: dict
+    files: dict | None = None
 
 
 def read_manifest(path: str | Path) -> Table:
@@ -94,8 +101,22 @@ def _jobs(manifest: Table, base: Path, catalogue: str | None, parts: Path) -> li
                     continue
                 overrides[name] = value.item() if hasattr(value, "item") else value
         part = parts / f"{index:05d}-{image.stem}.parquet"
-        jobs.append(_Job(index, str(image), listed, cat, str(part), overrides))
+        files = _file_columns(manifest, row, base)
+        jobs.append(_Job(index, str(image), listed, cat, str(part), overrides, files))
     return jobs
+
+
+def _file_columns(manifest: Table, row, base: Path) -> dict:
+    """The ``psf``, ``weight`` and ``mask`` files of a manifest row (``<name>_path`` keys)."""
+    files = {}
+    for name in FILE_COLUMNS:
+        if name not in manifest.colnames or np.ma.is_masked(row[name]):
+            continue
+        value = str(row[name]).strip()
+        if value:
+            path = Path(value)
+            files[f"{name}_path"] = str(path if path.is_absolute() else base / path)
+    return files
 
 
 def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) -> str | None:
@@ -109,6 +130,7 @@ def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) 
         measure_file(
             job.image, job.catalogue, job.part, method=method, model_path=model_path,
             overrides=job.overrides, keywords=keywords, columns=columns, progress=False,
+            **(job.files or {}),
         )  # fmt: skip
     except LumosError as exc:
         return str(exc)

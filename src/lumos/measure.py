@@ -23,6 +23,8 @@ from .catalogue import read_catalogue
 from .errors import LumosError
 from .flags import Flag
 from .imageio import ImageMeta, image_metadata, read_image
+from .pixelmaps import bad_pixels, variance_from_weight
+from .psfsource import PSFSource
 from .stamps import STAMP_SIZE, StampBatch, cut_stamps
 from .tableio import check_output_path, write_table
 
@@ -88,18 +90,23 @@ def _psf(meta: ImageMeta, n: int):
     return MoffatPSF(torch.full((n,), meta.psf_fwhm), torch.full((n,), meta.psf_beta))
 
 
-def _profiles(catalogue: Table, rows: slice | np.ndarray, offset, meta: ImageMeta, size: int):
-    """Model profiles (unit flux, PSF-convolved) drawn at the stamps' sub-pixel offsets."""
+def _profiles(catalogue: Table, rows: slice | np.ndarray, offset, meta: ImageMeta, size: int,
+              psf: PSFSource | None = None):
+    """Model profiles (unit flux, PSF-convolved) drawn at the stamps' sub-pixel offsets.
+
+    With the Moffat of ``meta`` unless a PSF source (PSF image, PSFEx model) is given.
+    """
     from .profiles import render_sersic
 
     sub = catalogue[rows]
     n = len(sub)
+    psf_batch = _psf(meta, n) if psf is None else psf.at(sub["x"], sub["y"])
     return render_sersic(
         np.asarray(sub["r50"], dtype=np.float32),
         np.asarray(sub["sersic_n"], dtype=np.float32),
         np.asarray(sub["q"], dtype=np.float32),
         np.asarray(sub["pa"], dtype=np.float32),
-        _psf(meta, n),
+        psf_batch,
         offset=np.asarray(offset, dtype=np.float32),
         size=size,
         pixel_scale=meta.pixel_scale,
@@ -107,7 +114,8 @@ def _profiles(catalogue: Table, rows: slice | np.ndarray, offset, meta: ImageMet
 
 
 def make_stamp_batch(
-    image: np.ndarray, catalogue: Table, meta: ImageMeta, rows: slice | None = None
+    image: np.ndarray, catalogue: Table, meta: ImageMeta, rows: slice | None = None,
+    mask: np.ndarray | None = None, psf: PSFSource | None = None,
 ) -> StampBatch:
     """Cut stamps and draw model profiles for (a slice of) a normalised catalogue.
 
@@ -121,6 +129,10 @@ def make_stamp_batch(
         Image metadata.
     rows : slice, optional
         Rows to process (default all).
+    mask : numpy.ndarray of bool, optional
+        Bad pixels (image shape): zeroed in the stamps, flagged ``MASKED`` / ``MASKED_CORE``.
+    psf : PSFSource, optional
+        PSF of the model profiles (default the Moffat of ``meta``).
 
     Returns
     -------
@@ -131,8 +143,8 @@ def make_stamp_batch(
     sub = catalogue[rows]
     x = np.asarray(sub["x"], dtype=float)
     y = np.asarray(sub["y"], dtype=float)
-    cut = cut_stamps(image, x, y, size=STAMP_SIZE)
-    profile = _profiles(catalogue, rows, cut.offset, meta, STAMP_SIZE)
+    cut = cut_stamps(image, x, y, size=STAMP_SIZE, mask=mask)
+    profile = _profiles(catalogue, rows, cut.offset, meta, STAMP_SIZE, psf)
     n = len(sub)
     i_mag = np.asarray(sub["i_mag"], dtype=np.float32)
     flags = np.asarray(sub["flags"], dtype=np.int64) | cut.flags
@@ -222,6 +234,8 @@ def measure_image(
     mask: np.ndarray | None = None,
     workers: int | None = None,
     prior="auto",
+    psf: PSFSource | None = None,
+    weight: np.ndarray | None = None,
 ) -> Table:
     """Measure every catalogue galaxy on one image.
 
@@ -241,8 +255,9 @@ def measure_image(
         Galaxies per batch.
     progress : bool
         Show a progress bar.
-    mask : numpy.ndarray of bool, optional
-        Bad pixels.
+    mask : numpy.ndarray, optional
+        Bad pixels (non-zero), image shape. Zeroed and flagged ``MASKED`` /
+        ``MASKED_CORE`` on every path.
     workers : int, optional
         Chunks measured at the same time, each on its own thread with one torch thread
         (default ``torch.get_num_threads()``, one per core unless set lower). The result
@@ -251,6 +266,14 @@ def measure_image(
         Prior of a likelihood model's posterior columns (:func:`lumos.bayes.apply_prior`:
         ``"auto"``, ``"population"``, ``"empirical"``, ``"none"`` or a prior table's
         path); other models and methods ignore it.
+    psf : PSFSource, optional
+        The PSF (:mod:`lumos.psfsource`: PSF image or PSFEx model) used for the model
+        profiles of the network and of the classical methods; default the Moffat of
+        ``meta``.
+    weight : numpy.ndarray, optional
+        Inverse-variance map in the image's units (image shape; see
+        :mod:`lumos.pixelmaps`): pixels of weight 0 are bad (as if masked) and the classical
+        methods take their per-pixel sky noise from it.
 
     Returns
     -------
@@ -261,6 +284,8 @@ def measure_image(
     if method not in MEASURE_METHODS:
         raise LumosError(f"unknown method {method!r}; choose one of {', '.join(MEASURE_METHODS)}")
     electrons = np.asarray(image, dtype=np.float32) * np.float32(meta.gain)
+    mask = bad_pixels(electrons.shape, mask, weight)
+    variance = None if weight is None else variance_from_weight(weight, meta.gain)
     out = _empty_output(catalogue, meta)
     n = len(catalogue)
     if method == "lumos":
@@ -269,9 +294,9 @@ def measure_image(
 
             model = load_default_model()
         model.eval()
-        run = _lumos_chunk(electrons, catalogue, meta, model, out, mask)
+        run = _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf)
     else:
-        run = _classical_chunk(electrons, catalogue, meta, method, out, mask)
+        run = _classical_chunk(electrons, catalogue, meta, method, out, mask, psf, variance)
     workers = torch.get_num_threads() if workers is None else int(workers)
     if workers < 1:
         raise LumosError(f"workers must be at least 1, got {workers}")
@@ -299,6 +324,7 @@ def measure_image(
             "FLUXUNIT": unit,
             "EXPTIME": meta.exposure_time if meta.exposure_time else 0.0,
             "GAIN": meta.gain,
+            "PSFTYPE": "moffat" if psf is None else psf.kind,
         }
     )
     if not likelihood_model:
@@ -306,14 +332,9 @@ def measure_image(
     return out
 
 
-def _lumos_chunk(electrons, catalogue, meta, model, out, mask) -> Callable[[slice], None]:
+def _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf) -> Callable[[slice], None]:
     def run(rows: slice) -> None:
-        batch = make_stamp_batch(electrons, catalogue, meta, rows)
-        if mask is not None:
-            cut = cut_stamps(mask.astype(np.float32), catalogue["x"][rows], catalogue["y"][rows])
-            batch.flags |= torch.from_numpy(
-                np.where((cut.pixels > 0).any(axis=(1, 2)), int(Flag.MASKED), 0)
-            )
+        batch = make_stamp_batch(electrons, catalogue, meta, rows, mask=mask, psf=psf)
         with torch.inference_mode():
             mixture = model(batch)
         if getattr(model.config, "likelihood", False):
@@ -329,13 +350,14 @@ def _lumos_chunk(electrons, catalogue, meta, model, out, mask) -> Callable[[slic
     return run
 
 
-def _classical_chunk(electrons, catalogue, meta, method, out, mask) -> Callable[[slice], None]:
+def _classical_chunk(electrons, catalogue, meta, method, out, mask, psf=None,
+                     variance=None) -> Callable[[slice], None]:
     from .classical import ContextCutouts, measure_classical
 
     def run(rows: slice) -> None:
         sub = catalogue[rows]
         cut = cut_stamps(electrons, sub["x"], sub["y"], size=CONTEXT_SIZE, mask=mask)
-        profile = _profiles(catalogue, rows, cut.offset, meta, CONTEXT_SIZE).numpy()
+        profile = _profiles(catalogue, rows, cut.offset, meta, CONTEXT_SIZE, psf).numpy()
         cutouts = ContextCutouts(
             pixels=cut.pixels,
             valid=cut.valid,
@@ -348,6 +370,7 @@ def _classical_chunk(electrons, catalogue, meta, method, out, mask) -> Callable[
             gain=1.0,
             read_noise=meta.read_noise,
             pixel_scale=meta.pixel_scale,
+            variance=_variance_cutouts(variance, sub, mask),
         )
         result = measure_classical(method, cutouts)
         _fill_gaussian(out, rows, result["flux"] / meta.gain, result["flux_err"] / meta.gain)
@@ -357,6 +380,13 @@ def _classical_chunk(electrons, catalogue, meta, method, out, mask) -> Callable[
         _flag_unusable(out, rows)
 
     return run
+
+
+def _variance_cutouts(variance, sub: Table, mask) -> np.ndarray | None:
+    """Context cutouts of the per-pixel variance map (None without a weight map)."""
+    if variance is None:
+        return None
+    return cut_stamps(variance, sub["x"], sub["y"], size=CONTEXT_SIZE, mask=mask).pixels
 
 
 def _flag_unusable(out: Table, rows: slice) -> None:
@@ -383,6 +413,9 @@ def measure_file(
     batch_size: int = 256,
     workers: int | None = None,
     prior="auto",
+    psf_path: str | Path | None = None,
+    weight_path: str | Path | None = None,
+    mask_path: str | Path | None = None,
 ) -> Table:
     """Measure one FITS image for a catalogue file and write the table atomically.
 
@@ -417,6 +450,14 @@ def measure_file(
         Threads measuring batches side by side (see :func:`measure_image`).
     prior : str
         Prior of a likelihood model's posterior (see :func:`measure_image`).
+    psf_path : str or Path, optional
+        PSFEx model or FITS PSF image (see :func:`lumos.psfsource.load_psf`) replacing the
+        Moffat of the metadata; the table's ``PSFFWHM`` is then that PSF's FWHM at the image
+        centre.
+    weight_path : str or Path, optional
+        Inverse-variance map in the image's units, same shape as the image.
+    mask_path : str or Path, optional
+        Bad-pixel mask (non-zero = bad), same shape as the image.
 
     Returns
     -------
@@ -425,7 +466,10 @@ def measure_file(
     """
     out_path = check_output_path(out_path)
     image, header, wcs = read_image(image_path)
+    if psf_path is not None:  # the PSF file gives the FWHM (set below)
+        overrides = {**(overrides or {}), "psf_fwhm": 1.0}
     meta = image_metadata(header, overrides, keywords, wcs)
+    psf, weight, mask, meta = _pixel_inputs(image.shape, meta, psf_path, weight_path, mask_path)
     catalogue = read_catalogue(
         catalogue_path, columns=columns, wcs=wcs, pixel_scale=meta.pixel_scale
     )
@@ -436,8 +480,12 @@ def measure_file(
         model = load_model(model_path) if model_path is not None else load_default_model()
     result = measure_image(
         image, catalogue, meta, method=method, model=model, progress=progress,
-        batch_size=batch_size, workers=workers, prior=prior,
+        batch_size=batch_size, workers=workers, psf=psf, weight=weight, mask=mask,
+        prior=prior,
     )  # fmt: skip
+    for key, path in (("PSFFILE", psf_path), ("WGHTFILE", weight_path), ("MASKFILE", mask_path)):
+        if path is not None:
+            result.meta[key] = Path(path).name
     result.meta["IMAGE"] = Path(image_path).name
     result.meta["IMGPATH"] = str(Path(image_path).resolve())
     if not isinstance(catalogue_path, Table):
@@ -446,3 +494,23 @@ def measure_file(
     result.meta["GAIN"] = meta.gain
     write_table(result, out_path)
     return result
+
+
+def _pixel_inputs(shape: tuple[int, int], meta: ImageMeta, psf_path, weight_path, mask_path):
+    """Read the optional PSF, weight map and mask of an image (checked against its shape).
+
+    Returns ``(psf, weight, mask, meta)``; with a PSF file, ``meta.psf_fwhm`` becomes that
+    PSF's FWHM at the image centre.
+    """
+    from dataclasses import replace
+
+    from .pixelmaps import read_pixel_map
+    from .psfsource import load_psf
+
+    psf = None
+    if psf_path is not None:
+        psf = load_psf(psf_path, shape, meta.pixel_scale)
+        meta = replace(meta, psf_fwhm=float(psf.fwhm()))
+    weight = None if weight_path is None else read_pixel_map(weight_path, shape, "weight map")
+    mask = None if mask_path is None else read_pixel_map(mask_path, shape, "mask")
+    return psf, weight, mask, meta

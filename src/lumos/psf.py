@@ -6,8 +6,8 @@ Every PSF here is *batched*: it holds one set of parameters per galaxy (tensors 
 * wavenumbers ``k`` are in radians per arcsec; the transform of a unit-flux PSF is
   ``P(k) = integral I(x) exp(-i k.x) d^2x``, so that ``P(0) = 1``;
 * the PSF is *not* pixel-integrated: the renderer applies the pixel response itself.
-  (:class:`ImagePSF` images are pixel-integrated samples; by default that pixel is
-  divided out, see there.)
+  (:class:`ImagePSF` and :class:`BasisImagePSF` images are pixel-integrated samples; by
+  default that pixel is divided out, see there.)
 
 Besides the :class:`PSF` protocol (``kvalue`` and ``__len__``), the built-in PSFs implement
 a few optional methods the renderer uses when present: ``kvalue_grid`` (transform on an
@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["PSF", "MoffatPSF", "GaussianPSF", "ImagePSF", "draw_psf", "as_tensor_1d"]
+__all__ = [
+    "PSF", "MoffatPSF", "GaussianPSF", "ImagePSF", "BasisImagePSF", "draw_psf", "as_tensor_1d",
+]  # fmt: skip
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
@@ -433,6 +435,28 @@ class GaussianPSF(_RadialPSF):
         return torch.exp(-0.5 * r * r / s2)
 
 
+def _image_axis_factors(k: Tensor, size: int, pixel_scale: float,
+                        includes_pixel: bool) -> Tensor:
+    """Per-axis factors of the transform of an image PSF: (K, size), complex128.
+
+    ``exp(-i k x_j)`` for the pixel centres ``x_j`` (relative to the image centre), times the
+    band limit at the Nyquist wavenumber (half weight on it) and, for a pixel-integrated
+    image, divided by the pixel response ``sinc(k p / 2)``.
+    """
+    p = pixel_scale
+    k = k.to(torch.float64)
+    x = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0) * p
+    phase = torch.polar(torch.ones(k.shape[0], size, dtype=torch.float64),
+                        -k[:, None] * x[None, :])
+    knyq = math.pi / p
+    ak = k.abs()
+    window = torch.where(ak < knyq * (1 - 1e-9), 1.0, torch.where(ak <= knyq * (1 + 1e-9),
+                                                                      0.5, 0.0))
+    if includes_pixel:
+        window = window / torch.sinc(k * p / (2 * math.pi)).clamp(min=1e-3)
+    return phase * window[:, None]
+
+
 class ImagePSF:
     """PSFs given as images (one shared image, or one per galaxy).
 
@@ -487,18 +511,7 @@ class ImagePSF:
 
     def _axis_factors(self, k: Tensor, size: int) -> Tensor:
         """``exp(-i k x_j)`` times the per-axis band limit / pixel deconvolution: (K, size)."""
-        p = self.pixel_scale
-        k = k.to(torch.float64)
-        x = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0) * p
-        phase = torch.polar(torch.ones(k.shape[0], size, dtype=torch.float64),
-                            -k[:, None] * x[None, :])
-        knyq = math.pi / p
-        ak = k.abs()
-        window = torch.where(ak < knyq * (1 - 1e-9), 1.0, torch.where(ak <= knyq * (1 + 1e-9),
-                                                                          0.5, 0.0))
-        if self.includes_pixel:
-            window = window / torch.sinc(k * p / (2 * math.pi)).clamp(min=1e-3)
-        return phase * window[:, None]
+        return _image_axis_factors(k, size, self.pixel_scale, self.includes_pixel)
 
     def kvalue_grid(self, kx: Tensor, ky: Tensor) -> Tensor:
         """Transform on the outer-product grid ``ky[:, None], kx[None, :]`` -> ``[N, ny, nx]``.
@@ -535,6 +548,153 @@ class ImagePSF:
             ey = self._axis_factors(kyf[i], h)  # (P, H)
             out[i] = ((ey @ img[i]) * ex).sum(dim=1)
         return out.reshape(shape).to(torch.complex64)
+
+    def kmax(self, threshold: float) -> Tensor:
+        """Band limit of the image PSF: ``sqrt(2) pi / pixel_scale`` for every galaxy."""
+        del threshold
+        return torch.full((len(self),), math.sqrt(2.0) * math.pi / self.pixel_scale,
+                          dtype=torch.float64)
+
+
+class _BasisTransforms:
+    """Transforms of a set of basis images on wavenumber grids, kept per grid.
+
+    Shared by a :class:`BasisImagePSF` and every selection of it, so that each grid is
+    transformed once however many galaxies use it.
+    """
+
+    _MAX_GRIDS = 16
+
+    def __init__(self, basis: Tensor, pixel_scale: float, includes_pixel: bool) -> None:
+        self.basis = basis
+        self.sums = basis.sum(dim=(1, 2))
+        self.pixel_scale = pixel_scale
+        self.includes_pixel = includes_pixel
+        self._grids: dict[tuple, Tensor] = {}
+        self._lock = threading.Lock()  # measurement renders from several threads
+
+    def grid(self, kx: Tensor, ky: Tensor) -> Tensor:
+        """Basis transforms on the grid ``ky[:, None], kx[None, :]``: (T, ny, nx) complex128."""
+        kx = kx.reshape(-1).to(torch.float64)
+        ky = ky.reshape(-1).to(torch.float64)
+        key = (kx.numel(), ky.numel(), kx.numpy().tobytes(), ky.numpy().tobytes())
+        out = self._grids.get(key)
+        if out is None:
+            h, w = self.basis.shape[1:]
+            ex = _image_axis_factors(kx, w, self.pixel_scale, self.includes_pixel)
+            ey = _image_axis_factors(ky, h, self.pixel_scale, self.includes_pixel)
+            out = ey[None] @ self.basis.to(torch.complex128) @ ex.T[None]
+            with self._lock:
+                if len(self._grids) >= self._MAX_GRIDS:
+                    self._grids.pop(next(iter(self._grids)))
+                self._grids[key] = out
+        return out
+
+
+class BasisImagePSF:
+    """PSF images that are linear combinations of shared basis images, one per galaxy.
+
+    The PSF of galaxy ``n`` is ``sum_t c[n, t] B_t`` normalised to unit sum: a PSFEx model
+    evaluated at each galaxy (``c`` its polynomial terms), or one PSF image shared by all
+    (``T = 1``). Its transform is the same combination of the basis transforms, computed once
+    per wavenumber grid, so that a batch of position-dependent PSFs costs little more than one.
+
+    Parameters
+    ----------
+    basis : array or tensor, shape (T, H, W) or (H, W)
+        Basis images, centred on the geometric centre ``((W - 1) / 2, (H - 1) / 2)``.
+    coefficients : array or tensor, shape (N, T)
+        Coefficients per galaxy (default one galaxy with all coefficients 1).
+    pixel_scale : float
+        Pixel scale of the basis images [arcsec/pixel].
+    includes_pixel : bool
+        True (default) if the images are pixel-integrated (effective PSFs, as PSFEx models
+        and star images are); the pixel response is then divided out of the transform.
+
+    Notes
+    -----
+    As for :class:`ImagePSF`: the transform is the discrete-time Fourier transform of the
+    pixel values, band-limited to the Nyquist wavenumber ``pi / pixel_scale``.
+    """
+
+    def __init__(self, basis, coefficients=None, pixel_scale: float = 0.263,
+                 includes_pixel: bool = True) -> None:
+        b = torch.as_tensor(np.asarray(basis, dtype=np.float64) if not torch.is_tensor(basis)
+                            else basis).detach().to("cpu", torch.float64)
+        if b.ndim == 2:
+            b = b[None]
+        if b.ndim != 3 or min(b.shape[1:]) < 2:
+            raise ValueError(f"basis must have shape (T, H, W) or (H, W), got {tuple(b.shape)}")
+        if not bool(torch.all(torch.isfinite(b))):
+            raise ValueError("basis contains non-finite values")
+        if not (math.isfinite(pixel_scale) and pixel_scale > 0):
+            raise ValueError("pixel_scale must be finite and > 0 arcsec/pixel")
+        shared = _BasisTransforms(b, float(pixel_scale), bool(includes_pixel))
+        self._init(shared, coefficients)
+
+    def _init(self, shared: _BasisTransforms, coefficients) -> None:
+        t = shared.basis.shape[0]
+        if coefficients is None:
+            coefficients = torch.ones(1, t, dtype=torch.float64)
+        c = torch.as_tensor(np.asarray(coefficients, dtype=np.float64)
+                            if not torch.is_tensor(coefficients) else coefficients)
+        c = c.detach().to("cpu", torch.float64)
+        if c.ndim == 1:
+            c = c[None]
+        if c.ndim != 2 or c.shape[1] != t:
+            raise ValueError(f"coefficients must have shape (N, {t}), got {tuple(c.shape)}")
+        norm = c @ shared.sums
+        if not bool(torch.all(torch.isfinite(norm) & (norm > 0))):
+            raise ValueError("every PSF must have a finite, positive sum")
+        self._shared = shared
+        self.coefficients = c
+        self._weights = c / norm[:, None]  # unit-sum normalisation folded into the weights
+
+    @property
+    def pixel_scale(self) -> float:
+        """Pixel scale of the PSF images [arcsec/pixel]."""
+        return self._shared.pixel_scale
+
+    def __len__(self) -> int:
+        return int(self.coefficients.shape[0])
+
+    def __getitem__(self, index) -> BasisImagePSF:
+        c = self.coefficients[index]
+        return self.with_coefficients(c if c.ndim == 2 else c[None])
+
+    def with_coefficients(self, coefficients) -> BasisImagePSF:
+        """PSFs of the same basis with other coefficients (N', T), sharing its transforms."""
+        out = object.__new__(BasisImagePSF)
+        out._init(self._shared, coefficients)
+        return out
+
+    def __repr__(self) -> str:
+        t, h, w = self._shared.basis.shape
+        return f"BasisImagePSF(N={len(self)}, basis={t}, shape={(h, w)})"
+
+    def images(self) -> Tensor:
+        """The unit-sum PSF images, (N, H, W) float64."""
+        return torch.tensordot(self._weights, self._shared.basis, dims=1)
+
+    def kvalue_grid(self, kx: Tensor, ky: Tensor) -> Tensor:
+        """Transform on the outer-product grid ``ky[:, None], kx[None, :]`` -> ``[N, ny, nx]``.
+
+        Complex64.
+        """
+        grid = self._shared.grid(kx, ky)
+        t, ny, nx = grid.shape
+        out = (self._weights.to(torch.complex128) @ grid.reshape(t, ny * nx)).reshape(-1, ny, nx)
+        return out.to(torch.complex64)
+
+    def kvalue(self, kx: Tensor, ky: Tensor) -> Tensor:
+        """Fourier transform at ``(kx, ky)`` [radians/arcsec], broadcast to ``[N, ...]``.
+
+        Returns
+        -------
+        torch.Tensor, complex64, shape (N, ...), equal to 1 at k = 0.
+        """
+        return ImagePSF(self.images(), self.pixel_scale, self._shared.includes_pixel).kvalue(
+            kx, ky)
 
     def kmax(self, threshold: float) -> Tensor:
         """Band limit of the image PSF: ``sqrt(2) pi / pixel_scale`` for every galaxy."""

@@ -239,7 +239,8 @@ def _apertures(cutouts: ContextCutouts, fraction: float, tol: float, data: bool)
     xc, yc = source_centre(cutouts)
     theta = np.deg2rad(cutouts.pa)
     bad = bad_shape(cutouts)
-    out = {k: np.full(n, np.nan) for k in ("a", "enclosed", "total", "area", "area2", "p2")}
+    out = {k: np.full(n, np.nan)
+           for k in ("a", "enclosed", "total", "area", "area2", "p2", "sky2")}  # fmt: skip
     out["touches_invalid"] = np.zeros(n, dtype=bool)
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
@@ -270,6 +271,8 @@ def _solve_chunk(cutouts, fraction, tol, data, start, stop, bad, theta, xc, yc, 
         out["area"][k] = float(fv.sum())
         out["area2"][k] = float(f2.sum())
         out["p2"][k] = float(np.sum(f2 * prof[win]))
+        if cutouts.variance is not None:
+            out["sky2"][k] = float(np.sum(f2 * cutouts.variance[k][win], dtype=np.float64))
         out["touches_invalid"][k] = bool(np.any((frac > 0) & ~ok))
 
 
@@ -315,6 +318,8 @@ def aperture_photometry(
     sum(w_i^2) sigma_pix^2 + (sum w_i)^2 sigma_pix^2 / n_ann``, divided by the enclosed
     fraction squared. It reduces to the usual ``F_ap / gain + A sigma^2 + A^2 sigma^2 / n``
     for whole pixels; partial pixels at the aperture edge make the exact form smaller.
+    With a per-pixel variance map (``cutouts.variance``) the sky term is
+    ``sum(w_i^2 v_i)`` instead of ``sum(w_i^2) sigma_pix^2``.
     """
     n = len(cutouts)
     if background is None:
@@ -327,9 +332,10 @@ def aperture_photometry(
     enclosed = ap["enclosed"]
     f_ap = ap["total"] - ap["area"] * b
     flux = f_ap / enclosed
+    sky = ap["area2"] * s2 if cutouts.variance is None else ap["sky2"]
     var = (
         np.maximum(flux, 0.0) * ap["p2"] / cutouts.gain
-        + ap["area2"] * s2
+        + sky
         + ap["area"] ** 2 * s2 / background.n_pixels
     )
     err = np.sqrt(var) / enclosed

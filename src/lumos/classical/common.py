@@ -77,6 +77,10 @@ class ContextCutouts:
         True flux in image units (simulations only; used by the oracle weighted sum).
     true_background : numpy.ndarray, optional
         True background level in image units, shape (N,) or (N, C, C) (simulations only).
+    variance : numpy.ndarray, float, shape (N, C, C), optional
+        Per-pixel variance of the sky and detector noise in image units^2 (from a weight
+        map). When given, the methods use it as each pixel's sky noise instead of one sky
+        variance per galaxy; the source's Poisson term is still added from ``gain``.
     """
 
     pixels: np.ndarray
@@ -93,6 +97,7 @@ class ContextCutouts:
     flags: np.ndarray | None = None
     truth: np.ndarray | None = None
     true_background: np.ndarray | None = None
+    variance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.pixels = np.asarray(self.pixels)
@@ -136,6 +141,13 @@ class ContextCutouts:
                 self.true_background = tb
             else:
                 self.true_background = _as_rows("true_background", tb, n)
+        if self.variance is not None:
+            var = np.asarray(self.variance, dtype=np.float64)
+            if var.shape != self.pixels.shape:
+                raise ValueError(
+                    f"variance shape {var.shape} differs from pixels {self.pixels.shape}"
+                )
+            self.variance = var
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])

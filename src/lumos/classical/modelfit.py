@@ -42,9 +42,15 @@ OBJECTIVES = ("chi2", "loglike")
 _CHUNK = 256
 
 
+def _col(s: np.ndarray) -> np.ndarray:
+    """Sky variance broadcastable against (m, P) rows: one per row (m,) or per pixel."""
+    return s[:, None] if s.ndim == 1 else s
+
+
 def _objective(A, d, p, s, k, objective):
-    """Objective value for amplitudes A (m,) on rows d, p (m, P) with sky variance s (m,)."""
-    V = s[:, None] + k[:, None] * A[:, None] * p
+    """Objective value for amplitudes A (m,) on rows d, p (m, P) with sky variance s (m,)
+    or (m, P)."""
+    V = _col(s) + k[:, None] * A[:, None] * p
     r = d - A[:, None] * p
     valid = p != 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -58,7 +64,7 @@ def _objective(A, d, p, s, k, objective):
 
 def _gradient(A, d, p, s, k, objective):
     """First and second derivative of the objective with respect to A, shape (m,) each."""
-    V = s[:, None] + k[:, None] * A[:, None] * p
+    V = _col(s) + k[:, None] * A[:, None] * p
     r = d - A[:, None] * p
     kk = k[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -100,8 +106,9 @@ def fit_amplitude(
         Background-subtracted pixels ``d_i - b``, image units; 0 where unused.
     profile : numpy.ndarray, shape (m, P)
         Model profile ``p_i``; exactly 0 where unused (such pixels are ignored).
-    sky_variance : numpy.ndarray, shape (m,)
-        Sky variance per pixel ``s``, image units^2 (``V_i = s + A p_i / gain``).
+    sky_variance : numpy.ndarray, shape (m,) or (m, P)
+        Sky variance per pixel ``s``, image units^2 (``V_i = s + A p_i / gain``): one value
+        per row, or one per pixel (from a weight map; ignored where the profile is 0).
     gain : numpy.ndarray, shape (m,)
         Gain, electrons per image unit.
     objective : {"chi2", "loglike"}
@@ -122,11 +129,15 @@ def fit_amplitude(
     d, p, s, k = _fit_arrays(data, profile, sky_variance, gain, objective)
     m = d.shape[0]
     pmax = p.max(axis=1, initial=0.0)
-    usable = (pmax > 0) & np.isfinite(s) & (s > 0) & np.all(np.isfinite(d), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a_min = np.where(usable, -s / (k * pmax), np.nan)  # V_i > 0 requires A > a_min
-        spp = np.sum(p * p, axis=1)
-        A = np.where(usable, np.sum(p * d, axis=1) / spp, np.nan)
+    if s.ndim == 1:
+        usable = (pmax > 0) & np.isfinite(s) & (s > 0) & np.all(np.isfinite(d), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a_min = np.where(usable, -s / (k * pmax), np.nan)  # V_i > 0 requires A > a_min
+            spp = np.sum(p * p, axis=1)
+            A = np.where(usable, np.sum(p * d, axis=1) / spp, np.nan)
+        s_row = s
+    else:
+        usable, a_min, spp, A, s_row = _start_per_pixel(d, p, s, k)
     lo = a_min.copy()
     hi = np.full(m, np.inf)
     A = np.where(A > a_min, A, 0.5 * a_min)
@@ -147,7 +158,8 @@ def fit_amplitude(
             new = a - g / hh
         ok = (hh > 0) & (new > lo[idx]) & (new < hi[idx])
         finite_hi = np.isfinite(hi[idx])
-        expand = a + 2.0 * np.maximum(np.abs(a), np.sqrt(s[idx] / np.maximum(spp[idx], 1e-300)))
+        expand = a + 2.0 * np.maximum(np.abs(a),
+                                      np.sqrt(s_row[idx] / np.maximum(spp[idx], 1e-300)))
         fallback = np.where(finite_hi, 0.5 * (lo[idx] + hi[idx]), expand)
         new = np.where(ok, new, fallback)
         new = np.where(g == 0, a, new)  # exactly at the minimum
@@ -167,6 +179,26 @@ def fit_amplitude(
     A[~converged] = np.nan
     h[~converged] = np.nan
     return A, h, converged
+
+
+def _start_per_pixel(d, p, s, k):
+    """Start of :func:`fit_amplitude` for a per-pixel sky variance ``s`` (m, P).
+
+    Returns the usable rows, the lower bound of the amplitude (``V_i > 0`` on every pixel
+    with ``p_i > 0``), ``sum p^2``, the least-squares start and a typical sky variance per
+    row (profile-squared weighted mean) for the step sizes.
+    """
+    used = p != 0
+    pos = p > 0
+    sky_ok = np.all(~used | (np.isfinite(s) & (s > 0)), axis=1)
+    usable = pos.any(axis=1) & sky_ok & np.all(np.isfinite(d), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(pos, s / np.where(pos, p, 1.0), np.inf).min(axis=1)
+        a_min = np.where(usable, -ratio / k, np.nan)
+        spp = np.sum(p * p, axis=1)
+        A = np.where(usable, np.sum(p * d, axis=1) / spp, np.nan)
+        s_row = np.sum(np.where(used, s, 0.0) * p * p, axis=1) / spp
+    return usable, a_min, spp, A, s_row
 
 
 def fit_amplitude_nelder_mead(
@@ -195,14 +227,20 @@ def fit_amplitude_nelder_mead(
     out = np.full(d.shape[0], np.nan)
     for j in range(d.shape[0]):
         used = p[j] != 0
-        if not used.any() or not (np.isfinite(s[j]) and s[j] > 0):
+        sj = s[j : j + 1] if s.ndim == 1 else s[j, used][None]
+        if not used.any() or not np.all(np.isfinite(sj) & (sj > 0)):
             continue
         dj, pj = d[j, used][None], p[j, used][None]
-        sj, kj = s[j : j + 1], k[j : j + 1]
+        kj = k[j : j + 1]
         spp = float(np.sum(pj * pj))
         a0 = float(np.sum(pj * dj) / spp)
-        scale = float(np.sqrt(sj[0] / spp))
-        a_min = -sj[0] / (kj[0] * pj.max())
+        if s.ndim == 1:
+            scale = float(np.sqrt(sj[0] / spp))
+            a_min = -sj[0] / (kj[0] * pj.max())
+        else:
+            scale = float(np.sqrt(np.sum(sj * pj * pj) / spp / spp))
+            a_min = -float(np.min(np.where(pj > 0, sj / np.where(pj > 0, pj, 1.0), np.inf))
+                           ) / kj[0]  # fmt: skip
         if a0 <= a_min:
             a0 = 0.5 * a_min
 
@@ -273,7 +311,8 @@ def modelfit_photometry(
     sky_variance : {"model", "annulus"}
         Sky variance per pixel: ``b / gain + (read_noise / gain)^2`` (Eq. 3; replaced by the
         annulus variance where the two differ by more than a factor of two, e.g. on
-        sky-subtracted images) or the clipped annulus variance.
+        sky-subtracted images) or the clipped annulus variance. Not used when the cutouts
+        carry a per-pixel ``variance`` (weight map): ``s_i`` is then that variance.
     r_in, r_out : float
         Background annulus radii, pixels.
     background : AnnulusBackground, optional
@@ -314,12 +353,15 @@ def modelfit_photometry(
     order = good[np.argsort(a_reg[good], kind="stable")]  # similar sizes share a box
     for start in range(0, order.size, _CHUNK):
         rows = order[start : start + _CHUNK]
-        reg = region_pixels(cutouts, rows, a_reg[rows], cutouts.q[rows], theta[rows])
+        extra = () if cutouts.variance is None else (cutouts.variance,)
+        reg = region_pixels(cutouts, rows, a_reg[rows], cutouts.q[rows], theta[rows], extra)
         b = background.level[rows]
         d = np.where(reg.mask, reg.data - b[:, None], 0.0)
         # pixels with a zero (or unphysical negative) model carry no information on A
         p = np.where(reg.mask, np.clip(reg.profile, 0.0, None), 0.0)
-        s = s_all[rows]
+        s = s_all[rows] if cutouts.variance is None else reg.extra[0]
+        if s.ndim == 2:  # per-pixel sky variance; pixels without a valid one carry no weight
+            p = np.where(s > 0, p, 0.0)
         g = cutouts.gain[rows]
         if solver == "newton":
             A, h, conv = fit_amplitude(d, p, s, g, objective)
@@ -329,7 +371,7 @@ def modelfit_photometry(
             A_safe = np.where(conv, A, 0.0)
             h = _gradient(A_safe, d, p, s, g**-1.0, objective)[1]
         with np.errstate(divide="ignore", invalid="ignore"):
-            V = s[:, None] + A[:, None] * p / g[:, None]
+            V = _col(s) + A[:, None] * p / g[:, None]
             dadb = 2.0 * np.sum(np.where(p != 0, p / V, 0.0), axis=1) / h
             var = 2.0 / h + dadb**2 * background.level_variance[rows]
         ok = conv & np.isfinite(var) & (var > 0)

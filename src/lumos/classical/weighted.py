@@ -145,7 +145,7 @@ def weighted_photometry(
         and flux (oracle; simulations only).
     sky_variance : {"model", "annulus"}
         Annulus mode: sky variance per pixel from ``b / gain + (RN / gain)^2`` or measured in
-        the annulus.
+        the annulus; with a per-pixel ``cutouts.variance`` (weight map) that is used instead.
     source_variance : bool
         Annulus mode: add the source Poisson term from a first-pass flux to the weights.
     region_radius : float
@@ -229,12 +229,18 @@ def weighted_photometry(
         rows_ok = np.flatnonzero(~bad & ~annulus.failed)
         for start in range(0, rows_ok.size, _CHUNK):
             rows = rows_ok[start : start + _CHUNK]
-            reg = region_pixels(cutouts, rows, np.full(rows.size, float(region_radius)))
+            extra = () if cutouts.variance is None else (cutouts.variance,)
+            radius = np.full(rows.size, float(region_radius))
+            reg = region_pixels(cutouts, rows, radius, extra=extra)
             b = annulus.level[rows]
             d = np.where(reg.mask, reg.data - b[:, None], 0.0)
             p = np.where(reg.mask, np.clip(reg.profile, 0.0, None), 0.0)
             g = gain[rows, None]
-            s = np.broadcast_to(s_all[rows, None], p.shape)
+            if cutouts.variance is None:
+                s = np.broadcast_to(s_all[rows, None], p.shape)
+            else:  # per-pixel sky variance; pixels without a valid one carry no weight
+                s = reg.extra[0]
+                p = np.where(s > 0, p, 0.0)
             f0, _, _ = _weighted_sum(d, p, s, s)
             src = np.clip(f0, 0.0, None)[:, None] * p / g
             V_w = s + src if source_variance else s

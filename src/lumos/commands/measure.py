@@ -34,7 +34,20 @@ def check_prior(prior: str) -> None:
                          "existing prior table")
 
 
+def _pixel_files(args: argparse.Namespace) -> dict:
+    """``--psf``, ``--weight`` and ``--mask`` as ``measure_file`` keywords (given ones only)."""
+    from ..errors import LumosError
+
+    psf = getattr(args, "psf", None)
+    if psf is not None and (args.psf_fwhm is not None or args.psf_beta is not None):
+        raise LumosError("give either --psf FILE or --psf-fwhm/--psf-beta, not both")
+    given = {"psf_path": psf, "weight_path": getattr(args, "weight", None),
+             "mask_path": getattr(args, "mask", None)}  # fmt: skip
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..errors import LumosError
     from ..imageio import DEFAULT_KEYWORDS
     from ..manifest import is_manifest, measure_manifest
     from ..measure import measure_file
@@ -52,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     check_prior(getattr(args, "prior", "auto"))
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
+    files = _pixel_files(args)
     if is_manifest(args.image):
+        if files:
+            names = ", ".join("--" + name.removesuffix("_path") for name in files)
+            raise LumosError(f"{names}: give each image's files in the manifest's psf, weight "
+                             "and mask columns")  # fmt: skip
         table = measure_manifest(
             args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
             scheduler=args.scheduler, keywords=keywords or None, columns=columns or None,
@@ -64,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     table = measure_file(
         args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
         overrides=overrides, keywords=keywords or None, columns=columns or None,
-        workers=args.workers, prior=getattr(args, "prior", "auto"),
+        workers=args.workers, prior=getattr(args, "prior", "auto"), **files,
     )  # fmt: skip
     print(f"wrote {len(table)} rows to {args.out}")
     return 0
