@@ -125,3 +125,21 @@ def test_cli_coadd_of_likelihood_tables(tmp_path, capsys):
     assert "likelihoods multiplied" in capsys.readouterr().out
     co = Table.read(tmp_path / "c.fits")
     assert co["flux_like"][0] == pytest.approx(102.0, rel=1e-6)
+
+
+def test_predict_posterior_applies_population_prior_to_likelihood_models():
+    from lumos.bayes import predict_posterior
+    from lumos.network import LumosNet, NetworkConfig
+    from lumos.simulate import Simulator
+
+    torch.manual_seed(3)
+    batch = Simulator(seed=4).sample(8)
+    like_net = LumosNet(NetworkConfig.tiny().replace(likelihood=True)).eval()
+    post_net = LumosNet(NetworkConfig.tiny()).eval()
+    with torch.inference_mode():
+        post = predict_posterior(like_net, batch)
+        like = like_net.predict(batch)
+        plain = predict_posterior(post_net, batch)
+    assert bool(post.truncated.all())
+    assert not torch.allclose(post.mean().float(), like.mean().float())
+    assert torch.allclose(plain.means, post_net.predict(batch).means.double())

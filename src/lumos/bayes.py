@@ -49,6 +49,7 @@ __all__ = [
     "default_population_prior",
     "apply_prior",
     "coadd_likelihoods",
+    "predict_posterior",
 ]
 
 LIKELIHOOD_COLUMNS = ("flux_like", "flux_like_err", "flux_shared_err", "like_weight",
@@ -337,3 +338,37 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
     out.meta["PRIOR"] = kind
     out.meta["COADD"] = "likelihood"
     return out
+
+
+def predict_posterior(model, batch, prior: FluxPrior | None = None) -> GaussianMixture:
+    """Posterior flux PDFs of a simulated batch (electrons) from a likelihood model.
+
+    The band and exposure time of each row come from its band x camera-state index; the
+    prior defaults to the shipped population prior (what the simulations draw from).
+
+    Parameters
+    ----------
+    model : LumosNet
+        With ``config.likelihood``; other models' own output is returned unchanged.
+    batch : StampBatch
+    prior : FluxPrior, optional
+
+    Returns
+    -------
+    GaussianMixture
+    """
+    from .bands import band_from_index
+
+    like = model.predict(batch).to(torch.float64)
+    if not getattr(model.config, "likelihood", False):
+        return like
+    prior = default_population_prior() if prior is None else prior
+    codes = batch.band_idx.cpu().numpy()
+    names, exptime = np.empty(len(codes), dtype=object), np.ones(len(codes))
+    for code in np.unique(codes):
+        band, _ = band_from_index(int(code))
+        names[codes == code] = band.name
+        exptime[codes == code] = band.exposure_time
+    mix, known = prior.mixture(names.astype(str), batch.i_mag.cpu().numpy(),
+                               exptime if prior.per_second else 1.0)  # fmt: skip
+    return posterior(like, mix, known, max_components=_POSTERIOR_COMPONENTS)

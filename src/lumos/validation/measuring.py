@@ -40,7 +40,13 @@ METHOD_LABELS = {
 
 
 def _predict(model, batch):
-    """The model's flux mixtures of a batch (``model.predict`` when it exists)."""
+    """The model's flux mixtures of a batch (``model.predict`` when it exists); for a
+    likelihood model the posterior with the population prior
+    (:func:`lumos.bayes.predict_posterior`)."""
+    if getattr(getattr(model, "config", None), "likelihood", False):
+        from ..bayes import predict_posterior
+
+        return predict_posterior(model, batch)
     predict = getattr(model, "predict", None)
     if callable(predict):
         return predict(batch)
