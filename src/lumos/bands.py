@@ -7,8 +7,10 @@ filter trays of eight bands each; the baseline exposure time grows from the blue
 "intervention"), which changed its scattered-light pattern, so the network embeds each band
 separately before and after: ``index = band_number + 40 * camera_state`` runs from 0 to 79.
 
-Other surveys' bands can be registered with :func:`register_band`; the network sees them
-through the PAUS band nearest in central wavelength.
+Other surveys' bands can be registered with :func:`register_band`: by default the network
+sees them through the PAUS band nearest in central wavelength; a survey description
+(:mod:`lumos.survey`) instead gives its ``B`` bands their own slots,
+``index = position + B * camera_state``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,16 @@ class Band:
         the number of the PAUS band nearest in wavelength (used by the network embedding).
     tray : int or None
         Filter tray (0-4) for PAUS bands, None for registered bands.
+    slots : int
+        Band slots per camera state of the band's survey: the band x camera-state index is
+        ``number + slots * camera_state`` (40 for PAUS).
+    survey : str
+        Name of the survey the band belongs to.
+    zero_point : float
+        AB magnitude of a source giving 1 electron per second in this band.
+    curve : tuple or None
+        Measured response ``(wavelengths in Angstrom, throughput)``; None for the
+        flat-topped model of :func:`band_response`.
     """
 
     name: str
@@ -71,6 +83,10 @@ class Band:
     exposure_time: float
     number: int
     tray: int | None = None
+    slots: int = N_PAUS_BANDS
+    survey: str = "PAUS"
+    zero_point: float = 24.5
+    curve: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def index(self, camera_state: int = 0) -> int:
         """Band x camera-state index (0..79) used by the network embedding.
@@ -133,12 +149,23 @@ def get_band(name: str | Band) -> Band:
         if band_name.upper() == key:
             return band
     raise LumosError(
-        f"unknown band {name!r}; valid bands are: {', '.join(band_names())}"
+        f"unknown band {name!r}; valid bands are: {', '.join(band_names())} "
+        "(another survey's bands: give --survey FILE)"
     )
 
 
 def register_band(
-    name: str, wavelength: float, exposure_time: float, fwhm: float = PAUS_FWHM_ANGSTROM
+    name: str,
+    wavelength: float,
+    exposure_time: float,
+    fwhm: float = PAUS_FWHM_ANGSTROM,
+    *,
+    number: int | None = None,
+    slots: int = N_PAUS_BANDS,
+    survey: str = "custom",
+    zero_point: float = 24.5,
+    curve: tuple | None = None,
+    replace: bool = False,
 ) -> Band:
     """Register another survey's band.
 
@@ -152,23 +179,44 @@ def register_band(
         Baseline exposure time in seconds (positive).
     fwhm : float, optional
         Width of the response in Angstrom.
+    number : int, optional
+        Slot of the band among its survey's bands (default: the number of the PAUS band
+        nearest in wavelength, so that the network embeds it as that band).
+    slots : int, optional
+        Band slots per camera state of the band's survey.
+    survey : str, optional
+        Name of the band's survey.
+    zero_point : float, optional
+        AB magnitude of 1 electron per second.
+    curve : tuple, optional
+        Measured response ``(wavelengths in Angstrom, throughput)``.
+    replace : bool, optional
+        Replace a registered (non-PAUS) band of the same name instead of refusing.
 
     Returns
     -------
     Band
-        The new band. The network embeds it as the PAUS band nearest in wavelength.
+        The new band.
     """
     if not name or not str(name).strip():
         raise ValueError("a band needs a non-empty name")
-    if any(n.upper() == str(name).strip().upper() for n in _REGISTRY):
+    clash = [n for n in _REGISTRY if n.upper() == str(name).strip().upper()]
+    if clash and (not replace or clash[0] in PAUS_BANDS):
         raise ValueError(f"band {name!r} is already registered")
+    for old in clash:
+        del _REGISTRY[old]
     if not (3000.0 <= float(wavelength) <= 11000.0):
         raise ValueError(f"band wavelength {wavelength} Angstrom is outside 3000-11000")
     if not float(exposure_time) > 0:
         raise ValueError(f"band exposure time must be positive, got {exposure_time}")
-    centres = np.array([b.wavelength for b in PAUS_BANDS.values()])
-    nearest = int(np.argmin(np.abs(centres - float(wavelength))))
-    band = Band(str(name).strip(), float(wavelength), float(fwhm), float(exposure_time), nearest)
+    if number is None:
+        centres = np.array([b.wavelength for b in PAUS_BANDS.values()])
+        number = int(np.argmin(np.abs(centres - float(wavelength))))
+    if not (0 <= int(number) < int(slots) and int(slots) * N_CAMERA_STATES <= N_BAND_INDEX):
+        raise ValueError(f"band slot {number} of {slots} does not fit the band index")
+    band = Band(str(name).strip(), float(wavelength), float(fwhm), float(exposure_time),
+                int(number), slots=int(slots), survey=str(survey),
+                zero_point=float(zero_point), curve=curve)  # fmt: skip
     _REGISTRY[band.name] = band
     return band
 
@@ -185,7 +233,8 @@ def band_index(name: str | Band, camera_state: int = 0) -> int:
     """
     if int(camera_state) not in (0, 1):
         raise ValueError(f"camera_state must be 0 (before) or 1 (after), got {camera_state}")
-    return get_band(name).number + N_PAUS_BANDS * int(camera_state)
+    band = get_band(name)
+    return band.number + band.slots * int(camera_state)
 
 
 def band_from_index(index: int) -> tuple[Band, int]:
@@ -198,7 +247,7 @@ def band_from_index(index: int) -> tuple[Band, int]:
 
 
 def band_response(band: str | Band, wavelength: np.ndarray) -> np.ndarray:
-    """Model transmission of a band: a flat-topped (super-Gaussian) curve of the band's FWHM.
+    """Transmission of a band: its measured curve, else a flat-topped (super-Gaussian) model.
 
     The measured PAUS curves are close to top hats of 130 Angstrom FWHM; this analytic form
     keeps the package free of third-party data files and is checked against the measured
@@ -214,8 +263,13 @@ def band_response(band: str | Band, wavelength: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Transmission in [0, 1], 0.5 at centre +- FWHM/2.
+        Transmission in [0, 1]; for the model curve 0.5 at centre +- FWHM/2. A measured
+        curve is interpolated linearly and is 0 outside its wavelengths.
     """
     b = get_band(band)
+    if b.curve is not None:
+        wave, throughput = (np.asarray(c, dtype=float) for c in b.curve)
+        return np.interp(np.asarray(wavelength, dtype=float), wave, throughput, left=0.0,
+                         right=0.0)  # fmt: skip
     x = (np.asarray(wavelength, dtype=float) - b.wavelength) / (0.5 * b.fwhm)
     return np.exp(-np.log(2.0) * x**8)

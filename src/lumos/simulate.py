@@ -45,6 +45,7 @@ import torch
 from . import __version__
 from .bands import N_PAUS_BANDS, PAUS_BANDS, get_band
 from .flags import Flag
+from .population import ZERO_POINT as POPULATION_ZERO_POINT
 from .population import PopulationConfig, sample_population, sample_stars, two_component_galaxies
 from .stamps import StampBatch
 
@@ -168,7 +169,9 @@ class SimulationConfig:
     psf_beta_range : tuple of float
         Uniform range of the Moffat beta.
     bands : tuple of str or None
-        Bands to draw from (uniformly); None for the 40 PAUS narrow bands.
+        Bands to draw from (uniformly); None for the 40 PAUS narrow bands. Bands of another
+        survey (registered by :meth:`lumos.survey.Survey.register`) are simulated with
+        their own exposure times and zero points; they must all belong to one survey.
     camera_state_prob : float
         Probability of camera state 1 (after the intervention).
     ccd_size : tuple of int
@@ -214,6 +217,10 @@ class SimulationConfig:
         are faint.
     chunk_size : int
         Stamps rendered per renderer call.
+    reference_band : str
+        Band of the catalogue magnitude given to the network (the ``i_mag`` field): ``"i"``
+        for the population's own i band, else one of ``bands`` (its AB magnitude through
+        that band's zero point).
     """
 
     stamp_size: int = 60
@@ -239,6 +246,7 @@ class SimulationConfig:
         default_factory=lambda: PopulationConfig(mag_range=(17.0, 24.0), mag_slope=0.3)
     )
     chunk_size: int = 512
+    reference_band: str = "i"
 
     def __post_init__(self) -> None:
         if self.stamp_size < 8 or self.stamp_size % 2:
@@ -272,9 +280,13 @@ class SimulationConfig:
         if not (0 < lo < hi and np.isfinite(hi)):
             raise ValueError(f"flux_range must be a positive increasing range, got {(lo, hi)}")
         if self.bands is not None:
-            for b in self.bands:
-                if get_band(b).name not in PAUS_BANDS:
-                    raise ValueError(f"simulations draw PAUS narrow bands only, not {b!r}")
+            surveys = {get_band(b).survey for b in self.bands}
+            if len(surveys) > 1:
+                raise ValueError(f"simulated bands must belong to one survey, got "
+                                 f"{', '.join(sorted(surveys))}")  # fmt: skip
+        if self.reference_band != "i" and self.reference_band not in (self.bands or ()):
+            raise ValueError(f"reference_band must be 'i' or one of the simulated bands, got "
+                             f"{self.reference_band!r}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dictionary (inverse of :meth:`from_dict`)."""
@@ -577,8 +589,27 @@ class Simulator:
         self._renderers: dict[int, Any] = {}
         self.rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0,)))
         names = self.config.bands or tuple(PAUS_BANDS)
-        self._band_numbers = np.array([get_band(b).number for b in names], dtype=np.int64)
-        self._exptime = np.array([b.exposure_time for b in PAUS_BANDS.values()])
+        bands = [get_band(b) for b in names]
+        # PAUS: population columns are the 40 PAUS bands, indexed by band number; another
+        # survey: columns are its bands, in the order of ``names``
+        self._flux_bands: tuple[str, ...] | None = None
+        self._flux_scale: np.ndarray | None = None
+        self._ref_column: int | None = None
+        if all(b.name in PAUS_BANDS for b in bands):
+            self._band_numbers = np.array([b.number for b in bands], dtype=np.int64)
+            self._exptime = np.array([b.exposure_time for b in PAUS_BANDS.values()])
+            self._slot = np.arange(N_PAUS_BANDS, dtype=np.int64)
+            self._n_slots = N_PAUS_BANDS
+        else:
+            self._flux_bands = tuple(b.name for b in bands)
+            self._band_numbers = np.arange(len(bands), dtype=np.int64)
+            self._exptime = np.array([b.exposure_time for b in bands])
+            self._slot = np.array([b.number for b in bands], dtype=np.int64)
+            self._n_slots = bands[0].slots
+            self._flux_scale = 10.0 ** (0.4 * (np.array([b.zero_point for b in bands])
+                                              - POPULATION_ZERO_POINT))  # fmt: skip
+            if self.config.reference_band != "i":
+                self._ref_column = self._flux_bands.index(self.config.reference_band)
 
     # -- public API --
 
@@ -704,10 +735,11 @@ class Simulator:
         s = cfg.stamp_size
 
         # the central galaxies and their observations
-        gal = sample_population(m, rng, config=cfg.population)
+        gal = sample_population(m, rng, bands=self._flux_bands, config=cfg.population)
+        gal = self._in_survey_units(gal)
         band = self._band_numbers[rng.integers(0, self._band_numbers.size, m)]
         state = (rng.random(m) < cfg.camera_state_prob).astype(np.int64)
-        band_idx = band + N_PAUS_BANDS * state
+        band_idx = self._slot[band] + self._n_slots * state
         exptime = self._exptime[band]
         ccd_xy = rng.random((m, 2)) * np.asarray(cfg.ccd_size, dtype=float)
         fwhm = rng.uniform(*cfg.psf_fwhm_range, m)
@@ -736,8 +768,12 @@ class Simulator:
         k = host.size
         is_star = rng.random(k) < cfg.star_fraction
         n_star = int(is_star.sum())
-        nb_gal = sample_population(k - n_star, rng, config=cfg.neighbour_population)
-        stars = sample_stars(n_star, rng, mag_range=cfg.star_mag_range)
+        nb_gal = sample_population(k - n_star, rng, bands=self._flux_bands,
+                                   config=cfg.neighbour_population)  # fmt: skip
+        nb_gal = self._in_survey_units(nb_gal)
+        stars = sample_stars(n_star, rng, bands=self._flux_bands, mag_range=cfg.star_mag_range)
+        if self._flux_scale is not None:
+            stars.flux_e_per_s = stars.flux_e_per_s * self._flux_scale
         nb_r50 = np.full(k, _STAR_R50)
         nb_n = np.full(k, _STAR_N)
         nb_q = np.ones(k)
@@ -866,6 +902,17 @@ class Simulator:
             exposure_time=exptime,
         )
         return batch, extras
+
+    def _in_survey_units(self, gal):
+        """Another survey's galaxies: fluxes through its zero points, the catalogue
+        magnitude in its reference band (PAUS galaxies are returned unchanged)."""
+        if self._flux_scale is None:
+            return gal
+        changes = {"flux_e_per_s": gal.flux_e_per_s * self._flux_scale}
+        if self._ref_column is not None:
+            ref = np.maximum(gal.flux_e_per_s[:, self._ref_column], 1e-6)
+            changes["i_mag"] = POPULATION_ZERO_POINT - 2.5 * np.log10(ref)
+        return dataclasses.replace(gal, **changes)
 
     def _catalogue(self, gal, fwhm: np.ndarray, rng: np.random.Generator) -> dict:
         """Catalogue parameters: the truth, or the truth with errors."""

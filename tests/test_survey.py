@@ -1,0 +1,225 @@
+"""Survey descriptions: the TOML file, the built-in PAUS survey, the simulation they give,
+and the survey recorded in model files and checked at measurement."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumos import bands
+from lumos.errors import LumosError
+from lumos.simulate import SimulationConfig, Simulator
+from lumos.survey import (
+    BROAD_BANDS,
+    SurveySky,
+    check_model_band,
+    load_survey,
+    model_survey,
+    paus_survey,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DECAM_TOML = ROOT / "examples" / "decam" / "decam.toml"
+
+MINIMAL = """\
+name = "Toy"
+pixel_scale = 0.2
+ccd_size = [1000, 2000]
+gain = 2.0
+read_noise = 4.0
+
+[psf]
+family = "moffat"
+fwhm_range = [0.7, 1.1]
+beta_range = [3.0, 4.0]
+
+[bands.toy_r]
+zero_point = 26.0
+exposure_time = 60.0
+sky = 10.0
+wavelength = 6300.0
+fwhm = 1400.0
+"""
+
+
+@pytest.fixture(autouse=True)
+def _restore_band_registry():
+    """Survey files register bands globally: forget them after each test."""
+    saved = dict(bands._REGISTRY)
+    yield
+    bands._REGISTRY.clear()
+    bands._REGISTRY.update(saved)
+    from lumos.survey import _clear_population_tables
+
+    _clear_population_tables()
+
+
+def _write(tmp_path: Path, text: str, name: str = "survey.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_paus_default_is_the_simulation_as_without_a_survey():
+    paus = paus_survey()
+    assert paus.is_paus and paus.name == "PAUS"
+    assert len(paus.bands) == 40 and paus.band_names[0] == "NB455"
+    assert paus.band("nb685").exposure_time == bands.get_band("NB685").exposure_time
+    assert paus.pixel_scale == 0.263 and paus.ccd_size == (4096, 2048)
+    assert paus.camera_states == ("before", "after") and paus.reference_band == "i"
+    assert paus.simulation_config() == SimulationConfig()
+    assert load_survey(None) is paus
+    # PAUS band slots are the historical band x camera-state index
+    assert paus.band_index("NB685", 1) == bands.band_index("NB685", 1) == 23 + 40
+
+
+def test_decam_example_reads_and_registers_its_bands():
+    survey = load_survey(DECAM_TOML)
+    assert survey.name == "DECam" and survey.band_names == ("g", "r", "z")
+    assert survey.pixel_scale == 0.262 and survey.reference_band == "r"
+    assert survey.camera_states == ("default",)
+    r = bands.get_band("r")
+    assert (r.survey, r.number, r.slots) == ("DECam", 1, 3)
+    assert r.zero_point == pytest.approx(26.58) and r.exposure_time == pytest.approx(82.7)
+    slots = [survey.band_index(b) for b in "grz"]
+    assert slots == [0, 1, 2] == [bands.band_index(b) for b in "grz"]
+    assert load_survey(DECAM_TOML).register() == survey.register()  # idempotent
+    meta = survey.to_dict()
+    assert meta["name"] == "DECam" and list(meta["bands"]) == ["g", "r", "z"]
+
+
+def test_decam_zero_points_agree_with_the_survey_ccds_table(shared_data):
+    from astropy.table import Table
+
+    ccds = Table.read(shared_data / "decam-testcase4" / "survey-ccds-1.fits.gz")
+    survey = load_survey(DECAM_TOML)
+    for name in "grz":
+        rows = ccds[np.char.strip(ccds["filter"].astype(str)) == name]
+        zp = np.mean(rows["ccdzpt"]) + 2.5 * np.log10(survey.gain)
+        assert survey.band(name).zero_point == pytest.approx(zp, abs=0.05)
+        assert survey.band(name).exposure_time == pytest.approx(np.mean(rows["exptime"]), rel=0.01)
+
+
+def test_broad_band_defaults_and_filter_curve(tmp_path):
+    text = MINIMAL.replace("wavelength = 6300.0\nfwhm = 1400.0\n", "")
+    text = text.replace("[bands.toy_r]", "[bands.g]")
+    survey = load_survey(_write(tmp_path, text.replace('"Toy"', '"Toy2"')))
+    assert (survey.band("g").wavelength, survey.band("g").fwhm) == BROAD_BANDS["g"]
+    curve = tmp_path / "nb.csv"
+    wave = np.arange(6000.0, 6601.0, 10.0)
+    curve.write_text("# wavelength,throughput\n" + "\n".join(
+        f"{w},{0.5 if 6100 <= w <= 6500 else 0.0}" for w in wave))
+    text = MINIMAL.replace('"Toy"', '"Toy3"').replace("[bands.toy_r]", "[bands.toy_nb]")
+    text = text.replace("read_noise = 4.0", "read_noise = 4.0\ncollecting_area = 10.0")
+    text = text.replace("zero_point = 26.0\n", 'filter_curve = "nb.csv"\n')
+    band = load_survey(_write(tmp_path, text)).band("toy_nb")
+    assert band.curve is not None
+    # 10 m^2, 0.5 throughput over 6095-6505 A (linear edges): 2.5 log10(A F0 / h * int T / l)
+    expected = 2.5 * np.log10(10.0 * 3631e-26 / 6.62607015e-34 * 0.5 * np.log(6505 / 6095))
+    assert band.zero_point == pytest.approx(expected, abs=0.002)
+    response = bands.band_response("toy_nb", np.array([6050.0, 6300.0, 6700.0]))
+    assert response.tolist() == [0.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda t: t.replace("pixel_scale = 0.2\n", ""), "pixel_scale"),
+        (lambda t: t.replace("pixel_scale = 0.2", 'pixel_scale = "big"'), "pixel_scale"),
+        (lambda t: t.replace("gain = 2.0", "gain = -2.0"), "gain"),
+        (lambda t: t.replace("ccd_size = [1000, 2000]", "ccd_size = [1000]"), "ccd_size"),
+        (lambda t: t.replace("exposure_time = 60.0\n", ""), "bands.toy_r.exposure_time"),
+        (lambda t: t.replace("sky = 10.0", "sky = [1, 2]"), "bands.toy_r.sky"),
+        (lambda t: t.replace("zero_point = 26.0\n", ""), "bands.toy_r.zero_point"),
+        (lambda t: t.replace("fwhm = 1400.0\n", "fwhm = 1400.0\ncolour = 3\n"),
+         "bands.toy_r.colour"),
+        (lambda t: t.replace('family = "moffat"', 'family = "gauss"'), "psf.family"),
+        (lambda t: t.replace("beta_range = [3.0, 4.0]", "beta_range = [4.0, 3.0]"),
+         "psf.beta_range"),
+        (lambda t: t.split("[psf]")[0] + "[bands]\n", "psf"),
+        (lambda t: t.replace("read_noise = 4.0", 'read_noise = 4.0\nreference_band = "q"'),
+         "reference_band"),
+        (lambda t: t.replace("read_noise = 4.0", "read_noise = 4.0\ncamera_states = 3"),
+         "camera_states"),
+        (lambda t: t.replace('"Toy"', '"PAUS"'), "name"),
+    ],
+)
+def test_missing_or_malformed_field_is_one_line_naming_it(tmp_path, edit, field):
+    path = _write(tmp_path, edit(MINIMAL))
+    with pytest.raises(LumosError) as exc:
+        load_survey(path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert f"field '{field}'" in message and str(path) in message
+
+
+def test_unreadable_survey_files(tmp_path):
+    with pytest.raises(LumosError, match="survey file not found"):
+        load_survey(tmp_path / "nope.toml")
+    with pytest.raises(LumosError, match="not valid TOML"):
+        load_survey(_write(tmp_path, "name = [unclosed"))
+
+
+def test_band_missing_from_the_survey_names_its_bands():
+    survey = load_survey(DECAM_TOML)
+    with pytest.raises(LumosError, match=re.escape("has no band 'i'; its bands are: g, r, z")):
+        survey.band("i")
+
+
+def test_decam_simulation_uses_the_survey(tmp_path):
+    survey = load_survey(DECAM_TOML)
+    config = survey.simulation_config(chunk_size=64, random_neighbours=0.0,
+                                      close_neighbour_fraction=0.0)
+    assert config.pixel_scale == 0.262 and config.camera_state_prob == 0.0
+    sim = Simulator(config, seed=3, background=survey.background())
+    batch, extras = sim.sample_with_context(200, 60)
+    assert set(batch.band_idx.tolist()) == {0, 1, 2}
+    assert np.all(extras.camera_state == 0)
+    assert np.all(extras.psf_fwhm >= 0.8) and np.all(extras.psf_fwhm <= 1.8)
+    # exposure times and zero points of the survey's bands
+    for k, name in enumerate("grz"):
+        sel = extras.band == k
+        assert np.allclose(extras.exposure_time[sel], survey.band(name).exposure_time)
+    # the catalogue magnitude is the r-band AB magnitude: r flux = 10**(-0.4 (r - zp_r))
+    r = extras.band == 1
+    rate = extras.true_flux[r] / survey.band("r").exposure_time
+    bright = extras.i_mag_catalogue[r] < 22
+    predicted = 10 ** (-0.4 * (extras.i_mag_catalogue[r][bright] - survey.band("r").zero_point))
+    assert np.allclose(rate[bright], predicted, rtol=1e-4)
+    # the sky is each band's typical level
+    z = extras.band == 2
+    assert np.median(extras.sky_model[z][:, 0, 0]) == pytest.approx(90.5 * 138.3, rel=1e-5)
+
+
+def test_same_seed_paus_simulation_is_unchanged_by_survey_support():
+    a = Simulator(SimulationConfig(chunk_size=32), seed=5).sample(8)
+    b = Simulator(paus_survey().simulation_config(chunk_size=32), seed=5).sample(8)
+    assert np.array_equal(a.pixels.numpy(), b.pixels.numpy())
+    assert int(a.band_idx.max()) < 80
+
+
+def test_survey_sky_levels():
+    survey = load_survey(DECAM_TOML)
+    sky = SurveySky(survey)
+    rng = np.random.default_rng(0)
+    sample = sky.sample(3, 20, np.array([0, 1, 2]), np.zeros((3, 2)), np.full(3, 100.0), rng)
+    assert np.allclose(sample.sky_model[:, 0, 0], [440.0, 1370.0, 9050.0])
+    assert np.allclose(sample.sky_sigma, np.sqrt(np.array([440.0, 1370.0, 9050.0]) + 36.0))
+
+
+def test_model_survey_check():
+    survey = load_survey(DECAM_TOML)
+    decam_meta = {"survey": survey.to_dict()}
+    check_model_band(decam_meta, "r")
+    check_model_band(None, "NB685")  # a model without a survey is a PAUS model
+    assert model_survey({})["name"] == "PAUS"
+    with pytest.raises(LumosError, match="trained for survey PAUS, not for DECam"):
+        check_model_band({}, "r")
+    with pytest.raises(LumosError, match="trained for survey DECam, not for PAUS.*--survey"):
+        check_model_band(decam_meta, "NB685")
+    only_gr = {"survey": {**survey.to_dict(), "bands": {"g": {}, "r": {}}}}
+    with pytest.raises(LumosError, match="not trained for band z of survey DECam"):
+        check_model_band(only_gr, "z")
