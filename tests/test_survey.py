@@ -223,3 +223,116 @@ def test_model_survey_check():
     only_gr = {"survey": {**survey.to_dict(), "bands": {"g": {}, "r": {}}}}
     with pytest.raises(LumosError, match="not trained for band z of survey DECam"):
         check_model_band(only_gr, "z")
+
+
+# --- recorded in the model file and checked at measurement ----------------------------------
+
+
+def _decam_like_image(path: Path, band_value: str = "r DECam SDSS c0002 6415.0 1480.0"):
+    """A two-HDU DECam-like exposure in ADU: FILTER and EXPTIME in the primary header."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(4)
+    data = (rng.normal(600.0, 12.0, (120, 120))).astype(np.float32)
+    yy, xx = np.mgrid[:120, :120]
+    data += (400.0 * np.exp(-0.5 * ((xx - 60) ** 2 + (yy - 60) ** 2) / 3.0**2)).astype(np.float32)
+    primary = fits.PrimaryHDU()
+    primary.header["FILTER"] = band_value
+    primary.header["EXPTIME"] = 90.0
+    image = fits.ImageHDU(data)
+    image.header["PSFFWHM"] = 1.2
+    fits.HDUList([primary, image]).writeto(path)
+    return path
+
+
+def _catalogue(path: Path) -> Path:
+    from astropy.table import Table
+
+    Table({"id": [1, 2], "x": [60.0, 30.0], "y": [60.0, 90.0], "r50": [0.6, 0.4],
+           "sersic_n": [1.0, 2.0], "q": [0.8, 0.9], "pa": [10.0, 40.0],
+           "i_mag": [20.0, 21.5]}).write(path)  # fmt: skip
+    return path
+
+
+def _cli(argv, capsys):
+    from lumos.cli import main
+
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_train_records_the_survey_and_measure_checks_it(tmp_path, capsys):
+    import json
+
+    from lumos.tableio import read_table
+
+    model = tmp_path / "decam-tiny"
+    status, out, err = _cli(["train", "--survey", DECAM_TOML, "--config", "tiny", "--epochs", 1,
+                             "--samples-per-epoch", 100, "--batch-size", 50, "--val-size", 50,
+                             "--out", model, "--checkpoints", tmp_path / "ck", "--threads", 1,
+                             "--seed", 3], capsys)  # fmt: skip
+    assert status == 0, err
+    meta = json.loads(model.with_suffix(".json").read_text())["training"]
+    assert meta["survey"]["name"] == "DECam" and list(meta["survey"]["bands"]) == ["g", "r", "z"]
+    assert meta["simulation_config"]["bands"] == ["g", "r", "z"]
+    assert meta["simulation_config"]["pixel_scale"] == 0.262
+
+    image = _decam_like_image(tmp_path / "r.fits")
+    cat = _catalogue(tmp_path / "cat.fits")
+    ok = tmp_path / "ok.fits"
+    status, out, err = _cli(["measure", image, cat, "--out", ok, "--survey", DECAM_TOML,
+                             "--model", model], capsys)  # fmt: skip
+    assert status == 0, err
+    table = read_table(ok)
+    assert list(table["band"]) == ["r", "r"] and np.all(np.isfinite(table["flux"]))
+    assert table.meta["GAIN"] == 3.8 and table.meta["FLUXUNIT"] == "adu"
+    assert table.meta["EXPTIME"] == 90.0
+
+    # the shipped PAUS model on a DECam image; the DECam model on a PAUS image
+    cases = [
+        (["measure", image, cat, "--out", tmp_path / "a.fits", "--survey", DECAM_TOML],
+         "trained for survey PAUS, not for DECam images (band r)"),
+        (["measure", image, cat, "--out", tmp_path / "b.fits"], "give --survey FILE"),
+        (["measure", image, cat, "--out", tmp_path / "c.fits", "--band", "r"],
+         "unknown band 'r'"),
+        (["measure", image, cat, "--out", tmp_path / "d.fits", "--band", "i", "--survey",
+          DECAM_TOML, "--model", model], "has no band 'i'; its bands are: g, r, z"),
+    ]
+    from lumos.field import simulate_field
+
+    field = simulate_field(n_galaxies=4, shape=(150, 150), seed=2)
+    (tmp_path / "paus").mkdir()
+    field.write(tmp_path / "paus")
+    cases.append((["measure", tmp_path / "paus" / "image.fits", tmp_path / "paus" /
+                   "catalogue.fits", "--out", tmp_path / "e.fits", "--model", model],
+                  "trained for survey DECam, not for PAUS images (band NB685)"))
+    saved = dict(bands._REGISTRY)
+    for argv, message in cases:
+        bands._REGISTRY.clear()  # each command line is a fresh process
+        bands._REGISTRY.update({k: v for k, v in saved.items() if v.survey == "PAUS"})
+        status, out, err = _cli(argv, capsys)
+        assert status == 1, argv
+        lines = [line for line in err.splitlines() if line.startswith("lumos measure")]
+        assert len(lines) == 1 and message in lines[0], err
+        assert "Traceback" not in err and not Path(argv[3]).exists()
+
+
+def test_manifest_with_survey_is_refused(tmp_path, capsys):
+    from astropy.table import Table
+
+    manifest = tmp_path / "images.csv"
+    Table({"path": ["a.fits"]}).write(manifest)
+    status, out, err = _cli(["measure", manifest, "cat.fits", "--out", tmp_path / "o.fits",
+                             "--survey", DECAM_TOML], capsys)  # fmt: skip
+    assert status == 1 and "not with a manifest" in err
+
+
+def test_shipped_model_refuses_a_real_decam_image(shared_data, tmp_path, capsys):
+    image = next((shared_data / "decam-testcase4" / "images").rglob("*_ooi_r_*.fits"))
+    cat = _catalogue(tmp_path / "cat.fits")
+    out = tmp_path / "o.fits"
+    status, _, err = _cli(["measure", image, cat, "--out", out, "--survey", DECAM_TOML,
+                           "--psf-fwhm", 1.3], capsys)  # fmt: skip
+    assert status == 1 and "trained for survey PAUS, not for DECam images (band r)" in err
+    assert not out.exists()

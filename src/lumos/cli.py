@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="FILE",
                    help="bad-pixel mask of the image (same shape; non-zero = bad)")
     p.add_argument("--model", help="lumos model file (default: the shipped model)")
+    p.add_argument("--survey", metavar="FILE",
+                   help="survey description (TOML) of the image: its bands can then be "
+                   "measured (default PAUS)")  # fmt: skip
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (manifests)")
     p.add_argument("--workers", type=int,
                    help="batches measured side by side in one image (default: one per core)")
@@ -90,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="number of stamps")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--survey", metavar="FILE",
+                   help="survey description (TOML) to simulate (default PAUS)")
 
     p = sub.add_parser("train", help="train a lumos model on on-the-fly simulations")
     p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")
@@ -115,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a likelihood model: no catalogue magnitude input, fluxes drawn "
                    "log-uniform, importance-weighted loss")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--survey", metavar="FILE",
+                   help="survey description (TOML) to train for (default PAUS); recorded in "
+                   "the model file")  # fmt: skip
 
     p = sub.add_parser("calibrate", help="fit a trained model's sigma scale (and shared error)")
     p.add_argument("model", help="trained, uncalibrated model")

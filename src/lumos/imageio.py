@@ -87,6 +87,7 @@ def read_image(path: str | Path, hdu: int | str | None = None):
     data : numpy.ndarray
         Image as float32.
     header : astropy.io.fits.Header
+        The image HDU's header, completed by the primary header's keywords it lacks.
     wcs : astropy.wcs.WCS or None
         None when the header has no celestial WCS.
 
@@ -113,6 +114,8 @@ def read_image(path: str | Path, hdu: int | str | None = None):
                 raise ImageError(f"HDU {hdu!r} of {path.name} is not a 2-D image")
             data = np.asarray(chosen.data, dtype=np.float32)
             header = chosen.header.copy()
+            if chosen is not hdul[0]:
+                _inherit(header, hdul[0].header)
     except ImageError:
         raise
     except Exception as exc:
@@ -125,6 +128,24 @@ def read_image(path: str | Path, hdu: int | str | None = None):
     except Exception:
         wcs = None
     return data, header, wcs
+
+
+_STRUCTURAL = {"SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "BSCALE",
+               "BZERO", "BLANK", "CHECKSUM", "DATASUM", "EXTNAME", "EXTVER", "INHERIT",
+               "COMMENT", "HISTORY", ""}  # fmt: skip
+
+
+def _inherit(header: fits.Header, primary: fits.Header) -> None:
+    """Add the primary header's keywords that an extension lacks (FITS ``INHERIT``).
+
+    Multi-extension camera files (DECam's, for one) keep the filter, exposure time and
+    other exposure-wide keywords in the primary header only.
+    """
+    for card in primary.cards:
+        key = card.keyword
+        if key in _STRUCTURAL or key.startswith("NAXIS") or key in header:
+            continue
+        header.append((key, card.value, card.comment), end=True)
 
 
 def image_metadata(

@@ -478,6 +478,9 @@ def measure_file(
         from .network import load_default_model, load_model
 
         model = load_model(model_path) if model_path is not None else load_default_model()
+        from .survey import check_model_band
+
+        check_model_band(getattr(model, "metadata", None), meta.band)
     result = measure_image(
         image, catalogue, meta, method=method, model=model, progress=progress,
         batch_size=batch_size, workers=workers, psf=psf, weight=weight, mask=mask,

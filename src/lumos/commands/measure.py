@@ -1,4 +1,9 @@
-"""``lumos measure``: one image, or a manifest of images through Dask."""
+"""``lumos measure``: one image, or a manifest of images through Dask.
+
+``--survey FILE`` makes that survey's bands measurable (and its gain, read noise and pixel
+scale the defaults for keywords the image lacks); the model must have been trained for the
+image's survey and band (:func:`lumos.survey.check_model_band`).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +51,44 @@ def _pixel_files(args: argparse.Namespace) -> dict:
     return {key: value for key, value in given.items() if value is not None}
 
 
+def _survey_defaults(args: argparse.Namespace, overrides: dict, keywords: dict) -> dict:
+    """Load ``--survey`` (registering its bands) and fill the image metadata it gives.
+
+    The survey's pixel scale (without a WCS), gain and read noise stand in for header
+    keywords the image lacks (options and header keywords come first), and the flux unit is
+    ``adu`` when the survey's gain is not 1; a header band such as DECam's
+    ``"r DECam SDSS c0002 6415.0 1480.0"`` is read by its first word. Returns the completed
+    overrides.
+    """
+    from ..errors import LumosError
+    from ..imageio import DEFAULT_KEYWORDS, read_image
+    from ..survey import load_survey
+
+    survey = load_survey(args.survey)
+    if args.band is not None:
+        overrides["band"] = survey.band(args.band).name
+    if overrides.get("camera_state") is not None:
+        survey.band_index(survey.bands[0].name, overrides["camera_state"])
+    _, header, wcs = read_image(args.image)
+    keys = {**DEFAULT_KEYWORDS, **keywords}
+    fallback = {"gain": survey.gain, "read_noise": survey.read_noise}
+    if wcs is None:
+        fallback["pixel_scale"] = survey.pixel_scale
+    if survey.gain != 1.0:
+        fallback["unit"] = "adu"
+    for item, value in fallback.items():
+        if overrides.get(item) is None and keys.get(item) not in header:
+            overrides[item] = value
+    if overrides.get("band") is None and keys["band"] in header:
+        value = str(header[keys["band"]]).strip()
+        try:
+            overrides["band"] = survey.band(value).name
+        except LumosError:
+            first = value.split()[0] if value.split() else value
+            overrides["band"] = survey.band(first).name  # e.g. DECam's "r DECam SDSS c0002"
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import LumosError
     from ..imageio import DEFAULT_KEYWORDS
@@ -66,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
     files = _pixel_files(args)
+    if getattr(args, "survey", None) is not None:
+        if is_manifest(args.image):
+            raise LumosError("--survey works with one image at a time, not with a manifest")
+        overrides = _survey_defaults(args, overrides, keywords)
     if is_manifest(args.image):
         if files:
             names = ", ".join("--" + name.removesuffix("_path") for name in files)

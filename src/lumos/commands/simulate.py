@@ -1,4 +1,8 @@
-"""``lumos simulate``: TEAHUPOO stamps with truth into an HDF5 file."""
+"""``lumos simulate``: TEAHUPOO stamps with truth into an HDF5 file.
+
+``--survey FILE`` simulates that survey's bands, camera, PSF range and sky instead of
+PAUS's.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,20 @@ from ..errors import LumosError
 from ..tableio import check_output_path
 
 
+def training_background(args: argparse.Namespace, survey) -> dict:
+    """``Simulator`` keywords for the background of ``simulate``/``train``.
+
+    PAUS without other options: ``{}`` (the simulator's default synthetic sky); another
+    survey: its :class:`lumos.survey.SurveySky`.
+    """
+    if survey.is_paus:
+        return {}
+    return {"background": survey.background()}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..simulate import simulate_to_file
+    from ..survey import load_survey
 
     out = Path(args.out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
@@ -18,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, table=False)
     if args.n <= 0:
         raise LumosError(f"--n must be positive, got {args.n}")
-    simulate_to_file(args.n, out, seed=args.seed, progress=True)
+    survey = load_survey(getattr(args, "survey", None))
+    config = None if survey.is_paus else survey.simulation_config()
+    simulate_to_file(args.n, out, seed=args.seed, config=config, progress=True,
+                     **training_background(args, survey))  # fmt: skip
     print(f"wrote {args.n} simulated stamps (seed {args.seed}) to {out}")
     return 0

@@ -1,4 +1,9 @@
-"""``lumos train``: supervised training on on-the-fly TEAHUPOO simulations."""
+"""``lumos train``: supervised training on on-the-fly TEAHUPOO simulations.
+
+With ``--survey FILE`` the simulations are of that survey (bands, exposure times, zero
+points, pixel scale, CCD, PSF range), and the survey is recorded in the model file
+(``training["survey"]``); without it, PAUS.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from ..errors import LumosError
 def run(args: argparse.Namespace) -> int:
     from ..model_io import load_model, save_model
     from ..network import LumosNet, NetworkConfig
-    from ..simulate import CatalogueErrors, SimulationConfig, Simulator
+    from ..simulate import CatalogueErrors, Simulator
+    from ..survey import load_survey
     from ..training import TrainingConfig, simulator_stream, train, validation_seed
+    from .simulate import training_background
 
     for name in ("epochs", "samples_per_epoch", "batch_size", "lr_step", "val_size"):
         if getattr(args, name) < 1:
@@ -43,15 +50,17 @@ def run(args: argparse.Namespace) -> int:
         model = LumosNet(config)
     errors = (CatalogueErrors.realistic() if args.catalogue_errors == "realistic"
               else CatalogueErrors())  # fmt: skip
-    sim_config = SimulationConfig(
+    survey = load_survey(getattr(args, "survey", None))
+    sim_config = survey.simulation_config(
         catalogue_errors=errors,
         two_component_fraction=args.two_component_fraction,
         flux_prior="loguniform" if args.likelihood else "population",
     )
+    sim_kwargs = training_background(args, survey)
     t0 = time.perf_counter()
     val_seed = validation_seed(args.seed)
     print(f"lumos train: drawing {args.val_size} held-out validation stamps (seed {val_seed})")
-    val_batch = Simulator(sim_config, seed=val_seed).sample(args.val_size)
+    val_batch = Simulator(sim_config, seed=val_seed, **sim_kwargs).sample(args.val_size)
     train_config = TrainingConfig(
         n_epochs=args.epochs,
         samples_per_epoch=args.samples_per_epoch,
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads,
     )
     result = train(
-        model, simulator_stream(sim_config), val_batch, train_config,
+        model, simulator_stream(sim_config, **sim_kwargs), val_batch, train_config,
         checkpoint_dir=args.checkpoints, resume=not args.no_resume,
     )  # fmt: skip
     last = result.history[-1] if result.history else {}
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             "network": args.config,
             "started_from": start,
             "simulation_config": sim_config.to_dict(),
+            "survey": survey.to_dict(),
             "epochs_completed": result.epochs_completed,
             "validation_seed": val_seed,
             "validation_size": args.val_size,
