@@ -336,3 +336,89 @@ def test_shipped_model_refuses_a_real_decam_image(shared_data, tmp_path, capsys)
                            "--psf-fwhm", 1.3], capsys)  # fmt: skip
     assert status == 1 and "trained for survey PAUS, not for DECam images (band r)" in err
     assert not out.exists()
+
+
+# --- training inputs from the command line: --backgrounds ----------------------------------
+
+
+def _noise_image(path: Path, sources: bool, seed: int) -> Path:
+    """A 300 x 300 FITS image of unit noise, with bright point sources or without."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0.0, 1.0, (300, 300)).astype(np.float32)
+    if sources:
+        data[rng.integers(0, 300, 900), rng.integers(0, 300, 900)] += 500.0
+    fits.PrimaryHDU(data).writeto(path)
+    return path
+
+
+def test_backgrounds_manifest_serves_each_band_its_own_images(tmp_path):
+    from lumos.background_manifest import training_background
+
+    _noise_image(tmp_path / "plain.fits", False, 1)
+    _noise_image(tmp_path / "stars.fits", True, 2)
+    manifest = _write(tmp_path, "path,band,camera_state\nplain.fits,g,0\nstars.fits,r,\n"
+                      "stars.fits,z,-1\n", "bg.csv")  # fmt: skip
+    survey = load_survey(DECAM_TOML)
+    background = training_background(survey, manifest)
+    rng = np.random.default_rng(0)
+    band_idx = np.repeat([0, 1, 2], 20)
+    t = np.full(60, 100.0)
+    xy = np.column_stack([np.full(60, 2000.0), np.full(60, 4000.0)])  # DECam CCD position
+    sample = background.sample(60, 40, band_idx, xy, t, rng)
+    level = np.array([4.4, 13.7, 90.5])[band_idx] * 100.0
+    assert np.allclose(sample.sky_sigma, np.sqrt(level + 36.0), rtol=1e-5)
+    peaks = (sample.pixels.max(axis=(1, 2)) - level) / sample.sky_sigma
+    assert np.all(peaks[:20] < 7) and np.all(peaks[20:] > 50)  # g plain; r and z with stars
+    # mixed with the synthetic sky: about half the stamps are flat
+    mixed = training_background(survey, manifest, fraction=0.5)
+    sample = mixed.sample(200, 40, np.full(200, 1), xy[:1].repeat(200, 0), np.full(200, 100.0),
+                          np.random.default_rng(1))  # fmt: skip
+    flat = (sample.pixels.max(axis=(1, 2)) - 1370.0) / sample.sky_sigma < 7
+    assert 0.35 < flat.mean() < 0.65
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("path,band\nplain.fits,i\n", "row 1: survey DECam"),
+        ("path,band\nplain.fits,g\n", "has no image for band(s) r, z"),
+        ("path\nplain.fits\n", "needs a 'band' column"),
+        ("path,band\nnope.fits,any\n", "row 1: image not found"),
+        ("path,band,camera_state\nplain.fits,any,1\n", "camera_state 1 is not one of"),
+        ("path,band,colour\nplain.fits,any,red\n", "unknown column 'colour'"),
+    ],
+)
+def test_bad_backgrounds_manifest_is_one_line(tmp_path, capsys, text, message):
+    _noise_image(tmp_path / "plain.fits", False, 1)
+    manifest = _write(tmp_path, text, "bg.csv")
+    out = tmp_path / "s.h5"
+    status, _, err = _cli(["simulate", "--n", 4, "--out", out, "--survey", DECAM_TOML,
+                           "--backgrounds", manifest], capsys)  # fmt: skip
+    assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_background_fraction_needs_backgrounds(tmp_path, capsys):
+    status, _, err = _cli(["simulate", "--n", 4, "--out", tmp_path / "s.h5",
+                           "--background-fraction", 0.5], capsys)  # fmt: skip
+    assert status == 1 and "--background-fraction needs --backgrounds" in err
+
+
+def test_paus_model_trains_on_real_kids_cutouts_through_the_cli(shared_data, tmp_path, capsys):
+    import json
+
+    kids = shared_data / "kids" / "r.fits"
+    if not kids.is_file():
+        pytest.skip("KiDS images not available")
+    manifest = _write(tmp_path, f"path,band\n{kids},any\n", "kids.csv")
+    model = tmp_path / "paus-kids"
+    status, out, err = _cli(["train", "--backgrounds", manifest, "--config", "tiny",
+                             "--epochs", 1, "--samples-per-epoch", 200, "--batch-size", 100,
+                             "--val-size", 50, "--out", model, "--checkpoints", tmp_path / "ck",
+                             "--threads", 1, "--seed", 2], capsys)  # fmt: skip
+    assert status == 0, err
+    meta = json.loads(model.with_suffix(".json").read_text())["training"]
+    assert meta["survey"]["name"] == "PAUS" and meta["epochs_completed"] == 1
+    assert "--backgrounds" in meta["command"] and np.isfinite(meta["final_metrics"]["val_loss"])

@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--survey", metavar="FILE",
                    help="survey description (TOML) to simulate (default PAUS)")
+    p.add_argument("--backgrounds", metavar="MANIFEST",
+                   help="table of real images (path, band or 'any', optional camera_state, "
+                   "hdu, psf_fwhm) whose random cutouts are the stamps' backgrounds")
+    p.add_argument("--background-fraction", type=float,
+                   help="fraction of stamps on real backgrounds, the rest on synthetic sky "
+                   "(default 1 with --backgrounds)")
 
     p = sub.add_parser("train", help="train a lumos model on on-the-fly simulations")
     p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")
@@ -123,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--survey", metavar="FILE",
                    help="survey description (TOML) to train for (default PAUS); recorded in "
                    "the model file")  # fmt: skip
+    p.add_argument("--backgrounds", metavar="MANIFEST",
+                   help="table of real images (path, band or 'any', optional camera_state, "
+                   "hdu, psf_fwhm) whose random cutouts are the stamps' backgrounds")
+    p.add_argument("--background-fraction", type=float,
+                   help="fraction of stamps on real backgrounds, the rest on synthetic sky "
+                   "(default 1 with --backgrounds)")
 
     p = sub.add_parser("calibrate", help="fit a trained model's sigma scale (and shared error)")
     p.add_argument("model", help="trained, uncalibrated model")

@@ -1,7 +1,8 @@
 """``lumos simulate``: TEAHUPOO stamps with truth into an HDF5 file.
 
 ``--survey FILE`` simulates that survey's bands, camera, PSF range and sky instead of
-PAUS's.
+PAUS's; ``--backgrounds MANIFEST`` pastes the galaxies onto cutouts of real images
+(``--background-fraction`` of the stamps, the rest on the synthetic sky).
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ from ..tableio import check_output_path
 def training_background(args: argparse.Namespace, survey) -> dict:
     """``Simulator`` keywords for the background of ``simulate``/``train``.
 
-    PAUS without other options: ``{}`` (the simulator's default synthetic sky); another
-    survey: its :class:`lumos.survey.SurveySky`.
+    PAUS without ``--backgrounds``: ``{}`` (the simulator's default synthetic sky); another
+    survey: its :class:`lumos.survey.SurveySky`; with ``--backgrounds MANIFEST``: cutouts of
+    the listed real images, mixed with the synthetic sky by ``--background-fraction``
+    (:func:`lumos.background_manifest.training_background`).
     """
-    if survey.is_paus:
-        return {}
-    return {"background": survey.background()}
+    from ..background_manifest import training_background as background_source
+
+    backgrounds = getattr(args, "backgrounds", None)
+    fraction = getattr(args, "background_fraction", None)
+    if fraction is not None and backgrounds is None:
+        raise LumosError("--background-fraction needs --backgrounds MANIFEST")
+    source = background_source(survey, backgrounds, 1.0 if fraction is None else fraction)
+    return {} if source is None else {"background": source}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise LumosError(f"--n must be positive, got {args.n}")
     survey = load_survey(getattr(args, "survey", None))
+    background = training_background(args, survey)
     config = None if survey.is_paus else survey.simulation_config()
     simulate_to_file(args.n, out, seed=args.seed, config=config, progress=True,
-                     **training_background(args, survey))  # fmt: skip
+                     **background)  # fmt: skip
     print(f"wrote {args.n} simulated stamps (seed {args.seed}) to {out}")
     return 0
