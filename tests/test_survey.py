@@ -422,3 +422,59 @@ def test_paus_model_trains_on_real_kids_cutouts_through_the_cli(shared_data, tmp
     meta = json.loads(model.with_suffix(".json").read_text())["training"]
     assert meta["survey"]["name"] == "PAUS" and meta["epochs_completed"] == 1
     assert "--backgrounds" in meta["command"] and np.isfinite(meta["final_metrics"]["val_loss"])
+
+
+# --- PSFEx family: the survey's own PSFs in the simulation ---------------------------------
+
+
+def test_psfex_survey_simulates_with_the_survey_psfs(shared_data, tmp_path, capsys):
+    from astropy.table import Table
+
+    from lumos.psfex import read_psfex
+
+    calib = shared_data / "decam-testcase4" / "calib"
+    text = DECAM_TOML.read_text().replace('name = "DECam"', 'name = "DECamPSFEx"')
+    text = text.replace('family = "moffat"\nfwhm_range = [0.8, 1.8]      # arcsec\n'
+                        'beta_range = [2.5, 5.0]',
+                        f'family = "psfex"\nfiles = ["{calib}/**/*-psfex.fits"]')
+    assert "psfex" in text
+    survey = load_survey(_write(tmp_path, text))
+    assert survey.psf.family == "psfex" and len(survey.psf.files) == 9
+    pool = survey.psf_factory()
+    assert len(pool) == 9 * 16
+    # the pool's PSFs are the models' at their grid positions, and as wide as the seeing
+    model = read_psfex(survey.psf.files[0])
+    (xl, xh), (yl, yh) = model.valid_range()
+    first = pool(torch_zeros(1), torch_zeros(1)).image[0].numpy()
+    assert np.allclose(first, model.evaluate([xl], [yl])[0], atol=1e-12)
+    ccds = Table.read(shared_data / "decam-testcase4" / "survey-ccds-1.fits.gz")
+    seeing = np.asarray(ccds["fwhm"]) * 0.262
+    assert seeing.min() * 0.8 < np.median(pool.fwhm) < seeing.max() * 1.2
+
+    config = survey.simulation_config(chunk_size=32, random_neighbours=0.0)
+    sim = Simulator(config, seed=1, background=survey.background(), psf_factory=pool)
+    batch, extras = sim.sample_with_context(24, 60)
+    assert np.all(np.isfinite(batch.pixels.numpy()))
+    index = extras.psf_beta.astype(int)
+    assert np.array_equal(extras.psf_fwhm, pool.fwhm[index])
+    # the profile channel is the unit-flux galaxy (large ones reach beyond the stamp)
+    sums = extras.profile_catalogue.sum(axis=(1, 2))
+    assert np.all(sums < 1.001) and np.median(sums) > 0.99
+    # and through the command line
+    out = tmp_path / "p.h5"
+    status, _, err = _cli(["simulate", "--n", 8, "--out", out, "--survey",
+                           tmp_path / "survey.toml"], capsys)  # fmt: skip
+    assert status == 0 and out.is_file(), err
+
+
+def torch_zeros(n: int):
+    import torch
+
+    return torch.zeros(n, dtype=torch.float64)
+
+
+def test_psfex_pattern_without_match_is_one_line(tmp_path):
+    text = MINIMAL.replace('family = "moffat"\nfwhm_range = [0.7, 1.1]\nbeta_range = [3.0, 4.0]',
+                           'family = "psfex"\nfiles = ["nowhere/*.fits"]')
+    with pytest.raises(LumosError, match=r"field 'psf.files' pattern 'nowhere/\*.fits' matches"):
+        load_survey(_write(tmp_path, text))

@@ -564,7 +564,9 @@ class Simulator:
         :meth:`lumos.profiles.SersicRenderer.render` signature (default SersicRenderer).
     psf_factory : callable, optional
         ``psf_factory(fwhm, beta)`` building the PSF passed to the renderer (default
-        :class:`lumos.psf.MoffatPSF`).
+        :class:`lumos.psf.MoffatPSF`). A factory with a ``draw(m, rng)`` method returning
+        ``(fwhm, beta)`` arrays draws the stamps' PSF parameters itself instead of the
+        configured ranges (e.g. :class:`lumos.psf_pool.PSFExPool`).
 
     Examples
     --------
@@ -742,8 +744,12 @@ class Simulator:
         band_idx = self._slot[band] + self._n_slots * state
         exptime = self._exptime[band]
         ccd_xy = rng.random((m, 2)) * np.asarray(cfg.ccd_size, dtype=float)
-        fwhm = rng.uniform(*cfg.psf_fwhm_range, m)
-        beta = rng.uniform(*cfg.psf_beta_range, m)
+        draw_psf = getattr(self._psf_factory, "draw", None)
+        if draw_psf is None:
+            fwhm = rng.uniform(*cfg.psf_fwhm_range, m)
+            beta = rng.uniform(*cfg.psf_beta_range, m)
+        else:  # a PSF factory that draws its own PSFs (lumos.psf_pool.PSFExPool)
+            fwhm, beta = draw_psf(m, rng)
         offset = rng.random((m, 2)) - 0.5
         rows = np.arange(m)
         if cfg.flux_prior == "loguniform":
@@ -1098,6 +1104,7 @@ def simulate_to_file(
     compression: str | None = None,
     progress: bool = True,
     background=None,
+    psf_factory=None,
 ) -> Path:
     """Simulate ``n`` stamps into an HDF5 file, chunk by chunk (bounded memory).
 
@@ -1125,6 +1132,8 @@ def simulate_to_file(
         Show a tqdm progress bar.
     background : BackgroundSource, optional
         Background source (default :func:`default_background`).
+    psf_factory : callable, optional
+        PSF factory of the :class:`Simulator` (default Moffat profiles).
 
     Returns
     -------
@@ -1142,7 +1151,7 @@ def simulate_to_file(
     if not out.parent.exists():
         raise ValueError(f"output directory does not exist: {out.parent}")
     cfg = config or SimulationConfig()
-    sim = Simulator(cfg, seed=seed, background=background)
+    sim = Simulator(cfg, seed=seed, background=background, psf_factory=psf_factory)
     attrs = {"seed": int(seed), "n": int(n), "config": cfg.to_dict()}
     if context_size is not None:
         attrs["context_size"] = int(context_size)

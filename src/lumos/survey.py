@@ -17,7 +17,7 @@ other surveys are described by a small TOML file read with :func:`load_survey`::
     flux_range = [1.0, 20000.0]  # e-/s, the log-uniform range of likelihood training
 
     [psf]
-    family = "moffat"            # or "psfex" with files = ["a-psfex.fits", ...]
+    family = "moffat"            # or "psfex" with files = ["a-psfex.fits", "calib/*-psfex.fits"]
     fwhm_range = [0.8, 1.8]      # arcsec
     beta_range = [2.5, 5.0]
 
@@ -31,7 +31,9 @@ other surveys are described by a small TOML file read with :func:`load_survey`::
 
 Every field is required except ``saturation`` (default: none), ``camera_states`` (one
 state), ``reference_band`` (``"i"``), ``mag_range``, ``flux_range``, the band
-``wavelength``/``fwhm`` of the standard broad bands u, g, r, i, z, Y and ``filter_curve``.
+``wavelength``/``fwhm`` of the standard broad bands u, g, r, i, z, Y and ``filter_curve``;
+with ``family = "psfex"`` the ``psf`` table needs ``files`` (paths or glob patterns) instead
+of the ranges, and the simulated PSFs are those models' (:mod:`lumos.psf_pool`).
 A band may give ``filter_curve`` instead of ``zero_point`` when the survey gives its
 ``collecting_area`` (m^2): the zero point is then that of the curve's photon rate. Relative
 paths are relative to the TOML file. A missing, unknown or malformed field is a one-line
@@ -50,6 +52,7 @@ camera-state slots.
 from __future__ import annotations
 
 import functools
+import glob
 import math
 import tomllib
 from collections.abc import Mapping
@@ -271,9 +274,6 @@ class Survey:
 
     def check_simulable(self) -> None:
         """Raise a one-line error unless the population can give fluxes in every band."""
-        if self.psf.family != "moffat":
-            raise LumosError(f"survey {self.name}: simulating PSF family {self.psf.family!r} "
-                             "is not supported yet; use family = \"moffat\"")  # fmt: skip
         if self.is_paus:
             return
         self.register()
@@ -321,6 +321,15 @@ class Survey:
         }
         settings.update(kwargs)
         return SimulationConfig(**settings)
+
+    def psf_factory(self):
+        """The simulator's ``psf_factory``: None (Moffat profiles drawn from the ranges) or,
+        for PSF family ``psfex``, a :class:`lumos.psf_pool.PSFExPool` of the survey's files."""
+        if self.psf.family != "psfex":
+            return None
+        from .psf_pool import PSFExPool
+
+        return PSFExPool(self.psf.files, self.pixel_scale)
 
     def background(self):
         """The synthetic sky of this survey: :class:`lumos.simulate.default_background`
@@ -576,10 +585,20 @@ def survey_from_dict(data: Mapping, source: str = "<dict>", base: str | Path = "
         if (not isinstance(files, list) or not files
                 or not all(isinstance(f, str) and f.strip() for f in files)):
             raise reader.fail("psf.files", "must list at least one PSFEx file")
-        paths = tuple(str((base / f).resolve()) for f in files)
-        for f, p in zip(files, paths, strict=True):
-            if not Path(p).is_file():
+        found: list[str] = []
+        for f in files:
+            if any(c in f for c in "*?["):
+                pattern = f if Path(f).is_absolute() else str(base / f)
+                matches = sorted(str(Path(p).resolve()) for p in glob.glob(pattern, recursive=True)
+                                 if Path(p).is_file())  # fmt: skip
+                if not matches:
+                    raise reader.fail("psf.files", f"pattern {f!r} matches no file")
+                found.extend(matches)
+            elif not (base / f).is_file():
                 raise reader.fail("psf.files", f"names a file that does not exist: {f}")
+            else:
+                found.append(str((base / f).resolve()))
+        paths = tuple(found)
         psf = SurveyPSF("psfex", reader.pair(psf_data, "fwhm_range", "psf.", default=(0.6, 1.3)),
                         reader.pair(psf_data, "beta_range", "psf.", default=(2.5, 5.0)),
                         paths)  # fmt: skip

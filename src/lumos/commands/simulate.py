@@ -15,12 +15,13 @@ from ..tableio import check_output_path
 
 
 def training_background(args: argparse.Namespace, survey) -> dict:
-    """``Simulator`` keywords for the background of ``simulate``/``train``.
+    """``Simulator`` keywords for the background (and PSFs) of ``simulate``/``train``.
 
     PAUS without ``--backgrounds``: ``{}`` (the simulator's default synthetic sky); another
     survey: its :class:`lumos.survey.SurveySky`; with ``--backgrounds MANIFEST``: cutouts of
     the listed real images, mixed with the synthetic sky by ``--background-fraction``
-    (:func:`lumos.background_manifest.training_background`).
+    (:func:`lumos.background_manifest.training_background`). A survey of PSF family
+    ``psfex`` adds its :class:`lumos.psf_pool.PSFExPool` as ``psf_factory``.
     """
     from ..background_manifest import training_background as background_source
 
@@ -29,7 +30,11 @@ def training_background(args: argparse.Namespace, survey) -> dict:
     if fraction is not None and backgrounds is None:
         raise LumosError("--background-fraction needs --backgrounds MANIFEST")
     source = background_source(survey, backgrounds, 1.0 if fraction is None else fraction)
-    return {} if source is None else {"background": source}
+    kwargs = {} if source is None else {"background": source}
+    psf_factory = survey.psf_factory()
+    if psf_factory is not None:
+        kwargs["psf_factory"] = psf_factory
+    return kwargs
 
 
 def run(args: argparse.Namespace) -> int:
