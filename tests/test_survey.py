@@ -478,3 +478,18 @@ def test_psfex_pattern_without_match_is_one_line(tmp_path):
                            'family = "psfex"\nfiles = ["nowhere/*.fits"]')
     with pytest.raises(LumosError, match=r"field 'psf.files' pattern 'nowhere/\*.fits' matches"):
         load_survey(_write(tmp_path, text))
+
+
+def test_camera_state_and_band_slots_must_match_the_survey_and_model(tmp_path, capsys):
+    image = _decam_like_image(tmp_path / "r.fits")
+    cat = _catalogue(tmp_path / "cat.fits")
+    out = tmp_path / "o.fits"
+    status, _, err = _cli(["measure", image, cat, "--out", out, "--survey", DECAM_TOML,
+                           "--camera-state", 1], capsys)  # fmt: skip
+    assert status == 1 and "has 1 camera state(s); got camera state 1" in err
+    # a model trained with the bands in another order
+    survey = load_survey(DECAM_TOML)
+    reordered = {**survey.to_dict(), "bands": {"r": {}, "g": {}, "z": {}}}
+    with pytest.raises(LumosError, match="band r of survey DECam is band 2 of 3 in the survey "
+                       "file but 1 of 3 in the model"):
+        check_model_band({"survey": reordered}, "r")
