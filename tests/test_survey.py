@@ -493,3 +493,34 @@ def test_camera_state_and_band_slots_must_match_the_survey_and_model(tmp_path, c
     with pytest.raises(LumosError, match="band r of survey DECam is band 2 of 3 in the survey "
                        "file but 1 of 3 in the model"):
         check_model_band({"survey": reordered}, "r")
+
+
+def test_backgrounds_manifest_masks_and_weights(tmp_path):
+    from astropy.io import fits
+
+    from lumos.background_manifest import training_background
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(0.0, 1.0, (300, 300)).astype(np.float32)
+    data[:, 150:] += 1000.0 * (rng.random((300, 150)) < 0.02)  # "stars" on the right half
+    fits.PrimaryHDU(data).writeto(tmp_path / "img.fits")
+    mask = np.zeros((300, 300), dtype=np.int16)
+    mask[:, 150:] = 4  # the right half is bad
+    fits.PrimaryHDU(mask).writeto(tmp_path / "mask.fits")
+    weight = np.ones((300, 300), dtype=np.float32)
+    weight[:, 150:] = 0.0
+    fits.PrimaryHDU(weight).writeto(tmp_path / "weight.fits")
+    survey = load_survey(DECAM_TOML)
+    for column, name in (("mask", "mask.fits"), ("weight", "weight.fits")):
+        manifest = _write(tmp_path, f"path,band,{column}\nimg.fits,any,{name}\n", "bg.csv")
+        background = training_background(survey, manifest)
+        n = 40
+        sample = background.sample(n, 40, np.full(n, 1), np.full((n, 2), 1000.0),
+                                   np.full(n, 100.0), np.random.default_rng(0))  # fmt: skip
+        peaks = (sample.pixels.max(axis=(1, 2)) - 1370.0) / sample.sky_sigma
+        assert np.all(peaks < 8), column  # no cutout reaches into the bad half
+    (tmp_path / "small.fits").unlink(missing_ok=True)
+    fits.PrimaryHDU(np.zeros((10, 10), dtype=np.int16)).writeto(tmp_path / "small.fits")
+    manifest = _write(tmp_path, "path,band,mask\nimg.fits,any,small.fits\n", "bg.csv")
+    with pytest.raises(LumosError, match="row 1: mask .*shape"):
+        training_background(survey, manifest)

@@ -12,6 +12,9 @@ A backgrounds manifest is a table (CSV, ECSV, FITS or Parquet) with one row per 
     Camera state (0-based) whose stamps may be cut from it; empty or -1 for every state.
 ``hdu`` (optional)
     HDU holding the image (default: the first 2-D image).
+``mask``, ``weight`` (optional)
+    Bad-pixel mask (non-zero = bad) and inverse-variance map (0 = no data) of the image,
+    same shape: their pixels count as invalid (at most 1% of a cutout, set to the sky).
 ``psf_fwhm`` (optional)
     The image's PSF FWHM, arcsec: checked and recorded, not used by the simulation (the
     simulated galaxy's PSF is drawn from the survey's PSF range).
@@ -39,7 +42,9 @@ from .survey import Survey
 
 __all__ = ["SlotRealBackground", "SurveyLevels", "read_backgrounds", "training_background"]
 
-_COLUMNS = ("path", "band", "camera_state", "hdu", "psf_fwhm")
+_COLUMNS = ("path", "band", "camera_state", "hdu", "mask", "weight", "psf_fwhm")
+#: Largest fraction of invalid pixels in a cutout of an image with a mask or weight map.
+MASKED_BAD_FRACTION = 0.01
 
 
 class SurveyLevels(SyntheticSky):
@@ -135,13 +140,39 @@ def _cell(row, name: str):
     return value
 
 
-def read_backgrounds(path: str | Path, survey: Survey) -> tuple[list[str], list, list[list[int]]]:
+def _local(value, path: Path) -> Path:
+    """A manifest path, relative to the manifest's folder unless absolute."""
+    p = Path(str(value))
+    return p if p.is_absolute() else path.parent / p
+
+
+def _masked_image(image: Path, hdu, mask, weight, path: Path, where: str) -> np.ndarray:
+    """The image with the pixels its mask or weight map marks bad set to NaN."""
+    from .imageio import read_image
+    from .pixelmaps import read_pixel_map
+
+    data, _, _ = read_image(image, hdu)
+    bad = np.zeros(data.shape, dtype=bool)
+    try:
+        if mask is not None:
+            bad |= read_pixel_map(_local(mask, path), data.shape, "mask") != 0
+        if weight is not None:
+            w = read_pixel_map(_local(weight, path), data.shape, "weight map")
+            bad |= ~(np.isfinite(w) & (w > 0))
+    except LumosError as exc:
+        raise LumosError(f"{where}: {exc}") from None
+    data[bad] = np.nan
+    return data
+
+
+def read_backgrounds(path: str | Path, survey: Survey) -> tuple[list, list, list[list[int]]]:
     """Read a backgrounds manifest for ``survey``.
 
     Returns
     -------
-    images : list of str
-        Absolute image paths.
+    images : list of str or numpy.ndarray
+        Absolute image paths, or the image arrays with bad pixels set to NaN for rows with
+        a mask or weight map.
     hdus : list
         HDU of each image (None: the first 2-D image).
     slots : list of list of int
@@ -174,9 +205,7 @@ def read_backgrounds(path: str | Path, survey: Survey) -> tuple[list[str], list,
         image = _cell(row, "path")
         if image is None:
             raise LumosError(f"{where}: empty path")
-        image_path = Path(str(image))
-        if not image_path.is_absolute():
-            image_path = path.parent / image_path
+        image_path = _local(image, path)
         if not image_path.is_file():
             raise LumosError(f"{where}: image not found: {image_path}")
         band = _cell(row, "band")
@@ -202,8 +231,14 @@ def read_backgrounds(path: str | Path, survey: Survey) -> tuple[list[str], list,
         if fwhm is not None and not (np.isfinite(float(fwhm)) and float(fwhm) > 0):
             raise LumosError(f"{where}: psf_fwhm must be positive, got {fwhm}")
         hdu = _cell(row, "hdu")
-        images.append(str(image_path))
-        hdus.append(None if hdu is None else (int(hdu) if str(hdu).isdigit() else str(hdu)))
+        hdu = None if hdu is None else (int(hdu) if str(hdu).isdigit() else str(hdu))
+        mask, weight = _cell(row, "mask"), _cell(row, "weight")
+        if mask is None and weight is None:
+            images.append(str(image_path))
+            hdus.append(hdu)
+        else:
+            images.append(_masked_image(image_path, hdu, mask, weight, path, where))
+            hdus.append(None)
         slots.append([survey.band_index(b, s) for b in names for s in states])
     return images, hdus, slots
 
@@ -233,7 +268,9 @@ def training_background(survey: Survey, backgrounds: str | Path | None = None,
     images, hdus, slots = read_backgrounds(backgrounds, survey)
     sky = SyntheticSky() if survey.is_paus else SurveyLevels(survey)
     try:
-        real = SlotRealBackground(images, slots, hdus, sky=sky)
+        masked = any(isinstance(im, np.ndarray) for im in images)
+        real = SlotRealBackground(images, slots, hdus, sky=sky,
+                                  max_bad_fraction=MASKED_BAD_FRACTION if masked else 0.0)
     except ValueError as exc:
         raise LumosError(f"backgrounds manifest {Path(backgrounds).name}: "
                          f"{str(exc).splitlines()[0]}") from None
