@@ -524,3 +524,11 @@ def test_backgrounds_manifest_masks_and_weights(tmp_path):
     manifest = _write(tmp_path, "path,band,mask\nimg.fits,any,small.fits\n", "bg.csv")
     with pytest.raises(LumosError, match="row 1: mask .*shape"):
         training_background(survey, manifest)
+
+
+def test_a_registered_band_is_still_measured_by_paus_models():
+    band = bands.register_band("TEST_wide", 6230.0, exposure_time=45.0, fwhm=1400.0)
+    assert band.survey == "PAUS" and band.slots == 40
+    check_model_band(None, "TEST_wide")  # seen through the nearest PAUS band, as before
+    with pytest.raises(LumosError, match="trained for survey DECam, not for PAUS"):
+        check_model_band({"survey": load_survey(DECAM_TOML).to_dict()}, "TEST_wide")

@@ -162,7 +162,7 @@ def register_band(
     *,
     number: int | None = None,
     slots: int = N_PAUS_BANDS,
-    survey: str = "custom",
+    survey: str = "PAUS",
     zero_point: float = 24.5,
     curve: tuple | None = None,
     replace: bool = False,
@@ -185,7 +185,8 @@ def register_band(
     slots : int, optional
         Band slots per camera state of the band's survey.
     survey : str, optional
-        Name of the band's survey.
+        Name of the band's survey; by default PAUS, whose network sees the band as the
+        PAUS band of slot ``number``.
     zero_point : float, optional
         AB magnitude of 1 electron per second.
     curve : tuple, optional

@@ -694,11 +694,12 @@ def check_model_band(metadata: Mapping | None, band: str | Band) -> None:
         raise LumosError(f"the model was trained for survey {name}, not for {band.survey} "
                          f"images (band {band.name}){hint}")  # fmt: skip
     bands = list(recorded.get("bands") or {})
+    if name == PAUS_NAME:
+        return  # PAUS models see every band through its PAUS slot
     if band.name not in bands:
         raise LumosError(f"the model was not trained for band {band.name} of survey {name}; "
                          f"its bands are: {', '.join(bands)}")  # fmt: skip
-    if name != PAUS_NAME and (bands.index(band.name) != band.number
-                              or len(bands) != band.slots):
+    if bands.index(band.name) != band.number or len(bands) != band.slots:
         raise LumosError(f"band {band.name} of survey {name} is band {band.number + 1} of "
                          f"{band.slots} in the survey file but {bands.index(band.name) + 1} of "
                          f"{len(bands)} in the model")  # fmt: skip
