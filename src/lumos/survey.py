@@ -10,11 +10,11 @@ other surveys are described by a small TOML file read with :func:`load_survey`::
     ccd_size = [2046, 4094]      # x (width), y (height), pixels
     gain = 3.8                   # e- per ADU of the images
     read_noise = 6.0             # e-
-    saturation = 170000.0        # e-
+    saturation = 165000.0        # e-
     camera_states = ["default"]  # one or two names (2: before / after an intervention)
     reference_band = "r"         # band of the catalogue magnitude ("i": the population's i)
-    mag_range = [17.0, 23.0]     # i-band AB magnitudes of the simulated galaxies
-    flux_range = [1.0, 20000.0]  # e-/s, the log-uniform range of likelihood training
+    mag_range = [17.0, 23.5]     # i-band AB magnitudes of the simulated galaxies
+    flux_range = [2.0, 50000.0]  # e-/s, the log-uniform range of likelihood training
 
     [psf]
     family = "moffat"            # or "psfex" with files = ["a-psfex.fits", "calib/*-psfex.fits"]
@@ -22,9 +22,9 @@ other surveys are described by a small TOML file read with :func:`load_survey`::
     beta_range = [2.5, 5.0]
 
     [bands.r]
-    zero_point = 26.57           # AB magnitude of 1 e-/s
-    exposure_time = 83.0         # s
-    sky = 13.8                   # typical sky, e-/s/pixel
+    zero_point = 26.58           # AB magnitude of 1 e-/s
+    exposure_time = 82.7         # s
+    sky = 13.7                   # typical sky, e-/s/pixel
     wavelength = 6415.0          # Angstrom (optional for u g r i z Y)
     fwhm = 1480.0                # Angstrom (idem)
     # filter_curve = "r.csv"     # or a measured response (two columns: Angstrom, throughput)
