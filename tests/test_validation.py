@@ -45,6 +45,7 @@ TINY = ValidationSizes(
     background_grid=(0.05, 0.5),
     snr_colours=60,
     catalogue_errors=150,
+    coadds=60,
 )
 
 PNGS = (
@@ -192,6 +193,14 @@ def test_other_experiments_finite(cli_run):
     ratio = [v for v in s["snr"]["lumos_over_aperture"] if v is not None]
     assert len(ratio) >= 3 and _all_finite(ratio)
     assert len(s["snr"]["lumos"]["median_per_band"]) == 40
+    c = m["coadds"]
+    assert c["n_exposures"] == 4
+    for name in ("lumos", "aperture"):
+        assert 0.0 < c["methods"][name]["coverage68"] <= 1.0
+        assert _finite(c["methods"][name]["sigma68_D"])
+    # a posterior model's flux follows the catalogue magnitude: the leakage is measured
+    assert set(c["leakage"]) == {"-0.5", "+0.5"}
+    assert _all_finite(c["leakage"]["+0.5"]["flux"])
 
 
 def test_broken_model_fails_calibration(model, cli_run, tmp_path):
@@ -291,3 +300,17 @@ def test_observation_stamp_is_the_context_centre():
     np.testing.assert_allclose(excess, 5e5, rtol=0.02)
     with pytest.raises(ValueError, match="offset"):
         t.replace(offset=np.zeros(n))
+
+
+def test_coadds_of_a_likelihood_model_and_no_likelihood_leakage():
+    from lumos.network import LumosNet, NetworkConfig
+    from lumos.validation.coadds import run_coadds
+
+    torch.manual_seed(0)
+    net = LumosNet(NetworkConfig.tiny().replace(likelihood=True, shared_error=0.02)).eval()
+    r = run_coadds(net, 40, seed=3, n_exposures=2)
+    assert r["likelihood_model"]
+    assert 0.0 <= r["methods"]["lumos"]["coverage68"] <= 1.0
+    for entry in r["leakage"].values():
+        like = np.asarray(entry["flux_like"], float)
+        assert np.all(like[np.isfinite(like)] == 0.0)  # the likelihood never sees i_mag
