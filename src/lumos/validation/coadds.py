@@ -27,14 +27,14 @@ from astropy.table import Table
 
 from ..backgrounds import SyntheticSky
 from ..bands import PAUS_BANDS
-
-_BAND_NAMES = tuple(PAUS_BANDS)  # band number -> name
 from ..flags import UNUSABLE
 from .measuring import measure_all, measure_lumos
 from .metrics import MAG_BINS, binned_statistic, pair_pull, sigma68
 from .scenes import _experiment_rng, draw_targets, observe
 
 __all__ = ["run_coadds"]
+
+_BAND_NAMES = tuple(PAUS_BANDS)  # band number -> name
 
 _K = 5
 
