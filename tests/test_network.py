@@ -150,8 +150,10 @@ def test_range_flags():
     )
     flags = model.range_flags(b)
     assert flags.dtype == torch.int64
-    expected = [1, 0, 0, 0, 1, 1]
-    assert flags.tolist() == [e * int(Flag.OUT_OF_RANGE) for e in expected]
+    expected = [1, 0, 0, 0, 0, 1]
+    missing = [0, 0, 0, 0, 1, 0]  # a missing magnitude is BAD_MAGNITUDE, not out of range
+    assert flags.tolist() == [e * int(Flag.OUT_OF_RANGE) + m * int(Flag.BAD_MAGNITUDE)
+                              for e, m in zip(expected, missing, strict=True)]
     everything = LumosNet(NetworkConfig.tiny())
     b2 = b.replace(i_mag=torch.full((6,), 20.0), band_idx=torch.tensor([0, 79, 80, -1, 5, 6]))
     assert everything.range_flags(b2).tolist() == [0, 0, 32, 32, 0, 0]
