@@ -270,12 +270,17 @@ def cut_stamps(
     masked = (inside & ~good).any(axis=(1, 2))
     flags[masked] |= int(Flag.MASKED)
     c = (size - 1) / 2.0
-    dxg = a[None, None, :] - c - offset[:, 0, None, None]
-    dyg = a[None, :, None] - c - offset[:, 1, None, None]
+    # the core lies within c +- (core_radius + 0.5): look at that box only
+    lo = max(0, int(np.floor(c - core_radius - 0.5)))
+    hi = min(size, int(np.ceil(c + core_radius + 0.5)) + 1)
+    b = a[lo:hi]
+    dxg = b[None, None, :] - c - offset[:, 0, None, None]
+    dyg = b[None, :, None] - c - offset[:, 1, None, None]
     core = dxg**2 + dyg**2 <= core_radius**2
-    core_bad = (core & ~valid).any(axis=(1, 2)) & ~bad_position
+    core_valid = valid[:, lo:hi, lo:hi]
+    core_bad = (core & ~core_valid).any(axis=(1, 2)) & ~bad_position
     flags[core_bad] |= int(Flag.MASKED_CORE)
-    core_empty = ~(core & valid).any(axis=(1, 2)) & ~bad_position
+    core_empty = core.any(axis=(1, 2)) & ~(core & core_valid).any(axis=(1, 2)) & ~bad_position
     flags[core_empty] |= int(Flag.FAILED)
     flags[bad_position] = int(Flag.OFF_IMAGE)
     pixels[bad_position] = 0.0

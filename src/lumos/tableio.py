@@ -2,7 +2,9 @@
 
 Parquet goes through pyarrow directly (vector columns become fixed-size lists), so that no
 pandas is needed. Writes are atomic: a temporary file in the target directory, then a rename,
-so a failed run never leaves a partial table behind.
+so a failed run never leaves a partial table behind. FITS tables carry FITS-standard units
+(:func:`fits_unit`), so that any FITS reader gets them without a warning. The first column name
+of a text file loses a UTF-8 byte-order mark.
 """
 
 from __future__ import annotations
