@@ -178,3 +178,14 @@ def test_reads_the_shared_field_catalogue(shared_data):
     cat = read_catalogue(shared_data / "field-nb685" / "catalogue.fits")
     assert len(cat) == 625
     assert np.all(cat["flags"] == 0)
+
+
+def test_csv_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Spreadsheet exports start with a BOM; it must not stick to the first column name."""
+    plain = tmp_path / "plain.csv"
+    _table().write(plain)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    cat = read_catalogue(bom)
+    assert cat.colnames[0] == "id"
+    np.testing.assert_array_equal(cat["id"], np.arange(1, 6))

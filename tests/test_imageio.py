@@ -90,3 +90,41 @@ def test_write_table_errors(tmp_path):
         write_table(t, tmp_path / "nope" / "x.fits")
     with pytest.raises(LumosError, match="cannot tell the format"):
         write_table(t, tmp_path / "x.txt")
+
+
+def test_a_truncated_fits_image_is_called_truncated(tmp_path):
+    import warnings
+
+    fits.PrimaryHDU(np.ones((256, 256), np.float32), header=_header()).writeto(tmp_path / "a.fits")
+    whole = (tmp_path / "a.fits").read_bytes()
+    (tmp_path / "cut.fits").write_bytes(whole[: len(whole) // 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy's own warning is not printed besides
+        with pytest.raises(ImageError) as info:
+            read_image(tmp_path / "cut.fits")
+    message = str(info.value)
+    assert message.startswith("cannot read FITS image cut.fits: the file is truncated")
+    assert "reshape" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "unit, tunit",
+    [("electron", "ct"), ("electron / s", "ct s-1"), ("adu", "adu"), ("arcsec", "arcsec"),
+     ("ADU", None)],
+)  # fmt: skip
+def test_fits_tables_carry_fits_standard_units(tmp_path, unit, tunit):
+    """Any FITS reader gets the units without a UnitsWarning; lumos gets them back as written."""
+    import warnings
+
+    import astropy.units as u
+
+    t = Table({"flux": [1.0, 2.0], "x": [3.0, 4.0]})
+    t["flux"].unit = unit
+    write_table(t, tmp_path / "t.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = Table.read(tmp_path / "t.fits")
+        ours = read_table(tmp_path / "t.fits")
+    assert plain["flux"].unit == (None if tunit is None else u.Unit(tunit, format="fits"))
+    assert str(ours["flux"].unit) == str(u.Unit(unit, parse_strict="silent"))
+    assert ours["x"].unit is None and not any(k.startswith("LUNIT") for k in ours.meta)

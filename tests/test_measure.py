@@ -6,10 +6,12 @@ import torch
 from astropy.io import fits
 from astropy.table import Table
 
+from lumos.catalogue import read_catalogue
 from lumos.cli import main
 from lumos.field import simulate_field
 from lumos.flags import Flag
-from lumos.measure import OUTPUT_COLUMNS, measure_file
+from lumos.imageio import image_metadata, read_image
+from lumos.measure import OUTPUT_COLUMNS, measure_file, measure_image
 from lumos.network import LumosNet, NetworkConfig, save_model
 from lumos.tableio import read_table
 
@@ -237,3 +239,168 @@ def test_manifest_runs_images_in_parallel_like_one_by_one(field_dir, model_path,
                              model_path=model_path, n_workers=1, progress=False)  # fmt: skip
     assert len(again) == 80
     assert [p.stat().st_mtime_ns for p in parts] == mtimes
+
+
+def _field(field_dir):
+    """The field image (a writable copy), its metadata and its normalised catalogue."""
+    image, header, _ = read_image(field_dir / "image.fits")
+    return image.copy(), image_metadata(header), read_catalogue(field_dir / "catalogue.fits")
+
+
+def _tiny_model(seed=0, simulation_config=None):
+    torch.manual_seed(seed)
+    model = LumosNet(NetworkConfig.tiny())
+    if simulation_config is not None:
+        model.metadata = {"simulation_config": simulation_config}
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", ["lumos", "aperture", "modelfit", "weighted"])
+def test_no_valid_pixel_near_the_centre_is_failed_with_nan_fluxes(field_dir, method):
+    """Every path: a galaxy on an all-NaN patch is FAILED with NaN fluxes, never ~0."""
+    image, meta, cat = _field(field_dir)
+    cat = cat[3:8]
+    x, y = int(round(cat["x"][0])), int(round(cat["y"][0]))
+    image[y - 12 : y + 13, x - 12 : x + 13] = np.nan
+    model = _tiny_model() if method == "lumos" else None
+    out = measure_image(image, cat, meta, method=method, model=model)
+    assert out["flags"][0] & Flag.FAILED and out["flags"][0] & Flag.MASKED_CORE
+    for name in ("flux", "flux_err", "flux_median", "flux_q16", "sigma68", "eta"):
+        assert np.isnan(out[name][0]), name
+    assert np.isnan(out["pdf_mean"][0]).all() and not np.any(out["pdf_weight"][0])
+    assert not np.any(np.asarray(out["flags"][1:]) & Flag.FAILED)
+    assert np.isfinite(out["flux"][1:]).all()
+
+
+def test_an_all_nan_image_is_a_one_line_error(field_dir, model_path, tmp_path, capsys):
+    with fits.open(field_dir / "image.fits") as hdul:
+        fits.PrimaryHDU(np.full((50, 60), np.nan, np.float32), hdul[0].header).writeto(
+            tmp_path / "empty.fits")  # fmt: skip
+    out = tmp_path / "out.fits"
+    status, _, err = _run(["measure", tmp_path / "empty.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--model", model_path], capsys)  # fmt: skip
+    assert status != 0 and not out.exists()
+    assert err.strip().splitlines() == [
+        "lumos measure: error: image empty.fits has no finite pixels (all NaN or infinite)"
+    ]
+
+
+def test_psf_and_pixel_scale_outside_the_training_range_are_out_of_range(field_dir, tmp_path):
+    """The ranges come from the training simulation recorded in the model file."""
+    from lumos.simulate import SimulationConfig
+
+    sim = SimulationConfig(psf_fwhm_range=(0.6, 1.3), psf_beta_range=(2.5, 5.0)).to_dict()
+    save_model(_tiny_model(simulation_config=sim), tmp_path / "ranged")
+    save_model(_tiny_model(), tmp_path / "plain")  # no training metadata
+    image, cat = field_dir / "image.fits", field_dir / "catalogue.fits"
+
+    def flags(model, **overrides):
+        table = measure_file(image, cat, tmp_path / "t.fits", model_path=tmp_path / model,
+                             overrides=overrides, progress=False)  # fmt: skip
+        return (np.asarray(table["flags"]) & Flag.OUT_OF_RANGE) != 0
+
+    assert not flags("ranged").any()  # FWHM 0.85, beta 3.5, 0.263 arcsec/pixel
+    assert not flags("ranged", pixel_scale=0.262).any()  # within the tolerance
+    for overrides in ({"psf_fwhm": 10.0}, {"psf_fwhm": 0.5}, {"psf_beta": 8.0},
+                      {"pixel_scale": 0.339}):  # fmt: skip
+        assert flags("ranged", **overrides).all(), overrides
+        assert not flags("plain", **overrides).any(), overrides  # today's behaviour
+
+
+def test_output_tables_read_without_unit_warnings(field_dir, model_path, tmp_path, capsys):
+    """lumos measure and lumos coadd outputs: Table.read warns nothing, lumos keeps units."""
+    import shutil
+    import warnings
+
+    second = tmp_path / "second.fits"
+    shutil.copy(field_dir / "image.fits", second)
+    cat = field_dir / "catalogue.fits"
+    outputs = []
+    for image, name in ((field_dir / "image.fits", "a.fits"), (second, "b.fits")):
+        status, _, err = _run(["measure", image, cat, "--out", tmp_path / name, "--model",
+                               model_path], capsys)  # fmt: skip
+        assert status == 0, err
+        outputs.append(tmp_path / name)
+    status, _, err = _run(["coadd", *outputs, "--out", tmp_path / "co.fits"], capsys)
+    assert status == 0, err
+    for path in [*outputs, tmp_path / "co.fits"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plain = Table.read(path)
+            ours = read_table(path)
+        flux = "flux" if "flux" in plain.colnames else "flux_ivar"
+        assert plain[flux].unit == "ct"  # the FITS-standard form of a count of electrons
+        assert str(ours[flux].unit) == "electron"
+        assert not any(k.startswith("LUNIT") for k in ours.meta)
+
+
+class _CountingModel(torch.nn.Module):
+    """A network that records how many stamps it was given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.seen = 0
+
+    def forward(self, batch):
+        self.seen += len(batch)
+        return self.model(batch)
+
+    def range_flags(self, batch):
+        return self.model.range_flags(batch)
+
+
+def test_off_image_rows_are_flagged_without_being_cut_or_inferred(field_dir, capsys):
+    """Cost follows the galaxies on the image: off-image rows never reach the network."""
+    from astropy.table import vstack
+
+    image, meta, full = _field(field_dir)
+    on = full[3:6]
+    rng = np.random.default_rng(3)
+    off = full[np.full(20_000, 3)]
+    off["id"] = np.arange(1000, 21_000)
+    off["x"] = rng.uniform(-5e4, 5e4, len(off))
+    off["y"] = np.where(rng.random(len(off)) < 0.5, -100.0, 1e6)
+    cat = vstack([off[:10_000], on, off[10_000:]])
+    model = _CountingModel(_tiny_model())
+    out = measure_image(image, cat, meta, model=model, progress=True, batch_size=64)
+    assert model.seen == 3
+    assert "3/3" in capsys.readouterr().err  # the progress bar counts the measured rows only
+    flags = np.asarray(out["flags"])
+    offs = np.r_[0:10_000, 10_003:20_003]
+    assert np.all(flags[offs] == int(Flag.OFF_IMAGE)) and not np.any(flags[10_000:10_003] & 64)
+    assert np.isnan(out["flux"][offs]).all() and np.isfinite(out["flux"][10_000:10_003]).all()
+    alone = measure_image(image, on, meta, model=_tiny_model())
+    np.testing.assert_allclose(out["flux"][10_000:10_003], alone["flux"], rtol=1e-6)
+
+
+def test_a_missing_magnitude_is_the_network_rule(field_dir):
+    """NaN i_mag reaches the network (no 99 substituted): it is the neutral magnitude."""
+    image, meta, cat = _field(field_dir)
+    cat = cat[3:6]
+    model = _tiny_model()
+    cat["i_mag"][1] = np.nan
+    cat["flags"][1] |= int(Flag.BAD_MAGNITUDE)  # as read_catalogue flags it
+    missing = measure_image(image, cat, meta, model=model)
+    cat["i_mag"][1] = model.config.i_mag_center
+    neutral = measure_image(image, cat, meta, model=model)
+    assert missing["flags"][1] == int(Flag.BAD_MAGNITUDE)
+    assert not missing["pdf_truncated"][1]
+    for name in ("flux", "flux_err", "pdf_mean", "pdf_sigma"):
+        np.testing.assert_allclose(np.asarray(missing[name]), np.asarray(neutral[name]),
+                                   rtol=1e-6)  # fmt: skip
+
+
+def test_nan_and_huge_positions_raise_no_numpy_warnings(field_dir, model_path, tmp_path):
+    import warnings
+
+    cat = Table.read(field_dir / "catalogue.fits")[:4]
+    cat["x"][1], cat["y"][2], cat["x"][3] = np.nan, 1e300, -1e20
+    cat.write(tmp_path / "cat.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("lumos", "aperture"):
+            out = measure_file(field_dir / "image.fits", tmp_path / "cat.fits",
+                               tmp_path / "o.fits", method=method, model_path=model_path,
+                               progress=False)  # fmt: skip
+            assert list(np.asarray(out["flags"][1:]) & Flag.OFF_IMAGE) == [64, 64, 64]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from .bands import Band, get_band
 from .errors import ImageError, LumosError
 
-__all__ = ["ImageMeta", "DEFAULT_KEYWORDS", "read_image", "image_metadata"]
+__all__ = ["ImageMeta", "DEFAULT_KEYWORDS", "read_image", "check_image_data", "image_metadata"]
 
 #: FITS header keywords read for each piece of metadata (configurable per call).
 DEFAULT_KEYWORDS = {
@@ -98,6 +100,35 @@ def read_image(path: str | Path, hdu: int | str | None = None):
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image file not found: {path}")
+    # astropy's warnings are held back: a file that cannot be read gets one error line
+    # (naming a truncation where astropy saw one); one that can gets its warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = _read_image(path, hdu)
+        except ImageError as exc:
+            truncated = _truncation(caught)
+            if truncated and "cannot read FITS image" in str(exc):
+                raise ImageError(f"cannot read FITS image {path.name}: {truncated}") from None
+            raise
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def _truncation(caught) -> str | None:
+    """A one-line description of astropy's "file may have been truncated" warning, if any."""
+    for w in caught:
+        text = str(w.message)
+        if "truncated" in text:
+            sizes = re.findall(r"\((\d+)\)", text)
+            if len(sizes) == 2:
+                return f"the file is truncated ({sizes[0]} of {sizes[1]} bytes)"
+            return "the file is truncated"
+    return None
+
+
+def _read_image(path: Path, hdu: int | str | None):
     try:
         with fits.open(path, memmap=False) as hdul:
             if hdu is not None:
@@ -125,6 +156,25 @@ def read_image(path: str | Path, hdu: int | str | None = None):
     except Exception:
         wcs = None
     return data, header, wcs
+
+
+def check_image_data(data: np.ndarray, path: str | Path) -> None:
+    """Refuse an image without a single finite pixel (nothing on it can be measured).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The image.
+    path : str or Path
+        Its file, for the message.
+
+    Raises
+    ------
+    ImageError
+        If every pixel is NaN or infinite.
+    """
+    if not np.isfinite(data).any():
+        raise ImageError(f"image {Path(path).name} has no finite pixels (all NaN or infinite)")
 
 
 def image_metadata(

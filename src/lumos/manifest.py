@@ -19,6 +19,7 @@ path as written in the manifest.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def is_manifest(path: str | Path) -> bool:
         from astropy.io import fits
 
         try:
-            with fits.open(path) as hdul:
+            # quiet: a broken file is reported once, by the image reader
+            with warnings.catch_warnings(action="ignore"), fits.open(path) as hdul:
                 has_image = any(h.is_image and h.data is not None for h in hdul)
                 tables = [h for h in hdul if isinstance(h, fits.BinTableHDU | fits.TableHDU)]
                 has_paths = any("path" in [c.lower() for c in h.columns.names] for h in tables)

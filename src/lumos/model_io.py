@@ -169,17 +169,23 @@ def save_model(model: LumosNet, path: str | os.PathLike,
 
 
 def _check_not_pickle(path: Path) -> None:
-    if path.suffix.lower() in _PICKLE_SUFFIXES:
+    """Refuse pickles and PyTorch files, naming what a file is (or is not) from its bytes."""
+    kind = _sniff(path) if path.is_file() else None
+    if kind in ("pickle", "zip"):
         raise ModelFileError(
-            f"{path}: looks like a PyTorch/pickle file; lumos model files are "
+            f"{path}: is a {kind} file (PyTorch or pickle), not safetensors; lumos model files "
+            "are NAME.safetensors + NAME.json and pickles are never loaded"
+        )
+    if path.suffix.lower() not in _PICKLE_SUFFIXES:
+        return
+    if kind is None:
+        raise ModelFileError(
+            f"{path}: a PyTorch/pickle file name; lumos model files are "
             "NAME.safetensors + NAME.json and pickles are never loaded"
         )
-    if path.is_file():
-        kind = _sniff(path)
-        if kind in ("pickle", "zip"):
-            raise ModelFileError(
-                f"{path}: is a {kind} file, not safetensors; lumos never loads pickled models"
-            )
+    what = ("a safetensors file without its NAME.json description" if kind == "safetensors"
+            else "not a lumos model file (neither safetensors nor a pickle)")  # fmt: skip
+    raise ModelFileError(f"{path}: {what}; lumos model files are NAME.safetensors + NAME.json")
 
 
 def read_model_description(path: str | os.PathLike) -> dict[str, Any]:

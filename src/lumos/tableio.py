@@ -2,7 +2,9 @@
 
 Parquet goes through pyarrow directly (vector columns become fixed-size lists), so that no
 pandas is needed. Writes are atomic: a temporary file in the target directory, then a rename,
-so a failed run never leaves a partial table behind.
+so a failed run never leaves a partial table behind. FITS tables carry FITS-standard units
+(:func:`fits_unit`), so that any FITS reader gets them without a warning. The first column name
+of a text file loses a UTF-8 byte-order mark.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from astropy.table import Table
 
 from .errors import LumosError
 
-__all__ = ["TABLE_FORMATS", "table_format", "check_output_path", "read_table", "write_table"]
+__all__ = [
+    "TABLE_FORMATS",
+    "table_format",
+    "check_output_path",
+    "fits_unit",
+    "read_table",
+    "write_table",
+]
 
 TABLE_FORMATS = {
     ".fits": "fits",
@@ -76,18 +85,27 @@ def read_table(path: str | Path, what: str = "table", error=LumosError) -> Table
         raise error(str(exc)) from None
     try:
         if fmt == "parquet":
-            return _read_parquet(path)
+            return _strip_bom(_read_parquet(path))
         with warnings.catch_warnings():
-            # non-standard FITS units (e.g. "electron") come back as unrecognised units
+            # non-standard units in foreign files come back as unrecognised units
             warnings.simplefilter("ignore", u.UnitsWarning)
             if fmt == "fits":
-                return Table.read(path, format="fits", hdu=_first_table_hdu(path, what, error))
-            return Table.read(path, format=fmt)
+                table = Table.read(path, format="fits", hdu=_first_table_hdu(path, what, error))
+                return _strip_bom(_restore_units(table))
+            return _strip_bom(Table.read(path, format=fmt))
     except LumosError:
         raise
     except Exception as exc:  # astropy and pyarrow raise many kinds for a corrupt file
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise error(f"cannot read {what} {path.name}: {msg}") from None
+
+
+def _strip_bom(table: Table) -> Table:
+    """Drop a UTF-8 byte-order mark that a text file left on its first column name."""
+    if table.colnames and table.colnames[0].startswith("\ufeff"):
+        first = table.colnames[0]
+        table.rename_column(first, first.lstrip("\ufeff"))
+    return table
 
 
 def _first_table_hdu(path: Path, what: str, error) -> int:
@@ -148,21 +166,77 @@ def _write_parquet(table: Table, path: str) -> None:
     pq.write_table(arrow, path)
 
 
+#: FITS-standard stand-ins for units the FITS standard lacks (a number of electrons is a count).
+_FITS_EQUIVALENTS = {"electron": "ct"}
+#: Header keyword prefix recording a column's unit where TUNITn holds a FITS stand-in.
+_LUMOS_UNIT_KEY = "LUNIT"
+
+
+def fits_unit(unit) -> str | None:
+    """The unit as a FITS-standard TUNITn string that reads back without a warning.
+
+    Units the standard lacks are written through a FITS-standard equivalent
+    (``electron`` -> ``ct``, ``electron / s`` -> ``ct / s``).
+
+    Parameters
+    ----------
+    unit : astropy.units.UnitBase or str
+        The unit.
+
+    Returns
+    -------
+    str or None
+        The TUNITn value, or None when the unit has no FITS form.
+    """
+    unit = u.Unit(unit, parse_strict="silent")
+    candidates = [unit]
+    if not isinstance(unit, u.UnrecognizedUnit):
+        bases = [u.Unit(_FITS_EQUIVALENTS.get(b.to_string(), b)) for b in unit.bases]
+        candidates.append(u.CompositeUnit(unit.scale, bases, unit.powers))
+    for candidate in candidates:
+        try:
+            text = candidate.to_string("fits")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                u.Unit(text, format="fits")
+        except (ValueError, TypeError, UserWarning):
+            continue
+        return text
+    return None
+
+
 def _write_fits(table: Table, path: str) -> None:
-    """FITS with the units written as TUNITn strings even where not FITS-standard."""
+    """FITS whose TUNITn values are FITS-standard (:func:`fits_unit`), so that any reader
+    gets them without a warning. Where the FITS form differs from the table's unit, or there
+    is none, ``LUNITn`` keeps the unit as written, for :func:`read_table` to restore."""
     from astropy.io import fits
 
     plain = table.copy(copy_data=False)
     units = {}
     for name in plain.colnames:
         if plain[name].unit is not None:
-            units[name] = plain[name].unit.to_string()
+            units[name] = plain[name].unit
             plain[name].unit = None
     hdu = fits.table_to_hdu(plain)
     for i, name in enumerate(plain.colnames, start=1):
-        if name in units:
-            hdu.header[f"TUNIT{i}"] = units[name]
+        if name not in units:
+            continue
+        text = units[name].to_string()
+        standard = fits_unit(units[name])
+        if standard is not None:
+            hdu.header[f"TUNIT{i}"] = standard
+        if standard is None or u.Unit(standard, format="fits") != units[name]:
+            hdu.header[f"{_LUMOS_UNIT_KEY}{i}"] = (text, f"unit of column {i} as written")
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
+
+
+def _restore_units(table: Table) -> Table:
+    """Give columns back the units recorded in ``LUNITn`` (see :func:`_write_fits`)."""
+    for i, name in enumerate(table.colnames, start=1):
+        key = f"{_LUMOS_UNIT_KEY}{i}"
+        if key in table.meta:
+            table[name].unit = u.Unit(str(table.meta.pop(key)), parse_strict="silent")
+    return table
 
 
 def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
