@@ -10,6 +10,7 @@ columns and co-adds treat them alike.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .bands import band_index
 from .catalogue import read_catalogue
 from .errors import LumosError
 from .flags import Flag
-from .imageio import ImageMeta, image_metadata, read_image
+from .imageio import DEFAULT_KEYWORDS, ImageMeta, image_metadata, read_image
 from .stamps import STAMP_SIZE, StampBatch, cut_stamps
 from .tableio import check_output_path, write_table
 
@@ -382,6 +383,7 @@ def measure_file(
     progress: bool = True,
     batch_size: int = 256,
     workers: int | None = None,
+    notes: bool = True,
 ) -> Table:
     """Measure one FITS image for a catalogue file and write the table atomically.
 
@@ -414,15 +416,24 @@ def measure_file(
         Galaxies per batch.
     workers : int, optional
         Threads measuring batches side by side (see :func:`measure_image`).
+    notes : bool
+        Say on standard error when a value falls back to a default (an exposure time
+        missing from the header and the options takes the band's nominal one).
 
     Returns
     -------
     astropy.table.Table
-        The table written.
+        The table written; ``meta`` records the exposure time used (``EXPTIME``) and where
+        it came from (``EXPTSRC``: option, header or band default).
     """
     out_path = check_output_path(out_path)
     image, header, wcs = read_image(image_path)
     meta = image_metadata(header, overrides, keywords, wcs)
+    if notes and meta.exposure_time_source == "band default":
+        key = (keywords or {}).get("exposure_time", DEFAULT_KEYWORDS["exposure_time"])
+        print(f"lumos: {Path(image_path).name} has no {key} header keyword; using the "
+              f"{meta.band.name} default exposure time of {meta.exposure_time:g} s "
+              "(give --exptime to set it)", file=sys.stderr)  # fmt: skip
     catalogue = read_catalogue(
         catalogue_path, columns=columns, wcs=wcs, pixel_scale=meta.pixel_scale
     )
@@ -441,5 +452,7 @@ def measure_file(
         result.meta["CATPATH"] = str(Path(catalogue_path).resolve())
     result.meta["PSFBETA"] = meta.psf_beta
     result.meta["GAIN"] = meta.gain
+    result.meta["EXPTIME"] = meta.exposure_time
+    result.meta["EXPTSRC"] = meta.exposure_time_source
     write_table(result, out_path)
     return result

@@ -10,9 +10,10 @@ from ..errors import LumosError
 
 def run(args: argparse.Namespace) -> int:
     from ..coadd import coadd_tables
-    from ..tableio import check_output_path, read_table, write_table
+    from ..tableio import announce_overwrite, check_output_path, read_table, write_table
 
     out = check_output_path(args.out)
+    announce_overwrite("coadd", out)
     tables = []
     for path in args.tables:
         table = read_table(path, "measurement table")

@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from ..imageio import DEFAULT_KEYWORDS
     from ..manifest import is_manifest, measure_manifest
     from ..measure import measure_file
+    from ..tableio import announce_overwrite, check_output_path
+
+    check_output_path(args.out)
 
     overrides = {
         "band": args.band,
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     }
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
+    announce_overwrite("measure", args.out)
     if is_manifest(args.image):
         table = measure_manifest(
             args.image, args.catalogue, args.out, method=args.method, model_path=args.model,

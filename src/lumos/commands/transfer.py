@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import LumosError
-from ..tableio import check_output_path
+from ..tableio import announce_overwrite, check_output_path
 
 _DEFAULTS = {
     "images": None,
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise LumosError(f"--out {out.name}: lumos models are NAME.safetensors + NAME.json, "
                          "not pickles")
     check_output_path(out, table=False)
+    from ..model_io import model_paths
+
+    announce_overwrite("transfer", *model_paths(out))
     try:
         config = TransferConfig(
             n_epochs=int(_option(args, "epochs")),
