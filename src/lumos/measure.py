@@ -452,7 +452,6 @@ def measure_file(
         result.meta["CATPATH"] = str(Path(catalogue_path).resolve())
     result.meta["PSFBETA"] = meta.psf_beta
     result.meta["GAIN"] = meta.gain
-    result.meta["EXPTIME"] = meta.exposure_time
     result.meta["EXPTSRC"] = meta.exposure_time_source
     write_table(result, out_path)
     return result
