@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2024, help="random seed")
 
     p = sub.add_parser("measure", help="measure galaxy flux PDFs in an image (or a manifest)")
-    p.add_argument("image", help="FITS image, or a manifest table listing images")
+    p.add_argument("image", help="FITS image, or a manifest: a text file naming one image per "
+                   "line, or a table with a path (or image) column")  # fmt: skip
     p.add_argument("catalogue", help="catalogue (FITS, Parquet, CSV or ECSV)")
-    p.add_argument("--out", required=True, help="output table (.fits, .parquet or .ecsv)")
+    p.add_argument("--out", required=True, help="output table (.fits, .parquet, .ecsv; .csv "
+                   "without the PDF vector columns)")  # fmt: skip
     p.add_argument("--band", help="band name, e.g. NB685 (default: FILTER header keyword)")
     p.add_argument("--psf-fwhm", type=float, help="PSF FWHM in arcsec (default: header)")
     p.add_argument("--psf-beta", type=float, help="Moffat beta of the PSF (default: header or 3.5)")
