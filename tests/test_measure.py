@@ -317,8 +317,10 @@ def dask_scheduler():
     """One local Dask cluster for the manifest tests of this module (its address)."""
     from dask.distributed import LocalCluster
 
+    from lumos.manifest import _NO_DASHBOARD
+
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                           dashboard_address=None)  # fmt: skip
+                           dashboard_address=None, scheduler_kwargs=_NO_DASHBOARD)  # fmt: skip
     yield cluster.scheduler_address
     cluster.close()
 
@@ -367,13 +369,13 @@ def test_manifest_parts_are_reused_only_while_their_inputs_are_unchanged(
         shutil.copy(field_dir / "image.fits", tmp_path / name)
     cat = tmp_path / "cat.fits"
     shutil.copy(field_dir / "catalogue.fits", cat)
-    (tmp_path / "images.txt").write_text("a.fits\nb.fits\n")
+    Table({"path": ["a.fits", "b.fits"]}).write(tmp_path / "images.csv")
     out = tmp_path / "all.fits"
     parts = tmp_path / "all.fits.parts"
 
     def run(**kwargs):
         capsys.readouterr()
-        table = measure_manifest(tmp_path / "images.txt", cat, out, model_path=model_path,
+        table = measure_manifest(tmp_path / "images.csv", cat, out, model_path=model_path,
                                  scheduler=dask_scheduler, progress=False, **kwargs)
         return table, capsys.readouterr().err
 
@@ -417,21 +419,26 @@ def test_failed_manifest_leaves_no_parts_folder(field_dir, tmp_path, dask_schedu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.fits", "m.ecsv"]
 
 
-def test_interrupted_manifest_says_one_line_and_leaves_no_parts(field_dir, tmp_path, capsys,
-                                                                monkeypatch):
-    import lumos.manifest
+def test_interrupted_manifest_says_one_line_and_leaves_no_parts(
+    field_dir, tmp_path, capsys, monkeypatch, dask_scheduler
+):
+    import dask.distributed
 
-    def interrupted(todo, *args, **kwargs):
-        parts = Path(todo[0].part).parent
-        (parts / f".{Path(todo[0].part).name}.tmp").write_text("half written")
+    def interrupted(futures, *args, **kwargs):
+        parts = tmp_path / "out.fits.parts"
+        (parts / ".00000-broken.parquet.tmp").write_text("half written")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lumos.manifest, "_run_jobs", interrupted)
-    (tmp_path / "images.txt").write_text(str(field_dir / "image.fits") + "\n")
-    status, out, err = _run(["measure", tmp_path / "images.txt", field_dir / "catalogue.fits",
-                             "--out", tmp_path / "out.fits"], capsys)  # fmt: skip
-    assert status == 130 and err == "lumos measure: interrupted\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.txt"]
+    monkeypatch.setattr(dask.distributed, "as_completed", interrupted)
+    _corrupt(tmp_path / "broken.fits")  # fails at once: no worker writes a part meanwhile
+    Table({"path": ["broken.fits"]}).write(tmp_path / "images.csv")
+    status, out, err = _run(["measure", tmp_path / "images.csv", field_dir / "catalogue.fits",
+                             "--out", tmp_path / "out.fits", "--scheduler", dask_scheduler],
+                            capsys)  # fmt: skip
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("images:")]  # fmt: skip
+    assert status == 130 and lines == ["lumos measure: interrupted"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.fits", "images.csv"]
 
 
 def test_workers_start_with_sigint_ignored():
@@ -448,8 +455,9 @@ def test_workers_start_with_sigint_ignored():
     previous = tqdm.get_lock()
     try:
         _quiet_worker()
-        assert all(not type(lock).__module__.startswith("multiprocessing")
-                   for lock in tqdm.get_lock().locks)  # fmt: skip
+        assert not type(tqdm.get_lock()).__module__.startswith("multiprocessing")
+        assert not any(type(lock).__module__.startswith("multiprocessing")
+                       for lock in getattr(tqdm.get_lock(), "locks", []))  # fmt: skip
     finally:
         tqdm.set_lock(previous)
 
@@ -467,10 +475,10 @@ def test_ctrl_c_in_a_manifest_run_exits_with_one_line(field_dir, tmp_path):
     names = [f"im{i}.fits" for i in range(8)]
     for name in names:
         shutil.copy(field_dir / "image.fits", tmp_path / name)
-    (tmp_path / "images.txt").write_text("\n".join(names) + "\n")
+    Table({"path": names}).write(tmp_path / "images.csv")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lumos.cli", "measure", "images.txt", str(field_dir /
+        [sys.executable, "-m", "lumos.cli", "measure", "images.csv", str(field_dir /
          "catalogue.fits"), "--out", "out.fits", "--method", "aperture"],
         cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,

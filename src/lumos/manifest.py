@@ -54,6 +54,9 @@ PATH_COLUMNS = ("path", "image", "file", "filename")
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz")
 _LIST_SUFFIXES = (".txt", ".lst", ".list")
 _NAMES_SHOWN = 5
+#: A local scheduler without a dashboard, its HTTP endpoint on a free local port (no warning
+#: when the dashboard's port 8787 is taken).
+_NO_DASHBOARD = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 
 
 def _is_fits_file(path: Path) -> bool:
@@ -428,8 +431,9 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
     if scheduler is None:
         with _sigint_ignored():
             cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, scheduler_kwargs=_NO_DASHBOARD,
+            )  # fmt: skip
     interrupted = False
     client = None
     try:

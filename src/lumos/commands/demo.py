@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LumosError
-from ..tableio import announce_overwrite
+from ..tableio import announce_overwrite, check_output_path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         raise LumosError(f"--out {out} exists and is not a directory")
     if args.n_galaxies < 10:
         raise LumosError("--n-galaxies must be at least 10")
+    if out.is_dir():
+        check_output_path(out / "report.md", table=False)
     announce_overwrite("demo", out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model_io import load_model, model_paths, save_model
     from ..network import LumosNet, NetworkConfig
     from ..simulate import CatalogueErrors, SimulationConfig, Simulator
-    from ..tableio import announce_overwrite
+    from ..tableio import announce_overwrite, check_output_path
     from ..training import (
         TrainingConfig,
         latest_checkpoint,
@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         validation_seed,
     )
 
+    weights = model_paths(args.out)[0]
+    if weights.parent.is_dir():  # else save_model creates it
+        check_output_path(weights, table=False)
     for name in ("epochs", "samples_per_epoch", "batch_size", "lr_step", "val_size"):
         if getattr(args, name) < 1:
             raise LumosError(f"--{name.replace('_', '-')} must be positive")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LumosError
-from ..tableio import announce_overwrite
+from ..tableio import announce_overwrite, check_output_path
 
 #: Exit status when the report is written but the model fails the calibration checks.
 EXIT_CHECKS_FAILED = 1
@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LumosError(f"--out must be a directory, got the file {out}")
+    if out.is_dir():
+        check_output_path(out / "metrics.json", table=False)
     announce_overwrite("validate", out)
     if args.model:
         model = load_model(args.model)
