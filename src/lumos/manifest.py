@@ -31,7 +31,7 @@ import json
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -418,8 +418,9 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
               progress: bool) -> None:
     """Measure the jobs on a Dask cluster; failures by manifest path into ``failures``.
 
-    A local cluster's workers ignore SIGINT: on Ctrl-C this process cancels the work and
-    stops the cluster quietly, then raises KeyboardInterrupt.
+    A local cluster's workers ignore SIGINT: on Ctrl-C this process stops the cluster
+    quietly (on a cluster given by ``scheduler`` it cancels the work), then raises
+    KeyboardInterrupt.
     """
     import os
 
@@ -435,7 +436,7 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
                 dashboard_address=None, scheduler_kwargs=_NO_DASHBOARD,
             )  # fmt: skip
     interrupted = False
-    client = None
+    client, futures = None, {}
     try:
         client = Client(scheduler or cluster)
         if cluster is not None:
@@ -460,13 +461,11 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
         interrupted = True
         raise
     finally:
-        with _quiet_dask() if interrupted else _no_op():
+        with _quiet_dask() if interrupted else nullcontext():
             if client is not None:
+                if interrupted and cluster is None:
+                    client.cancel(list(futures))
                 client.close()
             if cluster is not None:
                 cluster.close()
 
-
-@contextmanager
-def _no_op():
-    yield
