@@ -1,5 +1,7 @@
 """The measurement path: image + catalogue -> table, its contract, bad input and manifests."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -404,3 +406,263 @@ def test_nan_and_huge_positions_raise_no_numpy_warnings(field_dir, model_path, t
                                tmp_path / "o.fits", method=method, model_path=model_path,
                                progress=False)  # fmt: skip
             assert list(np.asarray(out["flags"][1:]) & Flag.OFF_IMAGE) == [64, 64, 64]
+
+
+# --- outputs: format, writability, overwriting, defaults said ------------------------------
+
+
+def test_csv_output_is_written_without_the_vector_columns(field_dir, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    status, _, err = _run(["measure", field_dir / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 0, err
+    table = read_table(out)
+    assert len(table) == 40 and "flux" in table.colnames and "pdf_mean" not in table.colnames
+    assert "CSV cannot hold the vector columns pdf_weight, pdf_mean, pdf_sigma" in err
+
+
+def test_unwritable_output_is_refused_before_measuring(field_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    import errno
+    import tempfile
+
+    import lumos.measure
+
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and str(dir) == str(tmp_path / "ro"):
+            raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/.out.fits.tmp")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured before checking the output")
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(lumos.measure, "measure_image", never)
+    out = tmp_path / "ro" / "out.fits"
+    status, _, err = _run(["measure", field_dir / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 1
+    assert err == f"lumos measure: error: cannot write {out}: permission denied in {out.parent}\n"
+
+
+def test_overwriting_an_output_is_said(field_dir, tmp_path, capsys):
+    out = tmp_path / "out.fits"
+    argv = ["measure", field_dir / "image.fits", field_dir / "catalogue.fits", "--out", out,
+            "--method", "aperture"]  # fmt: skip
+    status, _, err = _run(argv, capsys)
+    assert status == 0 and "overwritten" not in err
+    status, _, err = _run(argv, capsys)
+    assert status == 0 and f"lumos measure: {out} exists and will be overwritten" in err
+
+
+def test_a_missing_exposure_time_is_said_and_recorded(field_dir, tmp_path, capsys):
+    with fits.open(field_dir / "image.fits") as hdul:
+        del hdul[0].header["EXPTIME"]
+        hdul.writeto(tmp_path / "image.fits")
+    out = tmp_path / "out.fits"
+    status, _, err = _run(["measure", tmp_path / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 0, err
+    assert "image.fits has no EXPTIME header keyword; using the NB685 default exposure time" in err
+    table = read_table(out)
+    assert table.meta["EXPTSRC"] == "band default" and table.meta["EXPTIME"] > 0
+    status, _, err = _run(["measure", tmp_path / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture", "--exptime", "60"], capsys)
+    assert "default exposure time" not in err
+    assert read_table(out).meta["EXPTSRC"] == "option"
+    assert read_table(out).meta["EXPTIME"] == 60.0
+
+
+# --- manifests: formats, parts keyed on their inputs, failures and interruptions -----------
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    """One local Dask cluster for the manifest tests of this module (its address)."""
+    from dask.distributed import LocalCluster
+
+    from lumos.manifest import _NO_DASHBOARD
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                           dashboard_address=None, scheduler_kwargs=_NO_DASHBOARD)  # fmt: skip
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+def test_manifest_formats(tmp_path, field_dir):
+    from lumos.errors import LumosError
+    from lumos.manifest import is_manifest, read_manifest
+
+    listing = tmp_path / "images.txt"
+    listing.write_text("# tonight\na.fits\n\n  sub/b.fits  \n")
+    assert is_manifest(listing)
+    assert list(read_manifest(listing)["path"]) == ["a.fits", "sub/b.fits"]
+    bare = tmp_path / "images"  # no suffix, but a text file
+    bare.write_text("a.fits\n")
+    assert is_manifest(bare) and list(read_manifest(bare)["path"]) == ["a.fits"]
+    assert not is_manifest(field_dir / "image.fits")
+    table = tmp_path / "m.csv"
+    Table({"image": ["a.fits", "b.fits"], "band": ["NB685", "NB695"]}).write(table)
+    back = read_manifest(table)
+    assert list(back["path"]) == ["a.fits", "b.fits"] and list(back["band"]) == ["NB685", "NB695"]
+    headerless = tmp_path / "h.csv"
+    headerless.write_text("a.fits\nb.fits\n")
+    assert list(read_manifest(headerless)["path"]) == ["a.fits", "b.fits"]
+    fits_manifest = tmp_path / "m.fits"
+    Table({"IMAGE": ["a.fits"]}).write(fits_manifest)
+    assert is_manifest(fits_manifest) and list(read_manifest(fits_manifest)["path"]) == ["a.fits"]
+    wrong = tmp_path / "w.csv"
+    Table({"name": ["a.fits"], "band": ["NB685"]}).write(wrong)
+    with pytest.raises(LumosError, match=r"needs a 'path' column \(or 'image'\).*one image per "
+                       r"line.*it has the columns: name, band"):  # fmt: skip
+        read_manifest(wrong)
+    empty = tmp_path / "e.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(LumosError, match="lists no images"):
+        read_manifest(empty)
+
+
+def test_manifest_parts_are_reused_only_while_their_inputs_are_unchanged(
+    field_dir, model_path, tmp_path, capsys, dask_scheduler
+):
+    import shutil
+
+    from lumos.manifest import measure_manifest
+
+    for name in ("a.fits", "b.fits"):
+        shutil.copy(field_dir / "image.fits", tmp_path / name)
+    cat = tmp_path / "cat.fits"
+    shutil.copy(field_dir / "catalogue.fits", cat)
+    Table({"path": ["a.fits", "b.fits"]}).write(tmp_path / "images.csv")
+    out = tmp_path / "all.fits"
+    parts = tmp_path / "all.fits.parts"
+
+    def run(**kwargs):
+        capsys.readouterr()
+        table = measure_manifest(tmp_path / "images.csv", cat, out, model_path=model_path,
+                                 scheduler=dask_scheduler, progress=False, **kwargs)
+        return table, capsys.readouterr().err
+
+    first, err = run()
+    assert len(first) == 80 and "reusing" not in err
+    mtimes = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    assert len(mtimes) == 2
+    again, err = run()
+    assert "reusing the results of 2 image(s) whose inputs are unchanged" in err
+    assert {p.name: p.stat().st_mtime_ns for p in parts.iterdir()} == mtimes
+    np.testing.assert_array_equal(again["flux"], first["flux"])
+    # a one-row catalogue: both images are measured again
+    Table.read(cat)[5:6].write(cat, overwrite=True)
+    third, err = run()
+    assert len(third) == 2 and "measuring again 2 image(s)" in err
+    # an image replaced by a blank (NaN but for one corner pixel) one of the same size: only
+    # that one again
+    with fits.open(tmp_path / "b.fits") as hdul:
+        hdul[0].data[:] = np.nan
+        hdul[0].data[0, 0] = 0.0
+        hdul.writeto(tmp_path / "b.fits", overwrite=True)
+    fourth, err = run()
+    assert "reusing the results of 1 image(s)" in err and ": a.fits" in err
+    assert "measuring again 1 image(s)" in err and err.rstrip().endswith("b.fits")
+    flags = dict(zip(fourth["image"], fourth["flags"], strict=True))
+    assert flags["b.fits"] & Flag.MASKED_CORE and not flags["a.fits"] & Flag.MASKED_CORE
+    # other options (the method) measure again too; parts of earlier inputs are removed
+    fifth, err = run(method="aperture")
+    assert "measuring again 2 image(s)" in err and fifth.meta["METHOD"] == "aperture"
+    assert len(list(parts.iterdir())) == 2
+
+
+def test_failed_manifest_leaves_no_parts_folder(field_dir, tmp_path, dask_scheduler):
+    from lumos.errors import LumosError
+    from lumos.manifest import measure_manifest
+
+    broken = _corrupt(tmp_path / "broken.fits")
+    Table({"path": [str(broken)]}).write(tmp_path / "m.ecsv")
+    with pytest.raises(LumosError, match="every image of the manifest failed"):
+        measure_manifest(tmp_path / "m.ecsv", field_dir / "catalogue.fits",
+                         tmp_path / "out.fits", method="aperture", scheduler=dask_scheduler,
+                         progress=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.fits", "m.ecsv"]
+
+
+def test_interrupted_manifest_says_one_line_and_leaves_no_parts(
+    field_dir, tmp_path, capsys, monkeypatch, dask_scheduler
+):
+    import dask.distributed
+
+    def interrupted(futures, *args, **kwargs):
+        parts = tmp_path / "out.fits.parts"
+        (parts / ".00000-broken.parquet.tmp").write_text("half written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dask.distributed, "as_completed", interrupted)
+    _corrupt(tmp_path / "broken.fits")  # fails at once: no worker writes a part meanwhile
+    Table({"path": ["broken.fits"]}).write(tmp_path / "images.csv")
+    status, out, err = _run(["measure", tmp_path / "images.csv", field_dir / "catalogue.fits",
+                             "--out", tmp_path / "out.fits", "--scheduler", dask_scheduler],
+                            capsys)  # fmt: skip
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("images:")]  # fmt: skip
+    assert status == 130 and lines == ["lumos measure: interrupted"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.fits", "images.csv"]
+
+
+def test_workers_start_with_sigint_ignored():
+    import signal
+
+    from lumos.manifest import _quiet_worker, _sigint_ignored
+
+    before = signal.getsignal(signal.SIGINT)
+    with _sigint_ignored():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is before
+    from tqdm import tqdm
+
+    previous = tqdm.get_lock()
+    try:
+        _quiet_worker()
+        assert not type(tqdm.get_lock()).__module__.startswith("multiprocessing")
+        assert not any(type(lock).__module__.startswith("multiprocessing")
+                       for lock in getattr(tqdm.get_lock(), "locks", []))  # fmt: skip
+    finally:
+        tqdm.set_lock(previous)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_manifest_run_exits_with_one_line(field_dir, tmp_path):
+    """A real Ctrl-C (SIGINT to the process group) once the first image is done."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    names = [f"im{i}.fits" for i in range(8)]
+    for name in names:
+        shutil.copy(field_dir / "image.fits", tmp_path / name)
+    Table({"path": names}).write(tmp_path / "images.csv")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lumos.cli", "measure", "images.csv", str(field_dir /
+         "catalogue.fits"), "--out", "out.fits", "--method", "aperture"],
+        cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    parts = tmp_path / "out.fits.parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and any(p.suffix == ".parquet" and not p.name.startswith(".")
+                                  for p in parts.iterdir()):  # fmt: skip
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interruption")
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("images:")]  # fmt: skip
+    assert proc.returncode == 130 and lines == ["lumos measure: interrupted"], err

@@ -221,6 +221,20 @@ def test_save_load_round_trip(tmp_path, tiny, batch):
         assert torch.equal(a.log_weights, b.log_weights)
 
 
+def test_model_files_honour_the_umask_also_when_overwritten(tmp_path, tiny):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        for _ in range(2):  # new, then overwritten
+            save_model(tiny, tmp_path / "m")
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+            assert modes == {"m.json": 0o644, "m.safetensors": 0o644}
+    finally:
+        os.umask(previous)
+
+
 def test_pickles_are_refused(tmp_path, tiny):
     pt = tmp_path / "model.pt"
     torch.save(tiny.state_dict(), pt)

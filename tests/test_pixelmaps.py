@@ -172,7 +172,7 @@ def test_manifest_file_columns_and_one_image_options(files, tmp_path, capsys):
 
     manifest = Table({"path": ["image.fits", "image.fits"], "weight": ["weight.fits", ""],
                       "mask": ["mask.fits", ""], "psf": ["", "/abs/psf.fits"]})  # fmt: skip
-    jobs = _jobs(manifest, files, str(files / "cat.fits"), tmp_path)
+    jobs = _jobs(manifest, files, str(files / "cat.fits"))
     assert jobs[0].files == {"weight_path": str(files / "weight.fits"),
                              "mask_path": str(files / "mask.fits")}  # fmt: skip
     assert jobs[1].files == {"psf_path": "/abs/psf.fits"}

@@ -88,8 +88,10 @@ def cli_run(model, tmp_path_factory) -> tuple[Path, dict]:
                        "--quick"])  # fmt: skip
     finally:
         mp.undo()
-    assert status == 0
-    return out, json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the exit status follows the calibration checks (the untrained tiny model fails them)
+    assert status == (0 if metrics["accuracy"]["calibration"]["checks"]["all"] else 1)
+    return out, metrics
 
 
 def _finite(x) -> bool:
@@ -222,6 +224,26 @@ def test_broken_model_fails_calibration(model, cli_run, tmp_path):
     s_bad = bad["accuracy"]["accuracy"]["methods"]["lumos"]["sigma68"][:2]
     assert s_bad == pytest.approx(s_good, rel=1e-5)
     assert set(bad["plots"]) == {"accuracy"}
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_exit_status_is_nonzero_when_calibration_fails(tmp_path, capsys, monkeypatch, passed):
+    import lumos.validation.experiments as experiments
+
+    def fake_validation(model, out, **kwargs):
+        checks = {"pit_ks": passed, "coverage68": True, "coverage95": passed, "all": passed}
+        return {"accuracy": {"calibration": {"checks": checks, "pit_ks": 0.1,
+                                             "coverage68": 0.68, "coverage95": 0.9}}}
+
+    monkeypatch.setattr(experiments, "run_validation", fake_validation)
+    monkeypatch.setattr("lumos.network.load_default_model", lambda: None)
+    status = main(["validate", "--out", str(tmp_path / "report")])
+    captured = capsys.readouterr()
+    if passed:
+        assert status == 0 and "checks passed" in captured.out
+    else:
+        assert status == 1 and "checks FAILED" in captured.out
+        assert "fails the calibration checks (pit_ks, coverage95)" in captured.err
 
 
 def test_cli_bad_model(tmp_path, capsys):

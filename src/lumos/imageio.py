@@ -51,6 +51,9 @@ class ImageMeta:
         Electrons per image unit (1 for images in electrons).
     exposure_time : float
         Seconds.
+    exposure_time_source : str
+        Where the exposure time came from: ``"option"``, ``"header"`` or ``"band default"``
+        (the band's nominal exposure time, used when neither gives one).
     camera_state : int
         0 before the camera intervention, 1 after.
     read_noise : float
@@ -72,6 +75,7 @@ class ImageMeta:
     zero_point: float | None = None
     unit: str = "electron"
     extra: dict = field(default_factory=dict)
+    exposure_time_source: str = "header"
 
 
 def read_image(path: str | Path, hdu: int | str | None = None):
@@ -223,6 +227,12 @@ def image_metadata(
         raise LumosError(
             f"PSF FWHM unknown: give --psf-fwhm or the header keyword {keys['psf_fwhm']}"
         )
+    exptime = get("exposure_time")
+    if exptime is None:
+        exptime, exptime_source = band.exposure_time, "band default"
+    else:
+        exptime = _positive(exptime, "exposure time")
+        exptime_source = "option" if "exposure_time" in overrides else "header"
     pixel_scale = get("pixel_scale")
     if pixel_scale is None and wcs is not None:
         pixel_scale = float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
@@ -232,11 +242,8 @@ def image_metadata(
         psf_beta=_positive(get("psf_beta") or 3.5, "PSF beta"),
         pixel_scale=_positive(pixel_scale or 0.263, "pixel scale"),
         gain=_positive(get("gain") or 1.0, "gain"),
-        exposure_time=(
-            _positive(get("exposure_time"), "exposure time")
-            if get("exposure_time") is not None
-            else band.exposure_time
-        ),
+        exposure_time=exptime,
+        exposure_time_source=exptime_source,
         camera_state=int(get("camera_state") or 0),
         read_noise=float(get("read_noise") or 5.0),
         zero_point=None if get("zero_point") is None else float(get("zero_point")),

@@ -10,6 +10,7 @@ columns and co-adds treat them alike.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .bands import band_index
 from .catalogue import read_catalogue
 from .errors import LumosError
 from .flags import Flag
-from .imageio import ImageMeta, check_image_data, image_metadata, read_image
+from .imageio import DEFAULT_KEYWORDS, ImageMeta, check_image_data, image_metadata, read_image
 from .pixelmaps import bad_pixels, variance_from_weight
 from .psfsource import PSFSource
 from .stamps import STAMP_SIZE, StampBatch, cut_stamps, on_image
@@ -462,6 +463,7 @@ def measure_file(
     psf_path: str | Path | None = None,
     weight_path: str | Path | None = None,
     mask_path: str | Path | None = None,
+    notes: bool = True,
 ) -> Table:
     """Measure one FITS image for a catalogue file and write the table atomically.
 
@@ -504,11 +506,15 @@ def measure_file(
         Inverse-variance map in the image's units, same shape as the image.
     mask_path : str or Path, optional
         Bad-pixel mask (non-zero = bad), same shape as the image.
+    notes : bool
+        Say on standard error when a value falls back to a default (an exposure time
+        missing from the header and the options takes the band's nominal one).
 
     Returns
     -------
     astropy.table.Table
-        The table written.
+        The table written; ``meta`` records the exposure time used (``EXPTIME``) and where
+        it came from (``EXPTSRC``: option, header or band default).
     """
     out_path = check_output_path(out_path)
     image, header, wcs = read_image(image_path)
@@ -517,6 +523,11 @@ def measure_file(
         overrides = {**(overrides or {}), "psf_fwhm": 1.0}
     meta = image_metadata(header, overrides, keywords, wcs)
     psf, weight, mask, meta = _pixel_inputs(image.shape, meta, psf_path, weight_path, mask_path)
+    if notes and meta.exposure_time_source == "band default":
+        key = (keywords or {}).get("exposure_time", DEFAULT_KEYWORDS["exposure_time"])
+        print(f"lumos: {Path(image_path).name} has no {key} header keyword; using the "
+              f"{meta.band.name} default exposure time of {meta.exposure_time:g} s "
+              "(give --exptime to set it)", file=sys.stderr)  # fmt: skip
     catalogue = read_catalogue(
         catalogue_path, columns=columns, wcs=wcs, pixel_scale=meta.pixel_scale
     )
@@ -539,6 +550,7 @@ def measure_file(
         result.meta["CATPATH"] = str(Path(catalogue_path).resolve())
     result.meta["PSFBETA"] = meta.psf_beta
     result.meta["GAIN"] = meta.gain
+    result.meta["EXPTSRC"] = meta.exposure_time_source
     write_table(result, out_path)
     return result
 

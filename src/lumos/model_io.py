@@ -101,21 +101,26 @@ def _sniff(path: Path) -> str:
 
 def _tensors_to_file(tensors: dict[str, torch.Tensor], path: Path,
                      metadata: dict[str, str] | None = None) -> None:
-    """Write tensors with safetensors via a temporary file and an atomic rename."""
+    """Write tensors with safetensors via a temporary file and an atomic rename (the file
+    gets the permissions of a new file under the umask)."""
     from safetensors.torch import save_file
+
+    from .tableio import replace_file
 
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(clean, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    replace_file(tmp, path)
 
 
 def _json_to_file(data: dict[str, Any], path: Path) -> None:
+    from .tableio import replace_file
+
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
         f.write("\n")
-    os.replace(tmp, path)
+    replace_file(tmp, path)
 
 
 def _json_default(value: Any):

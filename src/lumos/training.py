@@ -77,6 +77,8 @@ __all__ = [
     "training_simulation",
     "evaluate",
     "latest_checkpoint",
+    "checkpoint_conflicts",
+    "clear_checkpoints",
     "configure_threads",
     "StreamFactory",
 ]
@@ -613,6 +615,68 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return None
 
 
+def checkpoint_conflicts(directory: str | os.PathLike, network_config: dict[str, Any],
+                         seed: int) -> tuple[Path | None, dict[str, Any], list[str]]:
+    """How the latest checkpoint of a folder differs from a run about to resume from it.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        Checkpoint folder.
+    network_config : dict
+        ``NetworkConfig.to_dict()`` of the model to train.
+    seed : int
+        Training seed of the run.
+
+    Returns
+    -------
+    checkpoint : Path or None
+        The latest complete checkpoint (None when there is none).
+    meta : dict
+        Its JSON description (empty when there is none).
+    conflicts : list of str
+        What makes it another run's checkpoint ("network configuration", "seed 1, not
+        2"); empty when the run can resume from it.
+    """
+    ckpt = latest_checkpoint(directory)
+    if ckpt is None:
+        return None, {}, []
+    meta = json.loads(ckpt.read_text())
+    conflicts = []
+    if meta.get("network_config") != network_config:
+        conflicts.append("another network configuration")
+    before = meta.get("training_config", {}).get("seed")
+    if before is not None and int(before) != int(seed):
+        conflicts.append(f"seed {before}, not {seed}")
+    return ckpt, meta, conflicts
+
+
+def clear_checkpoints(directory: str | os.PathLike) -> int:
+    """Remove the epoch checkpoints and the history of an earlier run from a folder.
+
+    A run that does not resume calls this first: a later resume must not pick up a stale
+    checkpoint of a higher epoch, and pruning to the most recent checkpoints must not
+    remove the new run's own.
+
+    Returns
+    -------
+    int
+        Number of checkpoints removed.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return 0
+    removed = 0
+    for p in list(d.iterdir()):
+        m = _CKPT_RE.match(p.name)
+        if m:
+            removed += 1
+            p.unlink(missing_ok=True)
+            p.with_suffix(".safetensors").unlink(missing_ok=True)
+    (d / "history.jsonl").unlink(missing_ok=True)
+    return removed
+
+
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -805,7 +869,9 @@ def train(
         Folder for checkpoints, ``train.log``, ``history.jsonl`` and the ``best`` and
         ``final`` model files.
     resume : bool
-        Continue from the latest complete checkpoint in ``checkpoint_dir`` if there is one.
+        Continue from the latest complete checkpoint in ``checkpoint_dir`` if there is one;
+        when False, the checkpoints of an earlier run in ``checkpoint_dir`` are removed
+        (:func:`clear_checkpoints`).
     progress : bool
         Show a tqdm progress bar (rank 0 only).
 
@@ -856,12 +922,18 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
     best_loss, best_epoch, resumed_from = math.inf, None, None
     consumed = 0
     ckpt = latest_checkpoint(directory) if resume else None
+    if not resume and dist.is_main:
+        removed = clear_checkpoints(directory)
+        if removed:
+            _log.info("not resuming: removed %d checkpoints of an earlier run from %s",
+                      removed, directory)
+    dist.barrier()
     if ckpt is not None:
         meta, tensors = _read_checkpoint(ckpt)
         if meta["network_config"] != model.config.to_dict():
             raise ValueError(
                 f"{ckpt}: the checkpoint's network configuration differs from the model's; "
-                "use another checkpoint_dir or resume=False"
+                "use another checkpoint folder, or start afresh without resuming"
             )
         if meta.get("world_size", 1) != dist.world_size:
             _log.warning("resuming with %d ranks from a checkpoint written with %d: the data "

@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from ..imageio import DEFAULT_KEYWORDS
     from ..manifest import is_manifest, measure_manifest
     from ..measure import measure_file
+    from ..tableio import announce_overwrite, check_output_path
+
+    check_output_path(args.out)
 
     overrides = {
         "band": args.band,
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
     files = _pixel_files(args)
+    announce_overwrite("measure", args.out)
     if is_manifest(args.image):
         if files:
             names = ", ".join("--" + name.removesuffix("_path") for name in files)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import LumosError
-from ..tableio import check_output_path
+from ..tableio import announce_overwrite, check_output_path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, table=False)
     if args.n <= 0:
         raise LumosError(f"--n must be positive, got {args.n}")
+    announce_overwrite("simulate", out)
     simulate_to_file(args.n, out, seed=args.seed, progress=True)
     print(f"wrote {args.n} simulated stamps (seed {args.seed}) to {out}")
     return 0
