@@ -23,8 +23,8 @@ from scipy.optimize import minimize_scalar
 
 def main() -> None:
     from lumos.mixture import GaussianMixture, mixture_nll
-    from lumos.model_io import read_model_description
-    from lumos.network import LumosNet, load_model, save_model
+    from lumos.model_io import load_model, read_model_description, save_model
+    from lumos.network import LumosNet
     from lumos.simulate import CatalogueErrors, SimulationConfig, Simulator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

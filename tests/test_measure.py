@@ -10,7 +10,8 @@ from lumos.cli import main
 from lumos.field import simulate_field
 from lumos.flags import Flag
 from lumos.measure import OUTPUT_COLUMNS, measure_file
-from lumos.network import LumosNet, NetworkConfig, save_model
+from lumos.model_io import save_model
+from lumos.network import LumosNet, NetworkConfig
 from lumos.tableio import read_table
 
 

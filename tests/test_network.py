@@ -13,16 +13,16 @@ from conftest import S, noisy_stamp_batch, stamp_coordinates
 
 from lumos.flags import Flag
 from lumos.mixture import GaussianMixture
-from lumos.model_io import FORMAT_VERSION, model_paths
-from lumos.network import (
-    LumosNet,
+from lumos.model_io import (
+    FORMAT_VERSION,
     ModelFileError,
-    NetworkConfig,
     default_model_path,
     load_default_model,
     load_model,
+    model_paths,
     save_model,
 )
+from lumos.network import LumosNet, NetworkConfig
 from lumos.stamps import StampBatch
 
 

@@ -20,7 +20,9 @@ import torch
 
 from lumos.cli import main
 from lumos.mixture import GaussianMixture
-from lumos.network import LumosNet, NetworkConfig, save_model
+from lumos.model_io import save_model
+from lumos.network import LumosNet, NetworkConfig
+from lumos.stats import pair_pull
 from lumos.validation import experiments as exp
 from lumos.validation.experiments import SEEDS, ValidationSizes, run_validation, to_json
 from lumos.validation.metrics import (
@@ -28,7 +30,6 @@ from lumos.validation.metrics import (
     colour_error,
     gaussian_pit,
     outlier_fractions,
-    pair_pull,
     tolerance_for_error,
 )
 

@@ -24,6 +24,7 @@ from .errors import LumosError
 from .flags import Flag
 from .imageio import ImageMeta, image_metadata, read_image
 from .stamps import STAMP_SIZE, StampBatch, cut_stamps
+from .stats import P16, P975
 from .tableio import check_output_path, write_table
 
 __all__ = [
@@ -185,11 +186,11 @@ def _fill_gaussian(out: Table, rows: slice, flux, flux_err) -> None:
     out["flux_err"][rows] = err
     out["flux_median"][rows] = flux
     out["flux_peak"][rows] = flux
-    z16 = ndtri(0.16)
+    z16, z975 = ndtri(P16), ndtri(P975)  # -1 and 1.96: the quantile levels of lumos.stats
     out["flux_q16"][rows] = flux + z16 * err
     out["flux_q84"][rows] = flux - z16 * err
     out["sigma68"][rows] = err
-    out["sigma95"][rows] = err
+    out["sigma95"][rows] = z975 * err
     out["eta"][rows] = np.where(np.isfinite(err), 1.0, np.nan)
     n = len(flux)
     weight = np.zeros((n, N_COMPONENTS))
@@ -249,7 +250,7 @@ def measure_image(
     n = len(catalogue)
     if method == "lumos":
         if model is None:
-            from .network import load_default_model
+            from .model_io import load_default_model
 
             model = load_default_model()
         model.eval()
@@ -396,7 +397,7 @@ def measure_file(
     )
     model = None
     if method == "lumos":
-        from .network import load_default_model, load_model
+        from .model_io import load_default_model, load_model
 
         model = load_model(model_path) if model_path is not None else load_default_model()
     result = measure_image(

@@ -22,15 +22,13 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from . import __version__
 from .errors import LumosError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .network import LumosNet
+from .network import LumosNet, NetworkConfig
 
 __all__ = [
     "FORMAT_NAME",
@@ -259,8 +257,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from .network import LumosNet, NetworkConfig
 
     description = read_model_description(path)
     weights_path, json_path = model_paths(path)

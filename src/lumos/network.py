@@ -63,11 +63,6 @@ __all__ = [
     "LumosNet",
     "Preprocessed",
     "RawOutput",
-    "ModelFileError",
-    "save_model",
-    "load_model",
-    "default_model_path",
-    "load_default_model",
 ]
 
 #: CCD size (x, y) in pixels used to normalise ``ccd_xy`` (PAUCam CCDs).
@@ -686,13 +681,3 @@ class LumosNet(nn.Module):
                                    device=band.device)
             out |= ~torch.isin(band, allowed)
         return out.long() * int(Flag.OUT_OF_RANGE)
-
-
-# Save and load live in model_io.py (one job per module); re-exported here for convenience.
-from .model_io import (  # noqa: E402
-    ModelFileError,
-    default_model_path,
-    load_default_model,
-    load_model,
-    save_model,
-)

@@ -63,6 +63,7 @@ from .model_io import (
 )
 from .network import LumosNet, RawOutput
 from .stamps import StampBatch
+from .stats import P16, P84, sigma68
 
 __all__ = [
     "TrainingConfig",
@@ -479,10 +480,11 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     -------
     dict
         ``val_loss`` (mean relative-units NLL, see the module docstring), ``val_bias``
-        (median of (mean - truth) / truth), ``val_sigma68`` (half the 16-84 percentile
-        width of that ratio), ``val_coverage68`` (fraction of truths between the 16% and
-        84% quantiles of their PDF), and ``val_bias_bright``/``val_sigma68_bright``
-        (i < 20.5) and ``val_bias_faint``/``val_sigma68_faint``.
+        (median of (mean - truth) / truth), ``val_sigma68`` (:func:`lumos.stats.sigma68` of
+        that ratio), ``val_coverage68`` (fraction of truths between the q16 and q84
+        quantiles of their PDF, :data:`lumos.stats.P16` and :data:`lumos.stats.P84`), and
+        ``val_bias_bright``/``val_sigma68_bright`` (i < 20.5) and
+        ``val_bias_faint``/``val_sigma68_faint``.
     """
     if batch.truth is None:
         raise ValueError("the validation batch needs truth (true fluxes)")
@@ -509,12 +511,6 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     bright = (batch.i_mag.cpu().numpy() < 20.5) & ok
     faint = (batch.i_mag.cpu().numpy() >= 20.5) & ok
 
-    def s68(x: np.ndarray) -> float:
-        if x.size == 0:
-            return float("nan")
-        q16, q84 = np.percentile(x, [16, 84])
-        return float((q84 - q16) / 2)
-
     def med(x: np.ndarray) -> float:
         return float(np.median(x)) if x.size else float("nan")
 
@@ -523,13 +519,13 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     return {
         "val_loss": float(nll_t[finite].mean()) if bool(finite.any()) else float("nan"),
         "val_bias": med(rel[ok]),
-        "val_sigma68": s68(rel[ok]),
-        "val_coverage68": float(((c >= 0.16) & (c <= 0.84)).double().mean()) if c.numel()
+        "val_sigma68": sigma68(rel[ok]),
+        "val_coverage68": float(((c >= P16) & (c <= P84)).double().mean()) if c.numel()
         else float("nan"),
         "val_bias_bright": med(rel[bright]),
-        "val_sigma68_bright": s68(rel[bright]),
+        "val_sigma68_bright": sigma68(rel[bright]),
         "val_bias_faint": med(rel[faint]),
-        "val_sigma68_faint": s68(rel[faint]),
+        "val_sigma68_faint": sigma68(rel[faint]),
     }
 
 

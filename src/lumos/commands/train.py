@@ -11,7 +11,8 @@ from ..errors import LumosError
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..network import LumosNet, NetworkConfig, save_model
+    from ..model_io import save_model
+    from ..network import LumosNet, NetworkConfig
     from ..simulate import Simulator
     from ..training import TrainingConfig, simulator_stream, train, validation_seed
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..bands import get_band
 from ..population import PopulationConfig, galaxy_band_fluxes, sample_shapes, sample_spectra
+from ..stats import P16, P84
 from .measuring import measure_all
 from .scenes import Targets, clean_sky, exposure_times, make_observation, render_profiles
 
@@ -177,9 +178,9 @@ def _metrics(distance, rel_error, n_pairs, n_realisations, f_t, f_n) -> dict:
     }
     for name, rel in rel_error.items():
         med = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in rel])
-        q16 = np.array([np.nanpercentile(r, 15.865) if np.isfinite(r).any() else np.nan
+        q16 = np.array([np.nanpercentile(r, 100 * P16) if np.isfinite(r).any() else np.nan
                         for r in rel])  # fmt: skip
-        q84 = np.array([np.nanpercentile(r, 84.135) if np.isfinite(r).any() else np.nan
+        q84 = np.array([np.nanpercentile(r, 100 * P84) if np.isfinite(r).any() else np.nan
                         for r in rel])  # fmt: skip
         out["bias"][name] = med.tolist()
         out["q16"][name] = q16.tolist()

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backgrounds import SyntheticSky
+from ..stats import pair_pull, sigma68
 from .measuring import observe_and_measure
-from .metrics import MAG_BINS, binned_statistic, pair_pull, sigma68
+from .metrics import MAG_BINS, binned_statistic
 from .scenes import _experiment_rng, draw_targets
 
 __all__ = ["RepeatResult", "run_repeats"]

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
-from .metrics import MAG_BINS, binned_statistic, colour_error, sigma68
+from ..stats import sigma68
+from .metrics import MAG_BINS, binned_statistic, colour_error
 from .repeats import _observe_twice
 from .scenes import _experiment_rng, draw_targets, exposure_times
 
