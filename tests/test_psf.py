@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.special import gamma, kv
 
-from lumos.profiles import SersicRenderer
-from lumos.psf import GaussianPSF, ImagePSF, MoffatPSF, draw_psf
+from lumos.profiles import SersicRenderer, draw_psf
+from lumos.psf import GaussianPSF, ImagePSF, MoffatPSF
 
 PIX = 0.263
 

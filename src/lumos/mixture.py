@@ -20,11 +20,11 @@ always in log space (``log_ndtr``) so that components with mu/sigma << 0 stay fi
 differentiable.
 
 Conventions of the summaries: mean (Eq. 15) and variance with the spread between the
-components (Eq. 16); q16 and q84 are the quantiles at Phi(-1) and Phi(+1), so that
-sigma68 = (q84 - q16) / 2 (Eq. 14) equals sigma for one Gaussian; sigma95 = (q97.5 - q2.5) / 2
-(half width, 1.96 sigma for one Gaussian); eta = sigma68 / std (1 for one Gaussian). The
-paper's text of Eq. 11 (pair loss) and Eq. 22 (eta) could not be retrieved with the project's
-search tools; :func:`pair_nll` and :meth:`GaussianMixture.eta` document the definitions used.
+components (Eq. 16); q16 and q84 are the quantiles at the levels of :mod:`lumos.stats`,
+Phi(-1) and Phi(+1), so that sigma68 = (q84 - q16) / 2 (Eq. 14) equals sigma for one
+Gaussian; sigma95 = (q97.5 - q2.5) / 2 (half width, 1.96 sigma for one Gaussian);
+eta = sigma68 / std (1 for one Gaussian; the paper's Eq. 22 defines its Gaussianity as
+sigma95 / sigma68 - 1 instead). :func:`pair_nll` documents the pair loss (Eq. 11).
 """
 
 from __future__ import annotations
@@ -541,7 +541,7 @@ class GaussianMixture:
     def eta(self) -> Tensor:
         """Gaussianity eta = sigma68 / std, shape [N].
 
-        The paper's Eq. 22 could not be retrieved; this definition is 1 for any single
+        This ratio (not the paper's Eq. 22, sigma95 / sigma68 - 1) is 1 for any single
         Gaussian (untruncated), below 1 for heavy-tailed / outlier-dominated PDFs (the
         standard deviation is inflated by tails that the 68% interval ignores) and above 1
         for flat-topped or well-separated bimodal PDFs.
@@ -1033,9 +1033,9 @@ def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None, width=None
     independent observations) it is minus the log density of the difference f1 - f2 at
     zero: the two observations are asked to measure the same flux. For two single
     Gaussians it is minimised in expectation when both widths equal the true per-exposure
-    scatter, so it is a calibrated (proper) score of the flux *difference*. The exact form
-    used in the paper could not be retrieved (the paper's text was not available to the
-    search tool); this is the overlap-integral form requested by the project.
+    scatter, so it is a calibrated (proper) score of the flux *difference*. This is the
+    overlap integral of the two PDFs; the paper's Eq. 11 writes the same pairwise
+    Gaussian-product terms with their truncation normalisations.
 
     Parameters
     ----------

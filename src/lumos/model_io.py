@@ -97,7 +97,7 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
-def _tensors_to_file(tensors: dict[str, torch.Tensor], path: Path,
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path,
                      metadata: dict[str, str] | None = None) -> None:
     """Write tensors with safetensors via a temporary file and an atomic rename."""
     from safetensors.torch import save_file
@@ -111,12 +111,12 @@ def _tensors_to_file(tensors: dict[str, torch.Tensor], path: Path,
 def _json_to_file(data: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+        json.dump(data, f, indent=2, sort_keys=False, default=json_default)
         f.write("\n")
     os.replace(tmp, path)
 
 
-def _json_default(value: Any):
+def json_default(value: Any):
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if hasattr(value, "tolist"):
@@ -148,7 +148,7 @@ def save_model(model: LumosNet, path: str | os.PathLike,
     weights_path, json_path = model_paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    _tensors_to_file(state, weights_path,
+    write_tensors(state, weights_path,
                      metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
     meta = dict(getattr(model, "metadata", {}) or {}) if training is None else dict(training)
     description = {

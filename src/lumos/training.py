@@ -56,10 +56,10 @@ from torch import nn
 from . import __version__
 from .mixture import GaussianMixture, mixture_nll
 from .model_io import (
-    _json_default,
-    _tensors_to_file,
+    json_default,
     save_model,
     sha256_file,
+    write_tensors,
 )
 from .network import LumosNet, RawOutput
 from .stamps import StampBatch
@@ -629,7 +629,7 @@ def _write_checkpoint(directory: Path, epoch: int, model: LumosNet, ema: _Ema | 
     tensors.update(rng_tensors)
     stem = _ckpt_stem(directory, epoch)
     tensors_path = stem.with_suffix(".safetensors")
-    _tensors_to_file(tensors, tensors_path, metadata={"format": CHECKPOINT_FORMAT})
+    write_tensors(tensors, tensors_path, metadata={"format": CHECKPOINT_FORMAT})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -645,7 +645,7 @@ def _write_checkpoint(directory: Path, epoch: int, model: LumosNet, ema: _Ema | 
     }
     json_path = stem.with_suffix(".json")
     tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, default=_json_default))
+    tmp.write_text(json.dumps(meta, default=json_default))
     os.replace(tmp, json_path)
     # Keep only the most recent `keep` checkpoints.
     old = sorted(
@@ -939,7 +939,7 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             _write_checkpoint(directory, epoch + 1, model, ema, optimizer, scheduler,
                               meta_state, config.keep_checkpoints)
             with open(directory / "history.jsonl", "a") as f:
-                f.write(json.dumps(entry, default=_json_default) + "\n")
+                f.write(json.dumps(entry, default=json_default) + "\n")
             if improved:
                 best_path = save_model(eval_model, directory / "best",
                                        training=_metadata(config, history, dist, batches))

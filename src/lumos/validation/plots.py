@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..instrument import PIXEL_SCALE
 from ..stats import P16, P84, sigma68
 from .metrics import MAG_BINS, binned_accuracy
 
@@ -138,7 +139,7 @@ def plot_deblending(
     distance: np.ndarray,
     rel_error: Mapping[str, np.ndarray],
     path: str | Path,
-    pixel_scale: float = 0.263,
+    pixel_scale: float = PIXEL_SCALE,
     title: str = "",
 ) -> Path:
     """Bias of the target's flux against the neighbour's distance (Fig. 8).
