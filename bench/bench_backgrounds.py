@@ -30,6 +30,7 @@ from lumos.backgrounds import (  # noqa: E402
     SyntheticSky,
     robust_sigma,
 )
+from lumos.instrument import CCD_SIZE  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     n, size = args.n, args.size
     rng = np.random.default_rng(0)
     band = rng.integers(0, 80, n)
-    xy = rng.uniform([0.0, 0.0], [4096.0, 2048.0], (n, 2))
+    xy = rng.uniform([0.0, 0.0], CCD_SIZE, (n, 2))
     t = rng.uniform(70.0, 130.0, n)
 
     def rate(source) -> str:

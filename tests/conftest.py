@@ -77,6 +77,7 @@ def noisy_stamp_batch(mean, profile, flux, offset, g):
     band indices, all drawn from the torch generator ``g``; truth = ``flux``."""
     import torch
 
+    from lumos.instrument import CCD_SIZE
     from lumos.stamps import StampBatch
 
     n = flux.shape[0]
@@ -86,7 +87,7 @@ def noisy_stamp_batch(mean, profile, flux, offset, g):
         pixels=pixels.float(),
         profile=profile.float(),
         i_mag=i_mag.float(),
-        ccd_xy=(torch.rand(n, 2, generator=g) * torch.tensor([4096.0, 2048.0])).float(),
+        ccd_xy=torch.rand(n, 2, generator=g) * torch.tensor(CCD_SIZE, dtype=torch.float32),
         band_idx=torch.randint(0, 80, (n,), generator=g),
         flags=torch.zeros(n, dtype=torch.int64),
         offset=offset.float(),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lumos.instrument import PIXEL_SCALE
 from lumos.profiles import (
     SersicRenderer,
     _sersic_table,
@@ -16,7 +17,7 @@ from lumos.profiles import (
 )
 from lumos.psf import GaussianPSF, MoffatPSF
 
-PIX = 0.263
+PIX = PIXEL_SCALE
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import torch
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
 from ..classical import ContextCutouts
 from ..flags import Flag
-from ..instrument import PIXEL_SCALE
+from ..instrument import CCD_SIZE, PIXEL_SCALE
 from ..profiles import valid_profile_parameters
 from ..stamps import STAMP_SIZE, StampBatch
 
@@ -361,7 +361,7 @@ def draw_targets(
         i_mag=gal.i_mag, band=band, camera_state=rng.integers(0, 2, n),
         psf_fwhm=rng.uniform(*psf_fwhm_range, n), psf_beta=rng.uniform(*psf_beta_range, n),
         offset=rng.random((n, 2)) - 0.5,
-        ccd_xy=rng.random((n, 2)) * np.array([4096.0, 2048.0]),
+        ccd_xy=rng.random((n, 2)) * np.asarray(CCD_SIZE, dtype=float),
     )  # fmt: skip
     return targets, gal
 
