@@ -209,6 +209,7 @@ def test_bad_input_one_line_error_nonzero_exit_no_output(
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
 
 
+@pytest.mark.slow  # starts a local Dask cluster
 def test_manifest_runs_images_in_parallel_like_one_by_one(field_dir, model_path, tmp_path):
     from lumos.manifest import measure_manifest
 

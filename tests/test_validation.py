@@ -103,6 +103,7 @@ def _all_finite(values) -> bool:
 # --- the full run --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_outputs_written_and_embedded(cli_run):
     out, metrics = cli_run
     report = (out / "report.md").read_text()
@@ -121,6 +122,7 @@ def test_outputs_written_and_embedded(cli_run):
     assert all(_finite(v) for v in metrics["runtime_s"].values())
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_catalogue_errors_experiment(cli_run):
     _, m = cli_run
     e = m["catalogue_errors"]
@@ -130,6 +132,7 @@ def test_catalogue_errors_experiment(cli_run):
         assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_calibration_and_accuracy_metrics_finite(cli_run):
     _, m = cli_run
     acc = m["accuracy"]
@@ -161,6 +164,7 @@ def test_calibration_and_accuracy_metrics_finite(cli_run):
     assert "accuracy_isolated" in acc and acc["n_isolated"] > 0
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_other_experiments_finite(cli_run):
     _, m = cli_run
     d = m["deblending"]
@@ -195,6 +199,7 @@ def test_other_experiments_finite(cli_run):
     assert len(s["snr"]["lumos"]["median_per_band"]) == 40
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_broken_model_fails_calibration(model, cli_run, tmp_path):
     _, good = cli_run
     bad = run_validation(ScaledSigmas(model, 3.0), tmp_path, sizes=TINY,
