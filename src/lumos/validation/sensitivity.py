@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..population import POPULATION_Q_RANGE, PopulationConfig
+from ..profiles import SERSIC_N_RANGE
 from .measuring import measure_all
 from .metrics import tolerance_for_error
 from .scenes import CONTEXT, clean_sky, draw_targets, experiment_rng, observe, render_profiles
@@ -75,7 +76,7 @@ def _perturbed_shapes(targets, param: str, delta: float) -> tuple[np.ndarray, ..
     if param == "r50":
         r50 = t.r50 * (1 + delta)
     elif param == "sersic_n":
-        n = np.clip(t.n * (1 + delta), 0.3, 6.2)
+        n = np.clip(t.n * (1 + delta), *SERSIC_N_RANGE)
     elif param == "ellipticity":
         q = np.clip(1.0 - (1.0 - t.q) * (1 + delta), *POPULATION_Q_RANGE)
     elif param == "psf_fwhm":
