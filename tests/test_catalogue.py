@@ -7,6 +7,7 @@ from astropy.wcs import WCS
 from lumos.catalogue import read_catalogue
 from lumos.errors import CatalogueError
 from lumos.flags import Flag
+from lumos.instrument import PIXEL_SCALE
 
 
 def _table(n=5):
@@ -29,7 +30,7 @@ def _wcs():
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crpix = [50.0, 50.0]
     w.wcs.crval = [150.0, 2.0]
-    w.wcs.cdelt = [-0.263 / 3600, 0.263 / 3600]
+    w.wcs.cdelt = [-PIXEL_SCALE / 3600, PIXEL_SCALE / 3600]
     return w
 
 
@@ -169,7 +170,8 @@ def test_units_ellipticity_and_column_map():
     t2["r50"] = np.full(5, 2.0) * u.pix
     with pytest.raises(CatalogueError, match="pixel scale"):
         read_catalogue(t2)
-    np.testing.assert_allclose(read_catalogue(t2, pixel_scale=0.263)["r50"], 0.526)
+    np.testing.assert_allclose(read_catalogue(t2, pixel_scale=PIXEL_SCALE)["r50"],
+                               2 * PIXEL_SCALE)
     with pytest.raises(CatalogueError, match="unknown standard column"):
         read_catalogue(t2, columns={"radius": "r50"})
 

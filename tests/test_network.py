@@ -12,17 +12,18 @@ import torch
 from conftest import S, noisy_stamp_batch, stamp_coordinates
 
 from lumos.flags import Flag
+from lumos.instrument import PIXEL_SCALE
 from lumos.mixture import GaussianMixture
-from lumos.model_io import FORMAT_VERSION, model_paths
-from lumos.network import (
-    LumosNet,
+from lumos.model_io import (
+    FORMAT_VERSION,
     ModelFileError,
-    NetworkConfig,
     default_model_path,
     load_default_model,
     load_model,
+    model_paths,
     save_model,
 )
+from lumos.network import LumosNet, NetworkConfig
 from lumos.stamps import StampBatch
 
 
@@ -382,4 +383,4 @@ def test_observing_ranges_come_from_the_training_simulation(tmp_path):
     assert loaded.observing_range_flags(1.1, 4.0, 0.195) == 0
     assert loaded.observing_range_flags(1.2, 3.5, 0.2) == out
     assert loaded.observing_range_flags(0.9, 2.9, 0.2) == out
-    assert loaded.observing_range_flags(0.9, 3.5, 0.263) == out
+    assert loaded.observing_range_flags(0.9, 3.5, PIXEL_SCALE) == out

@@ -20,7 +20,9 @@ import torch
 
 from lumos.cli import main
 from lumos.mixture import GaussianMixture
-from lumos.network import LumosNet, NetworkConfig, save_model
+from lumos.model_io import save_model
+from lumos.network import LumosNet, NetworkConfig
+from lumos.stats import pair_pull
 from lumos.validation import experiments as exp
 from lumos.validation.experiments import SEEDS, ValidationSizes, run_validation, to_json
 from lumos.validation.metrics import (
@@ -28,7 +30,6 @@ from lumos.validation.metrics import (
     colour_error,
     gaussian_pit,
     outlier_fractions,
-    pair_pull,
     tolerance_for_error,
 )
 
@@ -105,6 +106,7 @@ def _all_finite(values) -> bool:
 # --- the full run --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_outputs_written_and_embedded(cli_run):
     out, metrics = cli_run
     report = (out / "report.md").read_text()
@@ -123,6 +125,7 @@ def test_outputs_written_and_embedded(cli_run):
     assert all(_finite(v) for v in metrics["runtime_s"].values())
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_catalogue_errors_experiment(cli_run):
     _, m = cli_run
     e = m["catalogue_errors"]
@@ -132,6 +135,7 @@ def test_catalogue_errors_experiment(cli_run):
         assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_calibration_and_accuracy_metrics_finite(cli_run):
     _, m = cli_run
     acc = m["accuracy"]
@@ -163,6 +167,7 @@ def test_calibration_and_accuracy_metrics_finite(cli_run):
     assert "accuracy_isolated" in acc and acc["n_isolated"] > 0
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_other_experiments_finite(cli_run):
     _, m = cli_run
     d = m["deblending"]
@@ -205,6 +210,7 @@ def test_other_experiments_finite(cli_run):
     assert _all_finite(c["leakage"]["+0.5"]["flux"])
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_broken_model_fails_calibration(model, cli_run, tmp_path):
     _, good = cli_run
     bad = run_validation(ScaledSigmas(model, 3.0), tmp_path, sizes=TINY,
@@ -236,7 +242,7 @@ def test_exit_status_is_nonzero_when_calibration_fails(tmp_path, capsys, monkeyp
                                              "coverage68": 0.68, "coverage95": 0.9}}}
 
     monkeypatch.setattr(experiments, "run_validation", fake_validation)
-    monkeypatch.setattr("lumos.network.load_default_model", lambda: None)
+    monkeypatch.setattr("lumos.model_io.load_default_model", lambda: None)
     status = main(["validate", "--out", str(tmp_path / "report")])
     captured = capsys.readouterr()
     if passed:

@@ -33,15 +33,12 @@ from torch import Tensor
 from . import flags as flagbits
 from .errors import LumosError
 from .mixture import (
-    P025,
-    P16,
-    P84,
-    P975,
     SUMMARY_KEYS,
     GaussianMixture,
     _map_chunks,
     truncate_mask,
 )
+from .stats import P025, P16, P84, P975
 
 __all__ = ["coadd_tables", "check_exposures", "product_summaries", "COADD_METHODS"]
 

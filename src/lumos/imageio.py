@@ -15,6 +15,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from .bands import Band, get_band
 from .errors import ImageError, LumosError
+from .instrument import PIXEL_SCALE
 
 __all__ = ["ImageMeta", "DEFAULT_KEYWORDS", "read_image", "check_image_data", "image_metadata"]
 
@@ -67,7 +68,7 @@ class ImageMeta:
     band: Band
     psf_fwhm: float
     psf_beta: float = 3.5
-    pixel_scale: float = 0.263
+    pixel_scale: float = PIXEL_SCALE
     gain: float = 1.0
     exposure_time: float | None = None
     camera_state: int = 0
@@ -240,7 +241,7 @@ def image_metadata(
         band=band,
         psf_fwhm=_positive(fwhm, "PSF FWHM"),
         psf_beta=_positive(get("psf_beta") or 3.5, "PSF beta"),
-        pixel_scale=_positive(pixel_scale or 0.263, "pixel scale"),
+        pixel_scale=_positive(pixel_scale or PIXEL_SCALE, "pixel scale"),
         gain=_positive(get("gain") or 1.0, "gain"),
         exposure_time=exptime,
         exposure_time_source=exptime_source,

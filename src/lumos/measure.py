@@ -27,6 +27,7 @@ from .imageio import DEFAULT_KEYWORDS, ImageMeta, check_image_data, image_metada
 from .pixelmaps import bad_pixels, variance_from_weight
 from .psfsource import PSFSource
 from .stamps import STAMP_SIZE, StampBatch, cut_stamps, on_image
+from .stats import P16, P975
 from .tableio import check_output_path, write_table
 
 __all__ = [
@@ -223,12 +224,12 @@ def _fill_gaussian(out: Table, rows: slice, flux, flux_err) -> None:
     out["flux_err"][rows] = err
     out["flux_median"][rows] = flux
     out["flux_peak"][rows] = flux
-    z16 = ndtri(0.16)
+    z16, z975 = ndtri(P16), ndtri(P975)  # -1 and 1.96: the quantile levels of lumos.stats
     out["flux_q16"][rows] = flux + z16 * err
     out["flux_q84"][rows] = flux - z16 * err
     out["sigma68"][rows] = err
-    out["sigma95"][rows] = -ndtri(0.025) * err
-    out["eta"][rows] = np.where(np.isfinite(err), -ndtri(0.025) - 1.0, np.nan)  # Eq. 22
+    out["sigma95"][rows] = z975 * err
+    out["eta"][rows] = np.where(np.isfinite(err), z975 - 1.0, np.nan)  # Eq. 22
     n = len(flux)
     weight = np.zeros((n, N_COMPONENTS))
     weight[:, 0] = 1.0
@@ -314,7 +315,7 @@ def measure_image(
     todo = np.flatnonzero(on)
     if method == "lumos":
         if model is None:
-            from .network import load_default_model
+            from .model_io import load_default_model
 
             model = load_default_model()
         model.eval()
@@ -533,7 +534,7 @@ def measure_file(
     )
     model = None
     if method == "lumos":
-        from .network import load_default_model, load_model
+        from .model_io import load_default_model, load_model
 
         model = load_model(model_path) if model_path is not None else load_default_model()
     result = measure_image(

@@ -22,15 +22,13 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from . import __version__
 from .errors import LumosError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .network import LumosNet
+from .network import LumosNet, NetworkConfig
 
 __all__ = [
     "FORMAT_NAME",
@@ -99,7 +97,7 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
-def _tensors_to_file(tensors: dict[str, torch.Tensor], path: Path,
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path,
                      metadata: dict[str, str] | None = None) -> None:
     """Write tensors with safetensors via a temporary file and an atomic rename (the file
     gets the permissions of a new file under the umask)."""
@@ -118,12 +116,12 @@ def _json_to_file(data: dict[str, Any], path: Path) -> None:
 
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+        json.dump(data, f, indent=2, sort_keys=False, default=json_default)
         f.write("\n")
     replace_file(tmp, path)
 
 
-def _json_default(value: Any):
+def json_default(value: Any):
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if hasattr(value, "tolist"):
@@ -155,7 +153,7 @@ def save_model(model: LumosNet, path: str | os.PathLike,
     weights_path, json_path = model_paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    _tensors_to_file(state, weights_path,
+    write_tensors(state, weights_path,
                      metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
     meta = dict(getattr(model, "metadata", {}) or {}) if training is None else dict(training)
     description = {
@@ -270,8 +268,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from .network import LumosNet, NetworkConfig
 
     description = read_model_description(path)
     weights_path, json_path = model_paths(path)

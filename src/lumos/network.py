@@ -15,7 +15,7 @@ Input normalisation (per stamp, all vectorised):
    along the stamp edge (the stamps include the sky).
 3. Noise ``s``: the median absolute deviation (about zero) of differences of adjacent
    border pixels, divided by ``sqrt(2) * 0.6745`` (robust against sky gradients and
-   sources in the frame; see ``NOTES-training.md``). Fallback: the plain border MAD.
+   sources in the frame). Fallback: the plain border MAD.
 4. Profile-weighted optimal amplitude ``A = sum(P d) / sum(P^2)`` of the background
    subtracted pixels ``d`` with the model profile ``P`` (unit total flux), its
    background-noise error ``e = s / sqrt(sum(P^2))`` and signal-to-noise ``A / e``.
@@ -39,10 +39,9 @@ positive constant is again a mixture). Because every step above is homogeneous i
 image units, multiplying the pixels by ``c`` multiplies the output mixture by ``c``.
 
 Normalisation layers: GroupNorm. It normalises each stamp with its own statistics, so the
-network has no running statistics (the batch-norm drift that moved every prediction by a
-common scale factor in ``NOTES-training.md`` cannot happen), ``eval()`` behaves like
-``train()`` apart from dropout, and an output never depends on the other stamps in the
-batch.
+network has no running statistics (no drift of batch-norm running averages can move every
+prediction by a common scale factor), ``eval()`` behaves like ``train()`` apart from
+dropout, and an output never depends on the other stamps in the batch.
 """
 
 from __future__ import annotations
@@ -57,6 +56,7 @@ from torch.nn import functional as F
 
 from .bands import N_BAND_INDEX
 from .flags import Flag
+from .instrument import CCD_HEIGHT, CCD_WIDTH
 from .mixture import GaussianMixture
 from .stamps import STAMP_SIZE, StampBatch
 
@@ -65,15 +65,8 @@ __all__ = [
     "LumosNet",
     "Preprocessed",
     "RawOutput",
-    "ModelFileError",
-    "save_model",
-    "load_model",
-    "default_model_path",
-    "load_default_model",
 ]
 
-#: CCD size (x, y) in pixels used to normalise ``ccd_xy`` (PAUCam CCDs).
-CCD_SIZE = (4096.0, 2048.0)
 _MAD_TO_SIGMA = 0.6745
 _NORMS = ("group", "none")
 #: Relative tolerance around the training pixel scale before ``OUT_OF_RANGE`` is set.
@@ -175,7 +168,7 @@ class NetworkConfig:
     pixel_softening: float = 4.0
     i_mag_center: float = 20.0
     i_mag_scale: float = 2.0
-    ccd_size: tuple[float, float] = CCD_SIZE
+    ccd_size: tuple[float, float] = (float(CCD_WIDTH), float(CCD_HEIGHT))
     sigma_floor: float = 1e-3
     systematic_scale: float = 0.02
     truncate_threshold: float = 20.5
@@ -785,12 +778,3 @@ class LumosNet(nn.Module):
                 return int(Flag.OUT_OF_RANGE)
         return 0
 
-
-# Save and load live in model_io.py (one job per module); re-exported here for convenience.
-from .model_io import (  # noqa: E402
-    ModelFileError,
-    default_model_path,
-    load_default_model,
-    load_model,
-    save_model,
-)

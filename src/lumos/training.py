@@ -58,13 +58,14 @@ from torch import nn
 from . import __version__
 from .mixture import GaussianMixture, mixture_nll
 from .model_io import (
-    _json_default,
-    _tensors_to_file,
+    json_default,
     save_model,
     sha256_file,
+    write_tensors,
 )
 from .network import LumosNet, RawOutput
 from .stamps import StampBatch
+from .stats import P16, P84, sigma68
 
 __all__ = [
     "TrainingConfig",
@@ -526,10 +527,11 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     -------
     dict
         ``val_loss`` (mean relative-units NLL, see the module docstring), ``val_bias``
-        (median of (mean - truth) / truth), ``val_sigma68`` (half the 16-84 percentile
-        width of that ratio), ``val_coverage68`` (fraction of truths between the 16% and
-        84% quantiles of their PDF), and ``val_bias_bright``/``val_sigma68_bright``
-        (i < 20.5) and ``val_bias_faint``/``val_sigma68_faint``.
+        (median of (mean - truth) / truth), ``val_sigma68`` (:func:`lumos.stats.sigma68` of
+        that ratio), ``val_coverage68`` (fraction of truths between the q16 and q84
+        quantiles of their PDF, :data:`lumos.stats.P16` and :data:`lumos.stats.P84`), and
+        ``val_bias_bright``/``val_sigma68_bright`` (i < 20.5) and
+        ``val_bias_faint``/``val_sigma68_faint``.
     """
     if batch.truth is None:
         raise ValueError("the validation batch needs truth (true fluxes)")
@@ -556,12 +558,6 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     bright = (batch.i_mag.cpu().numpy() < 20.5) & ok
     faint = (batch.i_mag.cpu().numpy() >= 20.5) & ok
 
-    def s68(x: np.ndarray) -> float:
-        if x.size == 0:
-            return float("nan")
-        q16, q84 = np.percentile(x, [16, 84])
-        return float((q84 - q16) / 2)
-
     def med(x: np.ndarray) -> float:
         return float(np.median(x)) if x.size else float("nan")
 
@@ -570,13 +566,13 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     return {
         "val_loss": float(nll_t[finite].mean()) if bool(finite.any()) else float("nan"),
         "val_bias": med(rel[ok]),
-        "val_sigma68": s68(rel[ok]),
-        "val_coverage68": float(((c >= 0.16) & (c <= 0.84)).double().mean()) if c.numel()
+        "val_sigma68": sigma68(rel[ok]),
+        "val_coverage68": float(((c >= P16) & (c <= P84)).double().mean()) if c.numel()
         else float("nan"),
         "val_bias_bright": med(rel[bright]),
-        "val_sigma68_bright": s68(rel[bright]),
+        "val_sigma68_bright": sigma68(rel[bright]),
         "val_bias_faint": med(rel[faint]),
-        "val_sigma68_faint": s68(rel[faint]),
+        "val_sigma68_faint": sigma68(rel[faint]),
     }
 
 
@@ -742,7 +738,7 @@ def _write_checkpoint(directory: Path, epoch: int, model: LumosNet, ema: _Ema | 
     tensors.update(rng_tensors)
     stem = _ckpt_stem(directory, epoch)
     tensors_path = stem.with_suffix(".safetensors")
-    _tensors_to_file(tensors, tensors_path, metadata={"format": CHECKPOINT_FORMAT})
+    write_tensors(tensors, tensors_path, metadata={"format": CHECKPOINT_FORMAT})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -758,7 +754,7 @@ def _write_checkpoint(directory: Path, epoch: int, model: LumosNet, ema: _Ema | 
     }
     json_path = stem.with_suffix(".json")
     tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, default=_json_default))
+    tmp.write_text(json.dumps(meta, default=json_default))
     os.replace(tmp, json_path)
     # Keep only the most recent `keep` checkpoints.
     old = sorted(
@@ -1060,7 +1056,7 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             _write_checkpoint(directory, epoch + 1, model, ema, optimizer, scheduler,
                               meta_state, config.keep_checkpoints)
             with open(directory / "history.jsonl", "a") as f:
-                f.write(json.dumps(entry, default=_json_default) + "\n")
+                f.write(json.dumps(entry, default=json_default) + "\n")
             if improved:
                 best_path = save_model(eval_model, directory / "best",
                                        training=_metadata(config, history, dist, batches))

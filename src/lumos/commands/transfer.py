@@ -60,8 +60,7 @@ def _summary(label: str, entry: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lumos transfer`` (see the module docstring); returns the exit status."""
-    from ..model_io import model_paths
-    from ..network import load_default_model, load_model
+    from ..model_io import load_default_model, load_model, model_paths
     from ..training import configure_threads, simulator_stream, training_simulation
     from ..transfer import (
         PairSimulation,

@@ -20,7 +20,7 @@ EXIT_CHECKS_FAILED = 1
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..network import default_model_path, load_default_model, load_model
+    from ..model_io import default_model_path, load_default_model, load_model
     from ..validation.experiments import run_validation
 
     out = Path(args.out)

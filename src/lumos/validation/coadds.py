@@ -28,9 +28,11 @@ from astropy.table import Table
 from ..backgrounds import SyntheticSky
 from ..bands import PAUS_BANDS
 from ..flags import UNUSABLE
+from ..instrument import CCD_SIZE
+from ..stats import pair_pull, sigma68
 from .measuring import measure_all, measure_lumos
-from .metrics import MAG_BINS, binned_statistic, pair_pull, sigma68
-from .scenes import _experiment_rng, draw_targets, observe
+from .metrics import MAG_BINS, binned_statistic
+from .scenes import draw_targets, experiment_rng, observe
 
 __all__ = ["run_coadds"]
 
@@ -104,7 +106,7 @@ def run_coadds(model, n: int, seed: int, n_exposures: int = 4,
 
     if n_exposures < 2:
         raise ValueError(f"n_exposures must be at least 2, got {n_exposures}")
-    rng = _experiment_rng("coadd", n, seed)
+    rng = experiment_rng("coadd", n, seed)
     first, _ = draw_targets(n, rng)
     sky = SyntheticSky()
     ids = np.arange(n)
@@ -114,7 +116,7 @@ def run_coadds(model, n: int, seed: int, n_exposures: int = 4,
         t = first if k == 0 else first.replace(
             psf_fwhm=rng.uniform(0.6, 1.3, n), psf_beta=rng.uniform(2.5, 5.0, n),
             offset=rng.random((n, 2)) - 0.5,
-            ccd_xy=rng.random((n, 2)) * np.array([4096.0, 2048.0]))  # fmt: skip
+            ccd_xy=rng.random((n, 2)) * np.asarray(CCD_SIZE, dtype=float))  # fmt: skip
         obs = observe(t, sky, rng)
         if k == 0:
             first_obs = obs

@@ -117,19 +117,20 @@ def _calibration(m: dict, experiment: str = "accuracy",
     cal = acc.get("calibration")
     if cal:
         from .metrics import CALIBRATION_TOLERANCES as tol
+        from .metrics import COVERAGE68, COVERAGE95
 
         ok = cal["checks"]
         rows = [
             ["PIT KS distance to uniform", _f(cal["pit_ks"]), "0",
              f"<= {tol['pit_ks']}", "pass" if ok["pit_ks"] else "**FAIL**"],
-            ["68% interval coverage", _f(cal["coverage68"]), "0.683",
+            ["68% interval coverage", _f(cal["coverage68"]), f"{COVERAGE68:.3f}",
              f"+- {tol['coverage68']}", "pass" if ok["coverage68"] else "**FAIL**"],
-            ["95% interval coverage", _f(cal["coverage95"]), "0.954",
+            ["95% interval coverage", _f(cal["coverage95"]), f"{COVERAGE95:.3f}",
              f"+- {tol['coverage95']}", "pass" if ok["coverage95"] else "**FAIL**"],
         ]  # fmt: skip
         lines += [f"{cal['n']} galaxies. The PIT is the CDF of each lumos PDF at the true "
                   "flux (truncation at zero included); calibrated PDFs give a flat histogram. "
-                  "Intervals: the central 68.3% (q16-q84) and 95.4% (q2.3-q97.7) of each "
+                  "Intervals: the central 68.3% (q16-q84) and 95% (q2.5-q97.5) of each "
                   "PDF.", ""]  # fmt: skip
         lines += _table(["metric", "value", "ideal", "tolerance", "check"], rows)
         bins = _bins(acc["accuracy"]["mag_bins"])
@@ -183,9 +184,9 @@ def _accuracy(m: dict) -> list[str]:
         "",
         f"{acc['n_common']} of {acc['n_galaxies']} held-out galaxies measured by every method "
         "(the comparison set). Bias = median of (f - f_true)/f_true, sigma68 = half the "
-        "16-84% range of it; lumos uses the PDF mean. The oracle weighted sum uses the true "
-        "profile, background and flux: the best any linear method can do. Unusable "
-        "measurements per method: "
+        "q16-q84 range of it (68.27%, Eq. 14); lumos uses the PDF mean. The oracle weighted "
+        "sum uses the true profile, background and flux: the best any linear method can do. "
+        "Unusable measurements per method: "
         + ", ".join(f"{_labels(m).get(k, k)} {v}" for k, v in acc["failures"].items()) + ".",
         "",
         accuracy_table(m),
