@@ -123,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
             "final_metrics": last,
             "wall_time_s_this_run": time.perf_counter() - t0,
             "command": "lumos train " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                if k not in ("command",) and v not in (None, False)
+                f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                for k, v in vars(args).items()
+                if k not in ("command",) and v is not None and v is not False
             ),
         },
     )
