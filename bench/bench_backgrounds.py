@@ -18,15 +18,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from _common import KIDS_DIR, best_of  # noqa: E402
 
 from lumos.backgrounds import (  # noqa: E402
     CompositeBackground,
@@ -34,17 +30,7 @@ from lumos.backgrounds import (  # noqa: E402
     SyntheticSky,
     robust_sigma,
 )
-
-KIDS = ROOT.parent / "shared" / "data" / "kids"
-
-
-def _timeit(fn, repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), float(np.median(times))
+from lumos.instrument import CCD_SIZE  # noqa: E402
 
 
 def main() -> None:
@@ -58,12 +44,12 @@ def main() -> None:
     n, size = args.n, args.size
     rng = np.random.default_rng(0)
     band = rng.integers(0, 80, n)
-    xy = rng.uniform([0.0, 0.0], [4096.0, 2048.0], (n, 2))
+    xy = rng.uniform([0.0, 0.0], CCD_SIZE, (n, 2))
     t = rng.uniform(70.0, 130.0, n)
 
     def rate(source) -> str:
         source.sample(min(n, 200), size, band[:200], xy[:200], t[:200], rng)  # warm-up
-        best, med = _timeit(lambda: source.sample(n, size, band, xy, t, rng), args.repeat)
+        best, med = best_of(lambda: source.sample(n, size, band, xy, t, rng), args.repeat)
         return f"{n / best:8.0f} stamps/s (median {n / med:.0f})"
 
     print(f"background sources: {n} stamps of {size}x{size}, 1 thread, best of {args.repeat}")
@@ -75,8 +61,8 @@ def main() -> None:
     )
     print(f"  SyntheticSky (no artefacts)      : {rate(clean)}")
 
-    if KIDS.is_dir():
-        paths = [KIDS / f"{b}.fits" for b in "ugri"]
+    if KIDS_DIR.is_dir():
+        paths = [KIDS_DIR / f"{b}.fits" for b in "ugri"]
         t0 = time.perf_counter()
         real = RealImageBackground(paths)
         load = time.perf_counter() - t0
@@ -87,10 +73,10 @@ def main() -> None:
         print("  RealImageBackground: skipped (../shared/data/kids absent)")
 
     stamps = sky.sample(n, size, band, xy, t, rng).pixels
-    best, med = _timeit(lambda: robust_sigma(stamps), args.repeat)
+    best, med = best_of(lambda: robust_sigma(stamps), args.repeat)
     print(f"  robust_sigma alone               : {n / best:8.0f} stamps/s (median {n / med:.0f})")
 
-    best, med = _timeit(lambda: sky.render_ccd(25, 90.0, rng), args.repeat)
+    best, med = best_of(lambda: sky.render_ccd(25, 90.0, rng), args.repeat)
     print(f"  render_ccd 2048x4096             : {best:8.2f} s (median {med:.2f} s)")
 
 

@@ -21,17 +21,13 @@ import time
 import numpy as np
 import torch
 
+from lumos.stats import sigma68
+
 BINS = ((17.0, 19.0), (19.0, 20.5), (20.5, 22.0), (22.0, 23.0))
 
 
-def _sigma68(x: np.ndarray) -> float:
-    q16, q84 = np.percentile(x, [16, 84])
-    return float((q84 - q16) / 2.0)
-
-
 def main(argv: list[str] | None = None) -> None:
-    from lumos.model_io import default_model_path
-    from lumos.network import load_model
+    from lumos.model_io import default_model_path, load_model
     from lumos.simulate import CatalogueErrors, SimulationConfig, Simulator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,11 +60,11 @@ def main(argv: list[str] | None = None) -> None:
             f = np.asarray(s["flux"], dtype=float)
             inside = (truth >= np.asarray(s["flux_q16"])) & (truth <= np.asarray(s["flux_q84"]))
             rel = (f - truth) / truth
-            cells = [f"{100 * np.median(rel):+.2f} / {100 * _sigma68(rel):.2f} / "
+            cells = [f"{100 * np.median(rel):+.2f} / {100 * sigma68(rel):.2f} / "
                      f"{inside.mean():.3f}"]  # fmt: skip
             for lo, hi in BINS:
                 sel = (i_mag >= lo) & (i_mag < hi)
-                cells.append(f"{100 * np.median(rel[sel]):+.2f} / {100 * _sigma68(rel[sel]):.2f}"
+                cells.append(f"{100 * np.median(rel[sel]):+.2f} / {100 * sigma68(rel[sel]):.2f}"
                              f" / {inside[sel].mean():.3f}")  # fmt: skip
             print(f"| {label} | {path} | " + " | ".join(cells) + " |")
         print(f"<!-- {label}: {args.n} stamps in {time.perf_counter() - t0:.0f} s -->")

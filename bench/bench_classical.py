@@ -12,8 +12,7 @@ Prints
 Simulations: ``--sim toy`` (default) draws Sersic * Moffat galaxies with GalSim
 (:mod:`lumos.classical.toysim`; NB685, 90 s, sky 190 e-/pixel, read noise 5 e-, PSF FWHM 0.85
 arcsec, beta 3.5); ``--sim lumos`` uses the project simulator :mod:`lumos.simulate` (TEAHUPOO
-population, NB685, flat sky, no neighbours unless ``--neighbours``). The lumos simulator should
-become the default once its renderer is final.
+population, NB685, flat sky, no neighbours unless ``--neighbours``).
 
 Run: ``.venv/bin/python bench/bench_classical.py [--n 5000] [--sim toy|lumos] [--quick]``
 """
@@ -22,18 +21,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _common import FIELD_DIR
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from lumos.classical import ContextCutouts, cramer_rao_sigma, measure_classical  # noqa: E402
-from lumos.classical.toysim import simulate_cutouts  # noqa: E402
-from lumos.flags import Flag  # noqa: E402
+from lumos.classical import ContextCutouts, cramer_rao_sigma, measure_classical
+from lumos.classical.toysim import simulate_cutouts
+from lumos.flags import Flag
+from lumos.stats import sigma68
 
 BINS = [(18.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0)]
 
@@ -48,15 +46,6 @@ ROWS = [
 ]
 
 _SHARED: dict = {}  # cutouts inherited by forked workers (no pickling of the pixels)
-
-
-def sigma68(x: np.ndarray) -> float:
-    """Half the 15.9-84.1 percentile range."""
-    x = x[np.isfinite(x)]
-    if x.size < 3:
-        return float("nan")
-    lo, hi = np.percentile(x, [15.865, 84.135])
-    return float(0.5 * (hi - lo))
 
 
 def toy_simulation(n: int, seed: int, n_profiles: int):
@@ -277,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     accuracy_table(cutouts, i_mag, true_profile, true_sky)
 
     if args.field:
-        folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "field-nb685"
+        folder = FIELD_DIR
         print("\n== the shared NB685 field (independent GalSim bulge+disk renderer) ==")
         if (folder / "image.fits").is_file():
             field_table(folder)

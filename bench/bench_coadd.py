@@ -16,18 +16,14 @@ speed; then the speed with 10 exposures and faint truncated galaxies.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from astropy.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from lumos.coadd import coadd_tables  # noqa: E402
-from lumos.mixture import P16, P84  # noqa: E402
+from lumos.coadd import coadd_tables
+from lumos.stats import sigma68
 
 K = 5
 
@@ -61,11 +57,6 @@ def simulate(rng, n_gal, n_exp, outliers=0.1, faint=False):
             t["i_mag"] = np.full(n_gal, 22.0)
         tables.append(t)
     return truth, tables
-
-
-def sigma68(x):
-    q16, q84 = np.percentile(x, [100 * P16, 100 * P84])
-    return 0.5 * (q84 - q16)
 
 
 def main() -> None:

@@ -20,8 +20,7 @@ import argparse
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from lumos.model_io import load_model
-    from lumos.network import load_default_model
+    from lumos.model_io import load_default_model, load_model
     from lumos.validation.deblend import run_deblending
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

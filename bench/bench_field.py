@@ -25,17 +25,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import FIELD_DIR as FIELD
+from _common import median_sigma68
 
-ROOT = Path(__file__).resolve().parents[1]
-FIELD = ROOT.parent / "shared" / "data" / "field-nb685"
 BINS = ((18.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
-
-
-def _sigma68(x: np.ndarray) -> float:
-    if x.size < 2:
-        return float("nan")
-    q16, q84 = np.percentile(x, [16, 84])
-    return float((q84 - q16) / 2.0)
 
 
 def field_statistics(table, truth, i_mag: np.ndarray) -> dict:
@@ -60,8 +53,8 @@ def field_statistics(table, truth, i_mag: np.ndarray) -> dict:
             out[(name, b_lo)] = {
                 "n": int(sel.sum()),
                 "bias": float(np.median(rel[sel])) if sel.any() else float("nan"),
-                "sigma68": _sigma68(rel[sel]),
-                "crb_ratio": _sigma68((f - f_true)[sel]) / float(np.median(crb[sel]))
+                "sigma68": median_sigma68(rel[sel])[1],
+                "crb_ratio": median_sigma68((f - f_true)[sel])[1] / float(np.median(crb[sel]))
                 if sel.any() else float("nan"),
                 "coverage68": float(inside[sel].mean()) if sel.any() else float("nan"),
             }  # fmt: skip

@@ -12,17 +12,14 @@ summaries against a fine-grid numerical integration on a few rows.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import norm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from lumos.mixture import P16, P84, GaussianMixture, mixture_nll, pair_nll  # noqa: E402
+from lumos.mixture import GaussianMixture, mixture_nll, pair_nll
+from lumos.stats import P16, P84
 
 
 def random_mixtures(n: int, rng: np.random.Generator, truncated_fraction: float = 0.3):

@@ -21,24 +21,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import median_sigma68
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
-
-from lumos.network import LumosNet, NetworkConfig  # noqa: E402
-from lumos.stamps import StampBatch  # noqa: E402
-from lumos.training import TrainingConfig, derive_seed, train, validation_seed  # noqa: E402
+from lumos.instrument import CCD_SIZE, PIXEL_SCALE
+from lumos.network import LumosNet, NetworkConfig
+from lumos.stamps import StampBatch
+from lumos.training import TrainingConfig, derive_seed, train, validation_seed
 
 S = 60
-PIXEL_SCALE = 0.263
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,7 +113,7 @@ def synthetic_batch(n: int, seed: int) -> StampBatch:
         pixels=pixels.float(),
         profile=(profile / profile.sum(dim=(1, 2), keepdim=True)).float(),
         i_mag=i_mag.float(),
-        ccd_xy=(u(n, 2) * torch.tensor([4096.0, 2048.0])).float(),
+        ccd_xy=(u(n, 2) * torch.tensor(CCD_SIZE, dtype=torch.float32)).float(),
         band_idx=band_number + 40 * (u(n) < 0.5).long(),
         flags=torch.zeros(n, dtype=torch.int64),
         offset=off.float(),
@@ -206,9 +201,7 @@ def baseline(val: StampBatch) -> dict[str, float]:
     out = {}
     for name, sel in (("all", np.ones(len(val), bool)), ("bright", val.i_mag.numpy() < 20.5),
                       ("faint", val.i_mag.numpy() >= 20.5)):
-        q16, q50, q84 = np.percentile(rel[sel], [16, 50, 84])
-        out[f"bias_{name}"] = float(q50)
-        out[f"sigma68_{name}"] = float((q84 - q16) / 2)
+        out[f"bias_{name}"], out[f"sigma68_{name}"] = median_sigma68(rel[sel])
     return out
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from astropy.table import Table
 
 from lumos.cli import main as lumos
-from lumos.validation.metrics import sigma68
+from lumos.stats import sigma68
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BINS = ((18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))

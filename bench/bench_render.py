@@ -18,20 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from lumos.profiles import SersicRenderer  # noqa: E402
-from lumos.psf import MoffatPSF  # noqa: E402
-
-PIXEL_SCALE = 0.263
+from lumos.instrument import PIXEL_SCALE
+from lumos.profiles import SersicRenderer
+from lumos.psf import MoffatPSF
 
 
 def random_galaxies(count: int, rng: np.random.Generator, q_min: float = 0.2) -> dict:

@@ -14,16 +14,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from lumos import simulate as sim_mod  # noqa: E402
-from lumos.simulate import FlatSky, SimulationConfig, Simulator  # noqa: E402
+from lumos import simulate as sim_mod
+from lumos.simulate import FlatSky, SimulationConfig, Simulator
 
 
 class _Timed:

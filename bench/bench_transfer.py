@@ -44,21 +44,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import KIDS_DIR, ROOT, median_sigma68
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
-
-from lumos.model_io import default_model_path, load_model, model_paths  # noqa: E402
-from lumos.simulate import Simulator  # noqa: E402
-from lumos.training import (  # noqa: E402
+from lumos.model_io import default_model_path, load_model, model_paths
+from lumos.simulate import Simulator
+from lumos.stats import P16, P84, pair_pull
+from lumos.training import (
     TrainingConfig,
     evaluate,
     simulator_stream,
@@ -66,7 +63,7 @@ from lumos.training import (  # noqa: E402
     training_simulation,
     validation_seed,
 )
-from lumos.transfer import (  # noqa: E402
+from lumos.transfer import (
     PairSimulation,
     TransferConfig,
     d_reference,
@@ -75,7 +72,6 @@ from lumos.transfer import (  # noqa: E402
     transfer,
 )
 
-KIDS = ROOT.parent / "shared" / "data" / "kids"
 MAG_BINS = ((17.0, 19.0), (19.0, 20.5), (20.5, 22.0), (22.0, 23.0))
 
 
@@ -109,19 +105,12 @@ def _find_model(given: str | None, workdir: Path, train_minutes: float, seed: in
 def _shifted_background(seed: int):
     from lumos.backgrounds import RealImageBackground, SyntheticSky
 
-    images = sorted(KIDS.glob("*.fits")) if KIDS.is_dir() else []
+    images = sorted(KIDS_DIR.glob("*.fits")) if KIDS_DIR.is_dir() else []
     if images:
         return RealImageBackground([str(p) for p in images]), "KiDS real-image cutouts"
     sky = SyntheticSky(sky_rate_685=3.0, cosmic_rate=6.0, hot_pixel_fraction=1e-4,
                        pattern_seed=seed + 17)
     return sky, "synthetic sky (3x cosmics, 1.5x sky; KiDS images absent)"
-
-
-def _sigma68(x: np.ndarray) -> float:
-    if x.size < 2:
-        return float("nan")
-    q16, q84 = np.percentile(x, [16, 84])
-    return float((q84 - q16) / 2.0)
 
 
 @torch.no_grad()
@@ -131,19 +120,19 @@ def _table(model, pairs) -> dict:
     m2 = model.predict(pairs.second)
     f1, f2 = m1.mean().double().numpy(), m2.mean().double().numpy()
     s1, s2 = m1.std().double().numpy(), m2.std().double().numpy()
-    d = (f1 - f2) / np.sqrt(s1**2 + s2**2)
+    d = pair_pull(f1, s1, f2, s2)
     truth = pairs.truth.double().numpy()
     rel = np.concatenate([(f1 - truth) / truth, (f2 - truth) / truth])
     i_mag = np.concatenate([pairs.first.i_mag.numpy()] * 2)
     ok = np.isfinite(d)
-    out = {"D": (_sigma68(d[ok]), float(np.median(d[ok])), int(ok.sum()),
+    out = {"D": (median_sigma68(d[ok])[1], float(np.median(d[ok])), int(ok.sum()),
                  float(np.mean(np.abs(d[ok]) > 3)))}
     good = np.isfinite(rel)
-    out["all"] = (float(np.median(rel[good])), _sigma68(rel[good]), int(good.sum()))
+    out["all"] = (float(np.median(rel[good])), median_sigma68(rel[good])[1], int(good.sum()))
     # calibration against the truth (what D tries to judge without it): 68% coverage
     inside = []
     for m in (m1, m2):
-        lo, hi = m.quantile(0.158655).double().numpy(), m.quantile(0.841345).double().numpy()
+        lo, hi = m.quantile(P16).double().numpy(), m.quantile(P84).double().numpy()
         inside.append((truth >= lo) & (truth <= hi))
     inside = np.concatenate(inside)
     trunc_rows = np.concatenate([pairs.first.i_mag.numpy() > 20.5] * 2)
@@ -152,9 +141,9 @@ def _table(model, pairs) -> dict:
     for lo, hi in MAG_BINS:
         sel = good & (i_mag >= lo) & (i_mag < hi)
         out[(lo, hi)] = (float(np.median(rel[sel])) if sel.any() else float("nan"),
-                         _sigma68(rel[sel]), int(sel.sum()))
+                         median_sigma68(rel[sel])[1], int(sel.sum()))
         dsel = ok & (pairs.first.i_mag.numpy() >= lo) & (pairs.first.i_mag.numpy() < hi)
-        out[("D", lo, hi)] = (_sigma68(d[dsel]), int(dsel.sum()))
+        out[("D", lo, hi)] = (median_sigma68(d[dsel])[1], int(dsel.sum()))
     return out
 
 

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from lumos.validation.experiments import EXPERIMENTS, run_validation  # noqa: E402
+from lumos.validation.experiments import EXPERIMENTS, run_validation
 
 
 def _fmt(v, spec: str, scale: float = 1.0) -> str:
@@ -63,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, help="run these experiments")
     args = parser.parse_args(argv)
 
-    from lumos.network import default_model_path, load_default_model, load_model
+    from lumos.model_io import default_model_path, load_default_model, load_model
 
     if args.model:
         model, path = load_model(args.model), args.model

@@ -23,9 +23,10 @@ from scipy.optimize import minimize_scalar
 
 def main() -> None:
     from lumos.mixture import GaussianMixture, mixture_nll
-    from lumos.model_io import read_model_description
-    from lumos.network import LumosNet, load_model, save_model
+    from lumos.model_io import load_model, read_model_description, save_model
+    from lumos.network import LumosNet
     from lumos.simulate import CatalogueErrors, SimulationConfig, Simulator
+    from lumos.stats import P16, P84
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -65,7 +66,7 @@ def main() -> None:
 
     def coverage(s: float) -> float:
         m = GaussianMixture(lw, mu, sg * s, truncated=trunc)
-        lo, hi = m.quantile(0.158655), m.quantile(0.841345)
+        lo, hi = m.quantile(P16), m.quantile(P84)
         return float(((target >= lo) & (target <= hi)).double().mean())
 
     print(f"calibration set: {args.n} stamps, seed {args.seed}")

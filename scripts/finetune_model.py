@@ -26,8 +26,8 @@ import time
 def main() -> None:
     import torch
 
-    from lumos.model_io import default_model_path, read_model_description
-    from lumos.network import LumosNet, load_model, save_model
+    from lumos.model_io import default_model_path, load_model, read_model_description, save_model
+    from lumos.network import LumosNet
     from lumos.simulate import CatalogueErrors, SimulationConfig, Simulator
     from lumos.training import TrainingConfig, simulator_stream, train, validation_seed
 

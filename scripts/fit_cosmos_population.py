@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from lumos.population import POPULATION_N_RANGE, POPULATION_R50_RANGE
+
 DEFAULT_PATH = (
     Path(__file__).resolve().parents[1].parent
     / "shared"
@@ -36,9 +38,8 @@ DEFAULT_PATH = (
     / "real_galaxy_23.5_500_fits.fits"
 )
 COSMOS_PIXEL_SCALE = 0.03  # arcsec per pixel of the COSMOS lensing reductions
-R50_RANGE = (0.05, 5.0)
-N_RANGE = (0.3, 6.2)
-Q_RANGE = (0.05, 0.99)
+#: Axis ratios of the fit sample (below 1, so that logit q is finite).
+Q_FIT_RANGE = (0.05, 0.99)
 Z_RANGE = (0.005, 3.0)
 
 
@@ -56,9 +57,10 @@ def load_cosmos(path: Path) -> np.ndarray:
         zphot = np.asarray(table["zphot"], dtype=float)
     good = (status >= 1) & (status <= 4) & (sersic[:, 1] > 0) & np.isfinite(mag)
     sersic, mag, zphot = sersic[good], mag[good], zphot[good]
-    q = np.clip(sersic[:, 3], *Q_RANGE)
-    r50 = np.clip(COSMOS_PIXEL_SCALE * sersic[:, 1] * np.sqrt(sersic[:, 3]), *R50_RANGE)
-    n = np.clip(sersic[:, 2], *N_RANGE)
+    q = np.clip(sersic[:, 3], *Q_FIT_RANGE)
+    r50 = np.clip(COSMOS_PIXEL_SCALE * sersic[:, 1] * np.sqrt(sersic[:, 3]),
+                  *POPULATION_R50_RANGE)
+    n = np.clip(sersic[:, 2], *POPULATION_N_RANGE)
     z = np.clip(zphot, *Z_RANGE)
     return np.column_stack([mag, np.log(r50), np.log(n), np.log(q / (1 - q)), np.log1p(z)])
 

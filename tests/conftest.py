@@ -4,17 +4,37 @@ torch thread settings, and helpers for synthetic stamp batches (``from conftest 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
+# one BLAS/OpenMP thread per test process (set before numpy loads its BLAS): the tests run
+# side by side in processes, and idle BLAS threads spinning on a shared core cost CPU time
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """Worker processes for ``-n auto`` (pyproject's default): one per idle core.
+
+    Idle cores are the CPU count minus the 1-minute load average; with fewer than two the
+    tests run in this process (0 workers), since extra processes only add start-up time
+    on a busy machine. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` or an explicit ``-n N`` override it.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    idle = int((cpus or 1) - os.getloadavg()[0] + 0.5)
+    return idle if idle >= 2 else 0
 
 #: Side of the synthetic test stamps, pixels.
 S = 60
@@ -77,6 +97,7 @@ def noisy_stamp_batch(mean, profile, flux, offset, g):
     band indices, all drawn from the torch generator ``g``; truth = ``flux``."""
     import torch
 
+    from lumos.instrument import CCD_SIZE
     from lumos.stamps import StampBatch
 
     n = flux.shape[0]
@@ -86,7 +107,7 @@ def noisy_stamp_batch(mean, profile, flux, offset, g):
         pixels=pixels.float(),
         profile=profile.float(),
         i_mag=i_mag.float(),
-        ccd_xy=(torch.rand(n, 2, generator=g) * torch.tensor([4096.0, 2048.0])).float(),
+        ccd_xy=torch.rand(n, 2, generator=g) * torch.tensor(CCD_SIZE, dtype=torch.float32),
         band_idx=torch.randint(0, 80, (n,), generator=g),
         flags=torch.zeros(n, dtype=torch.int64),
         offset=offset.float(),

@@ -18,6 +18,7 @@ from lumos.backgrounds import (
     robust_sigma,
 )
 from lumos.bands import band_index
+from lumos.instrument import CCD_SHAPE, CCD_SIZE
 
 KIDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kids"
 NB685 = band_index("NB685", 0)
@@ -266,7 +267,7 @@ def test_saturated_star_has_flat_core_and_bleed_trail():
 def test_render_ccd_full_frame_defaults():
     sky = SyntheticSky()
     img, model = sky.render_ccd(band_index("NB455", 1), 70.0, np.random.default_rng(12))
-    assert img.shape == (2048, 4096) and img.dtype == np.float32
+    assert img.shape == CCD_SHAPE and img.dtype == np.float32
     assert np.all(np.isfinite(img))
     # edges are brighter than the centre
     assert model[:, :20].mean() > model[900:1100, 1900:2100].mean()
@@ -336,7 +337,7 @@ def test_real_cutouts_have_requested_noise(kids_r):
     n = 300
     rng = np.random.default_rng(13)
     b = rng.integers(0, 80, n)
-    xy = rng.uniform([0, 0], [4096, 2048], (n, 2))
+    xy = rng.uniform([0, 0], CCD_SIZE, (n, 2))
     t = rng.uniform(60.0, 130.0, n)
     s = kids_r.sample(n, 60, b, xy, t, rng)
     assert s.pixels.shape == (n, 60, 60) and s.pixels.dtype == np.float32

@@ -7,6 +7,7 @@ from astropy.wcs import WCS
 from lumos.catalogue import read_catalogue
 from lumos.errors import CatalogueError
 from lumos.flags import Flag
+from lumos.instrument import PIXEL_SCALE
 
 
 def _table(n=5):
@@ -29,7 +30,7 @@ def _wcs():
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crpix = [50.0, 50.0]
     w.wcs.crval = [150.0, 2.0]
-    w.wcs.cdelt = [-0.263 / 3600, 0.263 / 3600]
+    w.wcs.cdelt = [-PIXEL_SCALE / 3600, PIXEL_SCALE / 3600]
     return w
 
 
@@ -169,7 +170,8 @@ def test_units_ellipticity_and_column_map():
     t2["r50"] = np.full(5, 2.0) * u.pix
     with pytest.raises(CatalogueError, match="pixel scale"):
         read_catalogue(t2)
-    np.testing.assert_allclose(read_catalogue(t2, pixel_scale=0.263)["r50"], 0.526)
+    np.testing.assert_allclose(read_catalogue(t2, pixel_scale=PIXEL_SCALE)["r50"],
+                               2 * PIXEL_SCALE)
     with pytest.raises(CatalogueError, match="unknown standard column"):
         read_catalogue(t2, columns={"radius": "r50"})
 
@@ -178,3 +180,14 @@ def test_reads_the_shared_field_catalogue(shared_data):
     cat = read_catalogue(shared_data / "field-nb685" / "catalogue.fits")
     assert len(cat) == 625
     assert np.all(cat["flags"] == 0)
+
+
+def test_csv_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Spreadsheet exports start with a BOM; it must not stick to the first column name."""
+    plain = tmp_path / "plain.csv"
+    _table().write(plain)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    cat = read_catalogue(bom)
+    assert cat.colnames[0] == "id"
+    np.testing.assert_array_equal(cat["id"], np.arange(1, 6))

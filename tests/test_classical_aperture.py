@@ -12,6 +12,7 @@ from lumos.classical import aperture_semi_major
 from lumos.classical.geometry import aperture_sum
 from lumos.classical.toysim import gaussian_profiles, simulate_cutouts
 from lumos.flags import Flag
+from lumos.instrument import PIXEL_SCALE
 
 
 def _sim(n=40, seed=1, size=100, **kw):
@@ -51,7 +52,7 @@ def test_semi_major_encloses_the_fraction():
 def test_semi_major_of_a_round_gaussian():
     # circular Gaussian of sigma s: 62.5% of the light within s * sqrt(-2 ln 0.375)
     sigma_pix = 5.0
-    r50 = sigma_pix * 0.263 * 1.1774100225154747
+    r50 = sigma_pix * PIXEL_SCALE * 1.1774100225154747
     prof = gaussian_profiles(
         np.array([r50]),
         np.array([1.0]),

@@ -13,13 +13,9 @@ import pytest
 
 from lumos.classical import measure_classical
 from lumos.classical.toysim import simulate_cutouts
+from lumos.stats import sigma68
 
 BINS = [(18, 19), (19, 20), (20, 21), (21, 22), (22, 23)]
-
-
-def _sigma68(x: np.ndarray) -> float:
-    lo, hi = np.percentile(x, [15.865, 84.135])
-    return float(0.5 * (hi - lo))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +38,7 @@ def test_errors_are_calibrated_in_every_bin(sim, results, method):
     for lo, hi in BINS:
         sel = (sim.i_mag >= lo) & (sim.i_mag < hi)
         assert sel.sum() > 250
-        s68 = _sigma68(pull[sel])
+        s68 = sigma68(pull[sel])
         assert 0.9 <= s68 <= 1.1, (method, lo, s68)
 
 
@@ -62,8 +58,8 @@ def test_optimal_methods_beat_the_aperture(sim, results):
     truth = sim.cutouts.truth
     for lo, hi in BINS[2:]:
         sel = (sim.i_mag >= lo) & (sim.i_mag < hi)
-        ap = _sigma68((results["aperture"]["flux"][sel] - truth[sel]) / truth[sel])
-        w = _sigma68((results["weighted"]["flux"][sel] - truth[sel]) / truth[sel])
+        ap = sigma68((results["aperture"]["flux"][sel] - truth[sel]) / truth[sel])
+        w = sigma68((results["weighted"]["flux"][sel] - truth[sel]) / truth[sel])
         assert w < ap
         assert (
             np.median(results["weighted"]["flux_err"][sel] / results["aperture"]["flux_err"][sel])

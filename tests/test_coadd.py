@@ -10,7 +10,8 @@ from scipy import stats
 from lumos.coadd import coadd_tables, product_summaries
 from lumos.errors import LumosError
 from lumos.flags import UNUSABLE, Flag
-from lumos.mixture import P16, P84, GaussianMixture, product
+from lumos.mixture import GaussianMixture, product
+from lumos.stats import P16, P84, sigma68
 
 K = 5
 
@@ -50,11 +51,6 @@ def simulate_exposures(rng, n_gal=3000, n_exp=5, band="NB685"):
     return truth, tables
 
 
-def sigma68(x):
-    q16, q84 = np.percentile(x, [100 * P16, 100 * P84])
-    return 0.5 * (q84 - q16)
-
-
 def test_pdf_coadd_on_simulated_galaxies(rng):
     """The acceptance criterion: PDF co-add at least as precise as ivar, 68% coverage."""
     truth, tables = simulate_exposures(rng)
@@ -66,7 +62,7 @@ def test_pdf_coadd_on_simulated_galaxies(rng):
     rel_ivar = (out["flux_ivar"] - truth) / truth
     assert sigma68(rel_pdf) <= 1.01 * sigma68(rel_ivar)
     inside = (out["flux_q16"] <= truth) & (truth <= out["flux_q84"])
-    assert abs(inside.mean() - 0.6827) < 0.03
+    assert abs(inside.mean() - (P84 - P16)) < 0.03
     # near-Gaussian mixtures with exact per-exposure moments: close to the ivar co-add
     diff = np.abs(np.asarray(out["flux"]) - np.asarray(out["flux_ivar"]))
     ratio = diff / np.asarray(out["flux_err"])
@@ -250,3 +246,50 @@ def test_bad_input_raises_clear_errors(rng):
         coadd_tables([a, b], method="ivar")
     with pytest.raises(ValueError, match="equal shapes"):
         product_summaries(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))
+
+
+def test_an_exposure_counted_twice_or_mixed_methods_are_refused(rng):
+    _, tables = simulate_exposures(rng, n_gal=4, n_exp=2)
+    with pytest.raises(LumosError, match="galaxy id 0 appears twice for exposure exp0 "
+                       r"\(in table 0 and table 2\)"):  # fmt: skip
+        coadd_tables(tables + [tables[0].copy()])
+    a, b = (t.copy() for t in tables)
+    a.meta["METHOD"], b.meta["METHOD"] = "lumos", "aperture"
+    with pytest.raises(LumosError, match=r"mix measurement methods: aperture \(table 1\), "
+                       r"lumos \(table 0\)"):  # fmt: skip
+        coadd_tables([a, b])
+    b.meta["METHOD"] = "lumos"
+    assert list(coadd_tables([a, b])["n_exposures"]) == [2] * 4
+
+
+def _measurement_file(path, rng, method="lumos", image="exp.fits"):
+    _, (t,) = simulate_exposures(rng, n_gal=3, n_exp=1)
+    del t["image"]
+    t.meta.update({"METHOD": method, "IMAGE": image, "IMGPATH": f"/data/{image}"})
+    from lumos.tableio import write_table
+
+    write_table(t, path)
+    return path
+
+
+def test_coadd_command_refuses_a_table_twice_and_mixed_methods(rng, tmp_path, capsys):
+    from lumos.cli import main
+
+    a = _measurement_file(tmp_path / "a.fits", rng, image="e1.fits")
+    b = _measurement_file(tmp_path / "b.fits", rng, image="e2.fits")
+    ap = _measurement_file(tmp_path / "ap.fits", rng, method="aperture", image="e3.fits")
+    same_image = _measurement_file(tmp_path / "again.fits", rng, image="e1.fits")
+    out = tmp_path / "co.fits"
+    cases = [([a, a], "galaxy id 0 appears twice for exposure /data/e1.fits (in a.fits and "
+                      "a.fits)"),
+             ([a, same_image], "(in a.fits and again.fits)"),
+             ([a, ap], "mix measurement methods: aperture (ap.fits), lumos (a.fits)")]
+    for tables, message in cases:
+        status = main(["coadd", *map(str, tables), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert status == 1 and len(err.splitlines()) == 1 and message in err, err
+        assert not out.exists()
+    assert main(["coadd", str(a), str(b), "--out", str(out)]) == 0
+    assert "overwritten" not in capsys.readouterr().err
+    assert main(["coadd", str(a), str(b), "--out", str(out)]) == 0
+    assert f"lumos coadd: {out} exists and will be overwritten" in capsys.readouterr().err

@@ -13,13 +13,8 @@ import pytest
 from astropy.table import Table
 
 from lumos.cli import main
+from lumos.stats import sigma68
 from lumos.tableio import read_table
-
-
-def _sigma68(x):
-    q16, q84 = np.percentile(x, [16, 84])
-    return (q84 - q16) / 2
-
 
 FIELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "field-nb685"
 
@@ -68,7 +63,7 @@ def test_lumos_unbiased_bright_and_better_than_aperture_faint_and_blended(field)
     assert bright.sum() > 200
     assert abs(np.median(rel["lumos"][bright])) < 0.03
     faint = ok & (i_mag >= 21)
-    assert _sigma68(rel["lumos"][faint]) < 0.8 * _sigma68(rel["aperture"][faint])
+    assert sigma68(rel["lumos"][faint]) < 0.8 * sigma68(rel["aperture"][faint])
     blended = ok & neighbour
     assert blended.sum() > 80
-    assert _sigma68(rel["lumos"][blended]) < 0.5 * _sigma68(rel["aperture"][blended])
+    assert sigma68(rel["lumos"][blended]) < 0.5 * sigma68(rel["aperture"][blended])

@@ -90,3 +90,152 @@ def test_write_table_errors(tmp_path):
         write_table(t, tmp_path / "nope" / "x.fits")
     with pytest.raises(LumosError, match="cannot tell the format"):
         write_table(t, tmp_path / "x.txt")
+
+
+def test_a_truncated_fits_image_is_called_truncated(tmp_path):
+    import warnings
+
+    fits.PrimaryHDU(np.ones((256, 256), np.float32), header=_header()).writeto(tmp_path / "a.fits")
+    whole = (tmp_path / "a.fits").read_bytes()
+    (tmp_path / "cut.fits").write_bytes(whole[: len(whole) // 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy's own warning is not printed besides
+        with pytest.raises(ImageError) as info:
+            read_image(tmp_path / "cut.fits")
+    message = str(info.value)
+    assert message.startswith("cannot read FITS image cut.fits: the file is truncated")
+    assert "reshape" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "unit, tunit",
+    [("electron", "ct"), ("electron / s", "ct s-1"), ("adu", "adu"), ("arcsec", "arcsec"),
+     ("ADU", None)],
+)  # fmt: skip
+def test_fits_tables_carry_fits_standard_units(tmp_path, unit, tunit):
+    """Any FITS reader gets the units without a UnitsWarning; lumos gets them back as written."""
+    import warnings
+
+    import astropy.units as u
+
+    t = Table({"flux": [1.0, 2.0], "x": [3.0, 4.0]})
+    t["flux"].unit = unit
+    write_table(t, tmp_path / "t.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = Table.read(tmp_path / "t.fits")
+        ours = read_table(tmp_path / "t.fits")
+    assert plain["flux"].unit == (None if tunit is None else u.Unit(tunit, format="fits"))
+    assert str(ours["flux"].unit) == str(u.Unit(unit, parse_strict="silent"))
+    assert ours["x"].unit is None and not any(k.startswith("LUNIT") for k in ours.meta)
+
+
+# --- where the exposure time comes from, and how outputs are written ------------------------
+
+
+def test_exposure_time_source_is_recorded():
+    assert image_metadata(_header()).exposure_time_source == "header"
+    meta = image_metadata(_header(), overrides={"exposure_time": 45.0})
+    assert meta.exposure_time == 45.0 and meta.exposure_time_source == "option"
+    meta = image_metadata({"FILTER": "NB685", "PSFFWHM": 0.8})
+    assert meta.exposure_time == meta.band.exposure_time
+    assert meta.exposure_time_source == "band default"
+
+
+@pytest.fixture
+def umask_022():
+    import os
+
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".parquet", ".ecsv", ".csv"])
+def test_tables_get_the_mode_of_a_new_file_also_when_overwritten(tmp_path, umask_022, suffix):
+    import os
+    import stat
+
+    t = Table({"id": np.arange(3)})
+    path = write_table(t, tmp_path / f"out{suffix}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    write_table(t, path)  # overwriting keeps honouring the umask
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    os.umask(0o027)
+    write_table(t, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_csv_is_written_without_vector_columns_and_says_so(tmp_path, capsys):
+    t = Table({"id": np.arange(3), "flux": [1.0, 2.0, 3.0],
+               "pdf_mean": np.arange(15.0).reshape(3, 5)})  # fmt: skip
+    path = write_table(t, tmp_path / "out.csv")
+    back = read_table(path)
+    assert back.colnames == ["id", "flux"]
+    np.testing.assert_array_equal(back["flux"], t["flux"])
+    err = capsys.readouterr().err
+    assert "out.csv" in err and "pdf_mean" in err and "without them" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_is_found_first_and_named(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from lumos import tableio
+
+    def refuse(*args, dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/.out.fits.x1y2")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(LumosError) as exc:
+        tableio.check_output_path(tmp_path / "out.fits")
+    message = str(exc.value)
+    assert str(tmp_path / "out.fits") in message and "permission denied" in message
+    assert ".out.fits." not in message
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes into read-only dirs")
+def test_read_only_directory_is_refused_before_any_work(tmp_path):
+    from lumos.tableio import check_output_path
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(LumosError, match="cannot write"):
+            check_output_path(folder / "out.fits")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_failed_write_names_the_output_not_the_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    from lumos import tableio
+
+    def full_disk(table, path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(tableio, "_write_parquet", full_disk)
+    with pytest.raises(LumosError) as exc:
+        write_table(Table({"a": [1]}), tmp_path / "out.parquet")
+    assert str(exc.value) == f"cannot write {tmp_path / 'out.parquet'}: no space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_is_announced_the_same_way(tmp_path, capsys):
+    from lumos.tableio import announce_overwrite
+
+    new, old = tmp_path / "new.fits", tmp_path / "old.fits"
+    old.write_text("x")
+    assert announce_overwrite("coadd", new, old) == [old]
+    err = capsys.readouterr().err
+    assert err == f"lumos coadd: {old} exists and will be overwritten\n"
+    assert announce_overwrite("measure", tmp_path / "none") == []
+    assert capsys.readouterr().err == ""
+    (tmp_path / "dir").mkdir()
+    assert announce_overwrite("validate", tmp_path / "dir") == []  # empty directory: nothing
+    (tmp_path / "dir" / "report.md").write_text("x")
+    announce_overwrite("validate", tmp_path / "dir")
+    assert "files written into it will be overwritten" in capsys.readouterr().err

@@ -1,16 +1,21 @@
 """The measurement path: image + catalogue -> table, its contract, bad input and manifests."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from astropy.io import fits
 from astropy.table import Table
 
+from lumos.catalogue import read_catalogue
 from lumos.cli import main
 from lumos.field import simulate_field
 from lumos.flags import Flag
-from lumos.measure import OUTPUT_COLUMNS, measure_file
-from lumos.network import LumosNet, NetworkConfig, save_model
+from lumos.imageio import image_metadata, read_image
+from lumos.measure import OUTPUT_COLUMNS, measure_file, measure_image
+from lumos.model_io import save_model
+from lumos.network import LumosNet, NetworkConfig
 from lumos.tableio import read_table
 
 
@@ -208,6 +213,7 @@ def test_bad_input_one_line_error_nonzero_exit_no_output(
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
 
 
+@pytest.mark.slow  # starts a local Dask cluster
 def test_manifest_runs_images_in_parallel_like_one_by_one(field_dir, model_path, tmp_path):
     from lumos.manifest import measure_manifest
 
@@ -229,11 +235,438 @@ def test_manifest_runs_images_in_parallel_like_one_by_one(field_dir, model_path,
     part = result[result["image"] == str(second)]
     np.testing.assert_allclose(part["flux"], one["flux"], rtol=1e-5, equal_nan=True)
     np.testing.assert_array_equal(part["flags"], one["flags"])
-    # running again skips the images already done (their parts exist)
+    # running again skips the images already done (their parts exist; with the broken image
+    # left out nothing is left to measure, so no second cluster starts)
     parts = sorted((tmp_path / "all.parquet.parts").iterdir())
     assert len(parts) == 2
     mtimes = [p.stat().st_mtime_ns for p in parts]
+    manifest[:2].write(tmp_path / "manifest.ecsv", overwrite=True)
     again = measure_manifest(tmp_path / "manifest.ecsv", field_dir / "catalogue.fits", out,
                              model_path=model_path, n_workers=1, progress=False)  # fmt: skip
-    assert len(again) == 80
+    assert len(again) == 80 and again.meta["FAILED"] == ""
     assert [p.stat().st_mtime_ns for p in parts] == mtimes
+
+
+def _field(field_dir):
+    """The field image (a writable copy), its metadata and its normalised catalogue."""
+    image, header, _ = read_image(field_dir / "image.fits")
+    return image.copy(), image_metadata(header), read_catalogue(field_dir / "catalogue.fits")
+
+
+def _tiny_model(seed=0, simulation_config=None):
+    torch.manual_seed(seed)
+    model = LumosNet(NetworkConfig.tiny())
+    if simulation_config is not None:
+        model.metadata = {"simulation_config": simulation_config}
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", ["lumos", "aperture", "modelfit", "weighted"])
+def test_no_valid_pixel_near_the_centre_is_failed_with_nan_fluxes(field_dir, method):
+    """Every path: a galaxy on an all-NaN patch is FAILED with NaN fluxes, never ~0."""
+    image, meta, cat = _field(field_dir)
+    cat = cat[3:8]
+    x, y = int(round(cat["x"][0])), int(round(cat["y"][0]))
+    image[y - 12 : y + 13, x - 12 : x + 13] = np.nan
+    model = _tiny_model() if method == "lumos" else None
+    out = measure_image(image, cat, meta, method=method, model=model)
+    assert out["flags"][0] & Flag.FAILED and out["flags"][0] & Flag.MASKED_CORE
+    for name in ("flux", "flux_err", "flux_median", "flux_q16", "sigma68", "eta"):
+        assert np.isnan(out[name][0]), name
+    assert np.isnan(out["pdf_mean"][0]).all() and not np.any(out["pdf_weight"][0])
+    assert not np.any(np.asarray(out["flags"][1:]) & Flag.FAILED)
+    assert np.isfinite(out["flux"][1:]).all()
+
+
+def test_an_all_nan_image_is_a_one_line_error(field_dir, model_path, tmp_path, capsys):
+    with fits.open(field_dir / "image.fits") as hdul:
+        fits.PrimaryHDU(np.full((50, 60), np.nan, np.float32), hdul[0].header).writeto(
+            tmp_path / "empty.fits")  # fmt: skip
+    out = tmp_path / "out.fits"
+    status, _, err = _run(["measure", tmp_path / "empty.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--model", model_path], capsys)  # fmt: skip
+    assert status != 0 and not out.exists()
+    assert err.strip().splitlines() == [
+        "lumos measure: error: image empty.fits has no finite pixels (all NaN or infinite)"
+    ]
+
+
+def test_psf_and_pixel_scale_outside_the_training_range_are_out_of_range(field_dir, tmp_path):
+    """The ranges come from the training simulation recorded in the model file."""
+    from lumos.simulate import SimulationConfig
+
+    sim = SimulationConfig(psf_fwhm_range=(0.6, 1.3), psf_beta_range=(2.5, 5.0)).to_dict()
+    save_model(_tiny_model(simulation_config=sim), tmp_path / "ranged")
+    save_model(_tiny_model(), tmp_path / "plain")  # no training metadata
+    image, cat = field_dir / "image.fits", field_dir / "catalogue.fits"
+
+    def flags(model, **overrides):
+        table = measure_file(image, cat, tmp_path / "t.fits", model_path=tmp_path / model,
+                             overrides=overrides, progress=False)  # fmt: skip
+        return (np.asarray(table["flags"]) & Flag.OUT_OF_RANGE) != 0
+
+    assert not flags("ranged").any()  # FWHM 0.85, beta 3.5, 0.263 arcsec/pixel
+    assert not flags("ranged", pixel_scale=0.262).any()  # within the tolerance
+    for overrides in ({"psf_fwhm": 10.0}, {"psf_fwhm": 0.5}, {"psf_beta": 8.0},
+                      {"pixel_scale": 0.339}):  # fmt: skip
+        assert flags("ranged", **overrides).all(), overrides
+        assert not flags("plain", **overrides).any(), overrides  # today's behaviour
+
+
+def test_output_tables_read_without_unit_warnings(field_dir, model_path, tmp_path, capsys):
+    """lumos measure and lumos coadd outputs: Table.read warns nothing, lumos keeps units."""
+    import shutil
+    import warnings
+
+    second = tmp_path / "second.fits"
+    shutil.copy(field_dir / "image.fits", second)
+    cat = field_dir / "catalogue.fits"
+    outputs = []
+    for image, name in ((field_dir / "image.fits", "a.fits"), (second, "b.fits")):
+        status, _, err = _run(["measure", image, cat, "--out", tmp_path / name, "--model",
+                               model_path], capsys)  # fmt: skip
+        assert status == 0, err
+        outputs.append(tmp_path / name)
+    status, _, err = _run(["coadd", *outputs, "--out", tmp_path / "co.fits"], capsys)
+    assert status == 0, err
+    for path in [*outputs, tmp_path / "co.fits"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plain = Table.read(path)
+            ours = read_table(path)
+        flux = "flux" if "flux" in plain.colnames else "flux_ivar"
+        assert plain[flux].unit == "ct"  # the FITS-standard form of a count of electrons
+        assert str(ours[flux].unit) == "electron"
+        assert not any(k.startswith("LUNIT") for k in ours.meta)
+
+
+class _CountingModel(torch.nn.Module):
+    """A network that records how many stamps it was given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.seen = 0
+
+    def forward(self, batch):
+        self.seen += len(batch)
+        return self.model(batch)
+
+    def range_flags(self, batch):
+        return self.model.range_flags(batch)
+
+
+def test_off_image_rows_are_flagged_without_being_cut_or_inferred(field_dir, capsys):
+    """Cost follows the galaxies on the image: off-image rows never reach the network."""
+    from astropy.table import vstack
+
+    image, meta, full = _field(field_dir)
+    on = full[3:6]
+    rng = np.random.default_rng(3)
+    off = full[np.full(20_000, 3)]
+    off["id"] = np.arange(1000, 21_000)
+    off["x"] = rng.uniform(-5e4, 5e4, len(off))
+    off["y"] = np.where(rng.random(len(off)) < 0.5, -100.0, 1e6)
+    cat = vstack([off[:10_000], on, off[10_000:]])
+    model = _CountingModel(_tiny_model())
+    out = measure_image(image, cat, meta, model=model, progress=True, batch_size=64)
+    assert model.seen == 3
+    assert "3/3" in capsys.readouterr().err  # the progress bar counts the measured rows only
+    flags = np.asarray(out["flags"])
+    offs = np.r_[0:10_000, 10_003:20_003]
+    assert np.all(flags[offs] == int(Flag.OFF_IMAGE)) and not np.any(flags[10_000:10_003] & 64)
+    assert np.isnan(out["flux"][offs]).all() and np.isfinite(out["flux"][10_000:10_003]).all()
+    alone = measure_image(image, on, meta, model=_tiny_model())
+    np.testing.assert_allclose(out["flux"][10_000:10_003], alone["flux"], rtol=1e-6)
+
+
+def test_a_missing_magnitude_is_the_network_rule(field_dir):
+    """NaN i_mag reaches the network (no 99 substituted): it is the neutral magnitude."""
+    image, meta, cat = _field(field_dir)
+    cat = cat[3:6]
+    model = _tiny_model()
+    cat["i_mag"][1] = np.nan
+    cat["flags"][1] |= int(Flag.BAD_MAGNITUDE)  # as read_catalogue flags it
+    missing = measure_image(image, cat, meta, model=model)
+    cat["i_mag"][1] = model.config.i_mag_center
+    neutral = measure_image(image, cat, meta, model=model)
+    assert missing["flags"][1] == int(Flag.BAD_MAGNITUDE)
+    assert not missing["pdf_truncated"][1]
+    for name in ("flux", "flux_err", "pdf_mean", "pdf_sigma"):
+        np.testing.assert_allclose(np.asarray(missing[name]), np.asarray(neutral[name]),
+                                   rtol=1e-6)  # fmt: skip
+
+
+def test_nan_and_huge_positions_raise_no_numpy_warnings(field_dir, model_path, tmp_path):
+    import warnings
+
+    cat = Table.read(field_dir / "catalogue.fits")[:4]
+    cat["x"][1], cat["y"][2], cat["x"][3] = np.nan, 1e300, -1e20
+    cat.write(tmp_path / "cat.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for method in ("lumos", "aperture"):
+            out = measure_file(field_dir / "image.fits", tmp_path / "cat.fits",
+                               tmp_path / "o.fits", method=method, model_path=model_path,
+                               progress=False)  # fmt: skip
+            assert list(np.asarray(out["flags"][1:]) & Flag.OFF_IMAGE) == [64, 64, 64]
+
+
+# --- outputs: format, writability, overwriting, defaults said ------------------------------
+
+
+def test_csv_output_is_written_without_the_vector_columns(field_dir, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    status, _, err = _run(["measure", field_dir / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 0, err
+    table = read_table(out)
+    assert len(table) == 40 and "flux" in table.colnames and "pdf_mean" not in table.colnames
+    assert "CSV cannot hold the vector columns pdf_weight, pdf_mean, pdf_sigma" in err
+
+
+def test_unwritable_output_is_refused_before_measuring(field_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    import errno
+    import tempfile
+
+    import lumos.measure
+
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and str(dir) == str(tmp_path / "ro"):
+            raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/.out.fits.tmp")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured before checking the output")
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(lumos.measure, "measure_image", never)
+    out = tmp_path / "ro" / "out.fits"
+    status, _, err = _run(["measure", field_dir / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 1
+    assert err == f"lumos measure: error: cannot write {out}: permission denied in {out.parent}\n"
+
+
+def test_overwriting_an_output_is_said(field_dir, tmp_path, capsys):
+    out = tmp_path / "out.fits"
+    argv = ["measure", field_dir / "image.fits", field_dir / "catalogue.fits", "--out", out,
+            "--method", "aperture"]  # fmt: skip
+    status, _, err = _run(argv, capsys)
+    assert status == 0 and "overwritten" not in err
+    status, _, err = _run(argv, capsys)
+    assert status == 0 and f"lumos measure: {out} exists and will be overwritten" in err
+
+
+def test_a_missing_exposure_time_is_said_and_recorded(field_dir, tmp_path, capsys):
+    with fits.open(field_dir / "image.fits") as hdul:
+        del hdul[0].header["EXPTIME"]
+        hdul.writeto(tmp_path / "image.fits")
+    out = tmp_path / "out.fits"
+    status, _, err = _run(["measure", tmp_path / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 0, err
+    assert "image.fits has no EXPTIME header keyword; using the NB685 default exposure time" in err
+    table = read_table(out)
+    assert table.meta["EXPTSRC"] == "band default" and table.meta["EXPTIME"] > 0
+    status, _, err = _run(["measure", tmp_path / "image.fits", field_dir / "catalogue.fits",
+                           "--out", out, "--method", "aperture", "--exptime", "60"], capsys)
+    assert "default exposure time" not in err
+    assert read_table(out).meta["EXPTSRC"] == "option"
+    assert read_table(out).meta["EXPTIME"] == 60.0
+
+
+# --- manifests: formats, parts keyed on their inputs, failures and interruptions -----------
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    """One local Dask cluster for the manifest tests of this module (its address)."""
+    from dask.distributed import LocalCluster
+
+    from lumos.manifest import _NO_DASHBOARD
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                           dashboard_address=None, scheduler_kwargs=_NO_DASHBOARD)  # fmt: skip
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+def test_manifest_formats(tmp_path, field_dir):
+    from lumos.errors import LumosError
+    from lumos.manifest import is_manifest, read_manifest
+
+    listing = tmp_path / "images.txt"
+    listing.write_text("# tonight\na.fits\n\n  sub/b.fits  \n")
+    assert is_manifest(listing)
+    assert list(read_manifest(listing)["path"]) == ["a.fits", "sub/b.fits"]
+    bare = tmp_path / "images"  # no suffix, but a text file
+    bare.write_text("a.fits\n")
+    assert is_manifest(bare) and list(read_manifest(bare)["path"]) == ["a.fits"]
+    assert not is_manifest(field_dir / "image.fits")
+    table = tmp_path / "m.csv"
+    Table({"image": ["a.fits", "b.fits"], "band": ["NB685", "NB695"]}).write(table)
+    back = read_manifest(table)
+    assert list(back["path"]) == ["a.fits", "b.fits"] and list(back["band"]) == ["NB685", "NB695"]
+    headerless = tmp_path / "h.csv"
+    headerless.write_text("a.fits\nb.fits\n")
+    assert list(read_manifest(headerless)["path"]) == ["a.fits", "b.fits"]
+    fits_manifest = tmp_path / "m.fits"
+    Table({"IMAGE": ["a.fits"]}).write(fits_manifest)
+    assert is_manifest(fits_manifest) and list(read_manifest(fits_manifest)["path"]) == ["a.fits"]
+    wrong = tmp_path / "w.csv"
+    Table({"name": ["a.fits"], "band": ["NB685"]}).write(wrong)
+    with pytest.raises(LumosError, match=r"needs a 'path' column \(or 'image'\).*one image per "
+                       r"line.*it has the columns: name, band"):  # fmt: skip
+        read_manifest(wrong)
+    empty = tmp_path / "e.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(LumosError, match="lists no images"):
+        read_manifest(empty)
+
+
+def test_manifest_parts_are_reused_only_while_their_inputs_are_unchanged(
+    field_dir, model_path, tmp_path, capsys, dask_scheduler
+):
+    import shutil
+
+    from lumos.manifest import measure_manifest
+
+    for name in ("a.fits", "b.fits"):
+        shutil.copy(field_dir / "image.fits", tmp_path / name)
+    cat = tmp_path / "cat.fits"
+    shutil.copy(field_dir / "catalogue.fits", cat)
+    Table({"path": ["a.fits", "b.fits"]}).write(tmp_path / "images.csv")
+    out = tmp_path / "all.fits"
+    parts = tmp_path / "all.fits.parts"
+
+    def run(**kwargs):
+        capsys.readouterr()
+        table = measure_manifest(tmp_path / "images.csv", cat, out, model_path=model_path,
+                                 scheduler=dask_scheduler, progress=False, **kwargs)
+        return table, capsys.readouterr().err
+
+    first, err = run()
+    assert len(first) == 80 and "reusing" not in err
+    mtimes = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    assert len(mtimes) == 2
+    again, err = run()
+    assert "reusing the results of 2 image(s) whose inputs are unchanged" in err
+    assert {p.name: p.stat().st_mtime_ns for p in parts.iterdir()} == mtimes
+    np.testing.assert_array_equal(again["flux"], first["flux"])
+    # a one-row catalogue: both images are measured again
+    Table.read(cat)[5:6].write(cat, overwrite=True)
+    third, err = run()
+    assert len(third) == 2 and "measuring again 2 image(s)" in err
+    # an image replaced by a blank (NaN but for one corner pixel) one of the same size: only
+    # that one again
+    with fits.open(tmp_path / "b.fits") as hdul:
+        hdul[0].data[:] = np.nan
+        hdul[0].data[0, 0] = 0.0
+        hdul.writeto(tmp_path / "b.fits", overwrite=True)
+    fourth, err = run()
+    assert "reusing the results of 1 image(s)" in err and ": a.fits" in err
+    assert "measuring again 1 image(s)" in err and err.rstrip().endswith("b.fits")
+    flags = dict(zip(fourth["image"], fourth["flags"], strict=True))
+    assert flags["b.fits"] & Flag.MASKED_CORE and not flags["a.fits"] & Flag.MASKED_CORE
+    # other options (the method) measure again too; parts of earlier inputs are removed
+    fifth, err = run(method="aperture")
+    assert "measuring again 2 image(s)" in err and fifth.meta["METHOD"] == "aperture"
+    assert len(list(parts.iterdir())) == 2
+
+
+def test_failed_manifest_leaves_no_parts_folder(field_dir, tmp_path, dask_scheduler):
+    from lumos.errors import LumosError
+    from lumos.manifest import measure_manifest
+
+    broken = _corrupt(tmp_path / "broken.fits")
+    Table({"path": [str(broken)]}).write(tmp_path / "m.ecsv")
+    with pytest.raises(LumosError, match="every image of the manifest failed"):
+        measure_manifest(tmp_path / "m.ecsv", field_dir / "catalogue.fits",
+                         tmp_path / "out.fits", method="aperture", scheduler=dask_scheduler,
+                         progress=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.fits", "m.ecsv"]
+
+
+def test_interrupted_manifest_says_one_line_and_leaves_no_parts(
+    field_dir, tmp_path, capsys, monkeypatch, dask_scheduler
+):
+    import dask.distributed
+
+    def interrupted(futures, *args, **kwargs):
+        parts = tmp_path / "out.fits.parts"
+        (parts / ".00000-broken.parquet.tmp").write_text("half written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dask.distributed, "as_completed", interrupted)
+    _corrupt(tmp_path / "broken.fits")  # fails at once: no worker writes a part meanwhile
+    Table({"path": ["broken.fits"]}).write(tmp_path / "images.csv")
+    status, out, err = _run(["measure", tmp_path / "images.csv", field_dir / "catalogue.fits",
+                             "--out", tmp_path / "out.fits", "--scheduler", dask_scheduler],
+                            capsys)  # fmt: skip
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("images:")]  # fmt: skip
+    assert status == 130 and lines == ["lumos measure: interrupted"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.fits", "images.csv"]
+
+
+def test_workers_start_with_sigint_ignored():
+    import signal
+
+    from lumos.manifest import _quiet_worker, _sigint_ignored
+
+    before = signal.getsignal(signal.SIGINT)
+    with _sigint_ignored():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is before
+    from tqdm import tqdm
+
+    previous = tqdm.get_lock()
+    try:
+        _quiet_worker()
+        assert not type(tqdm.get_lock()).__module__.startswith("multiprocessing")
+        assert not any(type(lock).__module__.startswith("multiprocessing")
+                       for lock in getattr(tqdm.get_lock(), "locks", []))  # fmt: skip
+    finally:
+        tqdm.set_lock(previous)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_manifest_run_exits_with_one_line(field_dir, tmp_path):
+    """A real Ctrl-C (SIGINT to the process group) once the first image is done."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    names = [f"im{i}.fits" for i in range(8)]
+    for name in names:
+        shutil.copy(field_dir / "image.fits", tmp_path / name)
+    Table({"path": names}).write(tmp_path / "images.csv")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lumos.cli", "measure", "images.csv", str(field_dir /
+         "catalogue.fits"), "--out", "out.fits", "--method", "aperture"],
+        cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    parts = tmp_path / "out.fits.parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.is_dir() and any(p.suffix == ".parquet" and not p.name.startswith(".")
+                                  for p in parts.iterdir()):  # fmt: skip
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interruption")
+    lines = [line for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("images:")]  # fmt: skip
+    assert proc.returncode == 130 and lines == ["lumos measure: interrupted"], err

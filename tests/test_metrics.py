@@ -7,13 +7,7 @@ from lumos.validation.metrics import (
     interval_coverage,
     pit_ks_distance,
     pit_values,
-    sigma68,
 )
-
-
-def test_sigma68_of_a_gaussian(rng):
-    assert sigma68(rng.normal(0, 2.0, 200_000)) == pytest.approx(2.0, rel=0.01)
-    assert np.isnan(sigma68(np.array([np.nan])))
 
 
 def test_pit_of_calibrated_gaussians_is_uniform(rng):

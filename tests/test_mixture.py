@@ -10,14 +10,13 @@ import torch
 from scipy import stats
 
 from lumos.mixture import (
-    P16,
-    P84,
     GaussianMixture,
     mixture_nll,
     pair_nll,
     product,
     truncate_mask,
 )
+from lumos.stats import P16, P84
 
 # tiny tensors: one intra-op thread is much faster (and immune to CPU contention)
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")

@@ -12,17 +12,18 @@ import torch
 from conftest import S, noisy_stamp_batch, stamp_coordinates
 
 from lumos.flags import Flag
+from lumos.instrument import PIXEL_SCALE
 from lumos.mixture import GaussianMixture
-from lumos.model_io import FORMAT_VERSION, model_paths
-from lumos.network import (
-    LumosNet,
+from lumos.model_io import (
+    FORMAT_VERSION,
     ModelFileError,
-    NetworkConfig,
     default_model_path,
     load_default_model,
     load_model,
+    model_paths,
     save_model,
 )
+from lumos.network import LumosNet, NetworkConfig
 from lumos.stamps import StampBatch
 
 
@@ -150,8 +151,10 @@ def test_range_flags():
     )
     flags = model.range_flags(b)
     assert flags.dtype == torch.int64
-    expected = [1, 0, 0, 0, 1, 1]
-    assert flags.tolist() == [e * int(Flag.OUT_OF_RANGE) for e in expected]
+    expected = [1, 0, 0, 0, 0, 1]
+    missing = [0, 0, 0, 0, 1, 0]  # a missing magnitude is BAD_MAGNITUDE, not out of range
+    assert flags.tolist() == [e * int(Flag.OUT_OF_RANGE) + m * int(Flag.BAD_MAGNITUDE)
+                              for e, m in zip(expected, missing, strict=True)]
     everything = LumosNet(NetworkConfig.tiny())
     b2 = b.replace(i_mag=torch.full((6,), 20.0), band_idx=torch.tensor([0, 79, 80, -1, 5, 6]))
     assert everything.range_flags(b2).tolist() == [0, 0, 32, 32, 0, 0]
@@ -217,6 +220,20 @@ def test_save_load_round_trip(tmp_path, tiny, batch):
             a, b = tiny(batch), loaded(batch)
         assert torch.equal(a.means, b.means) and torch.equal(a.sigmas, b.sigmas)
         assert torch.equal(a.log_weights, b.log_weights)
+
+
+def test_model_files_honour_the_umask_also_when_overwritten(tmp_path, tiny):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        for _ in range(2):  # new, then overwritten
+            save_model(tiny, tmp_path / "m")
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+            assert modes == {"m.json": 0o644, "m.safetensors": 0o644}
+    finally:
+        os.umask(previous)
 
 
 def test_pickles_are_refused(tmp_path, tiny):
@@ -331,3 +348,39 @@ def _toy_batch_for_sigma_scale(n: int = 6):
         ccd_xy=torch.full((n, 2), 500.0), band_idx=torch.arange(n), flags=torch.zeros(n,
         dtype=torch.int64), offset=torch.zeros(n, 2),
     )  # fmt: skip
+
+
+def test_a_random_bin_file_is_not_called_a_pickle(tmp_path, tiny):
+    """The message says what the file is not, from its bytes, not from its name."""
+    random_bin = tmp_path / "weights.bin"
+    random_bin.write_bytes(np.random.default_rng(0).bytes(1000))
+    with pytest.raises(ModelFileError) as info:
+        load_model(random_bin)
+    message = str(info.value)
+    assert "not a lumos model file" in message and "NAME.safetensors + NAME.json" in message
+    assert "looks like" not in message and "is a pickle" not in message
+    torch.save(tiny.state_dict(), tmp_path / "real.bin")  # a real PyTorch file still is one
+    with pytest.raises(ModelFileError, match="is a zip file .*pickles are never loaded"):
+        load_model(tmp_path / "real.bin")
+
+
+def test_observing_ranges_come_from_the_training_simulation(tmp_path):
+    from lumos.simulate import SimulationConfig
+
+    model = LumosNet(NetworkConfig.tiny())
+    assert model.observing_ranges() == {}
+    assert model.observing_range_flags(10.0, 9.0, 1.0) == 0  # no metadata: no judgement
+    sim = SimulationConfig(psf_fwhm_range=(0.7, 1.1), psf_beta_range=(3.0, 4.0),
+                           pixel_scale=0.2)  # fmt: skip
+    model.metadata = {"simulation_config": sim.to_dict()}
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    ranges = loaded.observing_ranges()
+    assert ranges["psf_fwhm"] == (0.7, 1.1) and ranges["psf_beta"] == (3.0, 4.0)
+    assert ranges["pixel_scale"] == pytest.approx((0.19, 0.21))
+    out = int(Flag.OUT_OF_RANGE)
+    assert loaded.observing_range_flags(0.7, 3.0, 0.2) == 0
+    assert loaded.observing_range_flags(1.1, 4.0, 0.195) == 0
+    assert loaded.observing_range_flags(1.2, 3.5, 0.2) == out
+    assert loaded.observing_range_flags(0.9, 2.9, 0.2) == out
+    assert loaded.observing_range_flags(0.9, 3.5, PIXEL_SCALE) == out

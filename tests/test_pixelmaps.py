@@ -14,6 +14,7 @@ from lumos.cli import main
 from lumos.errors import LumosError
 from lumos.flags import Flag
 from lumos.imageio import ImageMeta
+from lumos.instrument import PIXEL_SCALE
 from lumos.measure import make_stamp_batch, measure_image
 from lumos.network import LumosNet, NetworkConfig
 from lumos.pixelmaps import bad_pixels, read_pixel_map, variance_from_weight
@@ -44,7 +45,7 @@ def scene():
         image[j0:j0 + 60, i0:i0 + 60] += stamps[i]
     variance = SKY + READ_NOISE**2 + np.clip(image - SKY, 0, None)
     image = image + rng.normal(size=SHAPE) * np.sqrt(variance)
-    meta = ImageMeta(band=get_band("NB685"), psf_fwhm=0.9, psf_beta=3.5, pixel_scale=0.263,
+    meta = ImageMeta(band=get_band("NB685"), psf_fwhm=0.9, psf_beta=3.5, pixel_scale=PIXEL_SCALE,
                      gain=1.0, read_noise=READ_NOISE)  # fmt: skip
     return image.astype(np.float32), read_catalogue(cat), meta
 
@@ -172,7 +173,7 @@ def test_manifest_file_columns_and_one_image_options(files, tmp_path, capsys):
 
     manifest = Table({"path": ["image.fits", "image.fits"], "weight": ["weight.fits", ""],
                       "mask": ["mask.fits", ""], "psf": ["", "/abs/psf.fits"]})  # fmt: skip
-    jobs = _jobs(manifest, files, str(files / "cat.fits"), tmp_path)
+    jobs = _jobs(manifest, files, str(files / "cat.fits"))
     assert jobs[0].files == {"weight_path": str(files / "weight.fits"),
                              "mask_path": str(files / "mask.fits")}  # fmt: skip
     assert jobs[1].files == {"psf_path": "/abs/psf.fits"}

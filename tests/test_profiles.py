@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lumos.instrument import PIXEL_SCALE
 from lumos.profiles import (
     SersicRenderer,
     _sersic_table,
@@ -16,7 +17,10 @@ from lumos.profiles import (
 )
 from lumos.psf import GaussianPSF, MoffatPSF
 
-PIX = 0.263
+PIX = PIXEL_SCALE
+#: The accuracy profiles.py documents against GalSim: stamp flux within a few 1e-4, pixels
+#: within 5e-4 of the peak.
+FLUX_TOL, PIXEL_TOL = 3e-4, 5e-4
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +126,8 @@ def test_agrees_with_galsim_including_corners():
             ref = conv.drawImage(nx=60, ny=60, scale=PIX, offset=tuple(offset[i])).array
             flux_err = abs(ours[i].sum() / ref.sum() - 1)
             pix_err = np.abs(ours[i] - ref).max() / ref.max()
-            assert flux_err < 2e-3, (i, flux_err)
-            assert pix_err < 2e-3, (i, pix_err)
+            assert flux_err < FLUX_TOL, (i, flux_err)
+            assert pix_err < PIXEL_TOL, (i, pix_err)
 
 
 def test_extreme_wraparound_corner_matches_large_fft():
@@ -134,8 +138,8 @@ def test_extreme_wraparound_corner_matches_large_fft():
         *args, offset=[[0.2, 0.1], [-0.3, 0.4]])
     flux_err = (ours.double().sum(dim=(1, 2)) / ref.double().sum(dim=(1, 2)) - 1).abs()
     pix_err = (ours - ref).abs().amax(dim=(1, 2)) / ref.amax(dim=(1, 2))
-    assert torch.all(flux_err < 2e-3), flux_err
-    assert torch.all(pix_err < 2e-3), pix_err
+    assert torch.all(flux_err < FLUX_TOL), flux_err
+    assert torch.all(pix_err < PIXEL_TOL), pix_err
 
 
 def test_larger_stamp_is_consistent_with_small_one(renderer):
@@ -145,7 +149,7 @@ def test_larger_stamp_is_consistent_with_small_one(renderer):
     big = SersicRenderer(size=100).render(*args, offset=offset)
     assert big.shape == (2, 100, 100)
     diff = (big[:, 20:80, 20:80] - small).abs().amax(dim=(1, 2)) / small.amax(dim=(1, 2))
-    assert torch.all(diff < 1e-3), diff
+    assert torch.all(diff < 1e-4), diff
     one = render_sersic([1.0], [1.0], [0.7], [0.0], GaussianPSF(1.0), size=33)
     assert one.shape == (1, 33, 33)
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy.special import gamma, kv
 
-from lumos.profiles import SersicRenderer
-from lumos.psf import BasisImagePSF, GaussianPSF, ImagePSF, MoffatPSF, draw_psf
+from lumos.instrument import PIXEL_SCALE
+from lumos.profiles import SersicRenderer, draw_psf
+from lumos.psf import BasisImagePSF, GaussianPSF, ImagePSF, MoffatPSF
 
-PIX = 0.263
+PIX = PIXEL_SCALE
 
 
 def moffat_ft(k: np.ndarray, fwhm: float, beta: float) -> np.ndarray:

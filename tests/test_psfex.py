@@ -13,7 +13,8 @@ from astropy.table import Table
 
 from lumos.cli import main
 from lumos.errors import LumosError
-from lumos.psf import BasisImagePSF, ImagePSF, MoffatPSF, draw_psf
+from lumos.profiles import draw_psf
+from lumos.psf import BasisImagePSF, ImagePSF, MoffatPSF
 from lumos.psfex import is_psfex_file, read_psfex
 from lumos.psfsource import ImageSource, PSFExSource, fwhm_pixels, load_psf
 

@@ -3,8 +3,9 @@
 import numpy as np
 import torch
 
-from lumos.network import default_model_path, load_default_model
+from lumos.model_io import default_model_path, load_default_model
 from lumos.simulate import Simulator
+from lumos.stats import sigma68
 
 
 def test_shipped_model_is_small_loads_and_is_accurate_on_fresh_simulations():
@@ -22,7 +23,6 @@ def test_shipped_model_is_small_loads_and_is_accurate_on_fresh_simulations():
     bright = batch.i_mag.numpy() < 20.0
     assert bright.sum() > 30
     assert abs(np.median(rel[bright])) < 0.03
-    q16, q84 = np.percentile(rel[bright], [16, 84])
-    assert 0.5 * (q84 - q16) < 0.08
+    assert sigma68(rel[bright]) < 0.08
     inside = (truth >= summary["flux_q16"]) & (truth <= summary["flux_q84"])
     assert 0.55 < inside.mean() < 0.82

@@ -10,6 +10,7 @@ import torch
 
 from lumos import simulate as sim_mod
 from lumos.bands import get_band
+from lumos.instrument import CCD_HEIGHT, CCD_WIDTH, PIXEL_SCALE
 from lumos.simulate import (
     CatalogueErrors,
     FlatSky,
@@ -29,7 +30,7 @@ def _renderer_works() -> bool:
     if importlib.util.find_spec("lumos.profiles") is None:
         return False
     try:
-        image = sim_mod._default_renderer_factory(60, 0.263).render(
+        image = sim_mod._default_renderer_factory(60, PIXEL_SCALE).render(
             [0.3], [1.0], [0.7], [10.0], sim_mod._default_psf_factory([0.9], [3.0])
         )
     except Exception:  # noqa: BLE001 - renderer not ready: fall back to the stand-in
@@ -48,7 +49,7 @@ class _GalSimPSF:
 class _GalSimRenderer:
     """Stand-in with the SersicRenderer API, used only while lumos.profiles is absent."""
 
-    def __init__(self, size=60, pixel_scale=0.263):
+    def __init__(self, size=60, pixel_scale=PIXEL_SCALE):
         self.size, self.scale = size, pixel_scale
 
     def render(self, r50, n, q, pa, psf, offset=None, flux=None):
@@ -98,7 +99,8 @@ def test_batch_fields_shapes_and_dtypes():
     assert batch.offset.shape == (12, 2) and batch.truth.dtype == torch.float32
     assert 0 <= int(batch.band_idx.min()) and int(batch.band_idx.max()) < 80
     assert float(batch.offset.min()) >= -0.5 and float(batch.offset.max()) < 0.5
-    assert float(batch.ccd_xy[:, 0].max()) < 4096 and float(batch.ccd_xy[:, 1].max()) < 2048
+    assert float(batch.ccd_xy[:, 0].max()) < CCD_WIDTH
+    assert float(batch.ccd_xy[:, 1].max()) < CCD_HEIGHT
     assert torch.all(batch.i_mag >= 17) and torch.all(batch.i_mag <= 23)
     assert torch.all(batch.truth > 0)
     assert torch.all(torch.isfinite(batch.pixels))

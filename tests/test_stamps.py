@@ -103,3 +103,32 @@ def test_stampbatch_select_concat_and_validation():
         b.replace(i_mag=torch.zeros(3))
     with pytest.raises(ValueError, match="profile shape"):
         b.replace(profile=torch.zeros(4, 50, 50))
+
+
+def test_no_usable_pixel_within_the_core_radius_sets_failed():
+    image = np.ones((200, 200), dtype=np.float32)
+    image[90:111, 90:111] = np.nan  # covers the whole core (radius 8) of source 0
+    image[40:45, 40:45] = np.nan  # only part of the core of source 1
+    cut = cut_stamps(image, [100.0, 42.0, 150.0], [100.0, 42.0, 150.0])
+    assert cut.flags[0] & Flag.FAILED and cut.flags[0] & Flag.MASKED_CORE
+    assert cut.flags[1] & Flag.MASKED_CORE and not cut.flags[1] & Flag.FAILED
+    assert cut.flags[2] == 0
+    empty = cut_stamps(np.full((100, 100), np.nan, np.float32), [50.0, -30.0], [50.0, 50.0])
+    assert empty.flags.tolist() == [int(Flag.MASKED_CORE | Flag.MASKED | Flag.FAILED),
+                                    int(Flag.OFF_IMAGE)]  # fmt: skip
+
+
+def test_nan_and_huge_positions_raise_no_numpy_warning():
+    import warnings
+
+    from lumos.stamps import on_image
+
+    x = np.array([np.nan, 1e300, -1e300, np.inf, 4e18, 50.0])
+    y = np.array([5.0, 5.0, 5.0, 5.0, -9e18, 50.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cut = cut_stamps(np.ones((100, 100), np.float32), x, y)
+        inside = on_image(x, y, (100, 100))
+    assert cut.flags.tolist() == [int(Flag.OFF_IMAGE)] * 5 + [0]
+    assert inside.tolist() == [False] * 5 + [True]
+    assert np.all(np.abs(cut.offset) <= 0.5)

@@ -11,6 +11,7 @@ import pytest
 
 from lumos import bands
 from lumos.errors import LumosError
+from lumos.instrument import CCD_SIZE, PIXEL_SCALE
 from lumos.simulate import SimulationConfig, Simulator
 from lumos.survey import (
     BROAD_BANDS,
@@ -68,7 +69,7 @@ def test_paus_default_is_the_simulation_as_without_a_survey():
     assert paus.is_paus and paus.name == "PAUS"
     assert len(paus.bands) == 40 and paus.band_names[0] == "NB455"
     assert paus.band("nb685").exposure_time == bands.get_band("NB685").exposure_time
-    assert paus.pixel_scale == 0.263 and paus.ccd_size == (4096, 2048)
+    assert paus.pixel_scale == PIXEL_SCALE and paus.ccd_size == CCD_SIZE
     assert paus.camera_states == ("before", "after") and paus.reference_band == "i"
     assert paus.simulation_config() == SimulationConfig()
     assert load_survey(None) is paus

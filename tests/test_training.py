@@ -204,3 +204,62 @@ def test_plain_iterable_stream_and_bad_input(tmp_path, val_batch):
               tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         TrainingConfig(batch_size=0)
+
+
+def test_train_command_checkpoints_follow_out_and_refuse_another_run(
+    tmp_path, val_batch, capsys, monkeypatch
+):
+    """``lumos train``: checkpoints next to --out by default, a one-line refusal of another
+    run's checkpoints, and "resuming from" when it resumes."""
+    import lumos.simulate
+    from lumos.cli import main
+    from lumos.commands.train import checkpoint_dir
+
+    assert checkpoint_dir("runs/m.safetensors") == checkpoint_dir("runs/m")
+    assert str(checkpoint_dir("runs/m")) == "runs/m-checkpoints"
+    assert str(checkpoint_dir("runs/m", "elsewhere")) == "elsewhere"
+    # one epoch of the tiny network of `lumos train --config tiny --seed 1`
+    torch.manual_seed(1)
+    train(LumosNet(NetworkConfig.tiny()), factory, val_batch, fast_config(n_epochs=1, seed=1),
+          tmp_path / "m-checkpoints", progress=False)  # fmt: skip
+
+    class FastSimulator:  # the command's held-out stamps, without the simulator's cost
+        def __init__(self, *args, seed=0, **kwargs):
+            self.seed = seed
+
+        def sample(self, n):
+            return synth_batch(n, self.seed)
+
+        def stream(self, batch_size):
+            return factory(self.seed, batch_size)
+
+    monkeypatch.setattr(lumos.simulate, "Simulator", FastSimulator)
+    base = ["train", "--config", "tiny", "--epochs", "1", "--samples-per-epoch", "16",
+            "--batch-size", "16", "--val-size", "8", "--threads", "1"]  # fmt: skip
+    for extra, why in [(["--seed", "2"], "seed 1, not 2"),
+                       (["--config", "default"], "another network configuration")]:
+        argv = base + extra if "--config" not in extra else base[:1] + base[3:] + extra
+        status = main(argv + ["--out", str(tmp_path / "m")])
+        err = capsys.readouterr().err
+        assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+        assert why in err and "--checkpoints" in err and "--no-resume" in err
+        assert not (tmp_path / "m.json").exists()
+    # another --out has its own folder: a fresh run, not the other model's epoch 1
+    status = main(base + ["--seed", "2", "--out", str(tmp_path / "other")])
+    out = capsys.readouterr().out
+    assert status == 0 and "resuming" not in out
+    assert latest_checkpoint(tmp_path / "other-checkpoints").name == "epoch-0001.json"
+    # the same run again resumes, and says from where
+    status = main(base + ["--out", str(tmp_path / "m")])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"resuming from {tmp_path / 'm-checkpoints' / 'epoch-0001.json'} (epoch 1 of 1" in out
+    # --no-resume starts afresh and removes the earlier run's checkpoints
+    later = train(tiny_model(), factory, val_batch, fast_config(n_epochs=3, seed=1),
+                  tmp_path / "stale", progress=False)  # fmt: skip
+    assert later.epochs_completed == 3
+    status = main(base + ["--out", str(tmp_path / "fresh"), "--checkpoints",
+                          str(tmp_path / "stale"), "--no-resume"])  # fmt: skip
+    assert status == 0 and "removing the checkpoints of an earlier run" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "stale").glob("epoch-*.json")) == [
+        "epoch-0001.json"]

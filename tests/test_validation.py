@@ -20,7 +20,9 @@ import torch
 
 from lumos.cli import main
 from lumos.mixture import GaussianMixture
-from lumos.network import LumosNet, NetworkConfig, save_model
+from lumos.model_io import save_model
+from lumos.network import LumosNet, NetworkConfig
+from lumos.stats import pair_pull
 from lumos.validation import experiments as exp
 from lumos.validation.experiments import SEEDS, ValidationSizes, run_validation, to_json
 from lumos.validation.metrics import (
@@ -28,7 +30,6 @@ from lumos.validation.metrics import (
     colour_error,
     gaussian_pit,
     outlier_fractions,
-    pair_pull,
     tolerance_for_error,
 )
 
@@ -45,6 +46,7 @@ TINY = ValidationSizes(
     background_grid=(0.05, 0.5),
     snr_colours=60,
     catalogue_errors=150,
+    coadds=60,
 )
 
 PNGS = (
@@ -87,8 +89,10 @@ def cli_run(model, tmp_path_factory) -> tuple[Path, dict]:
                        "--quick"])  # fmt: skip
     finally:
         mp.undo()
-    assert status == 0
-    return out, json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the exit status follows the calibration checks (the untrained tiny model fails them)
+    assert status == (0 if metrics["accuracy"]["calibration"]["checks"]["all"] else 1)
+    return out, metrics
 
 
 def _finite(x) -> bool:
@@ -102,6 +106,7 @@ def _all_finite(values) -> bool:
 # --- the full run --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_outputs_written_and_embedded(cli_run):
     out, metrics = cli_run
     report = (out / "report.md").read_text()
@@ -120,6 +125,7 @@ def test_outputs_written_and_embedded(cli_run):
     assert all(_finite(v) for v in metrics["runtime_s"].values())
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_catalogue_errors_experiment(cli_run):
     _, m = cli_run
     e = m["catalogue_errors"]
@@ -129,6 +135,7 @@ def test_catalogue_errors_experiment(cli_run):
         assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_calibration_and_accuracy_metrics_finite(cli_run):
     _, m = cli_run
     acc = m["accuracy"]
@@ -160,6 +167,7 @@ def test_calibration_and_accuracy_metrics_finite(cli_run):
     assert "accuracy_isolated" in acc and acc["n_isolated"] > 0
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_other_experiments_finite(cli_run):
     _, m = cli_run
     d = m["deblending"]
@@ -192,8 +200,17 @@ def test_other_experiments_finite(cli_run):
     ratio = [v for v in s["snr"]["lumos_over_aperture"] if v is not None]
     assert len(ratio) >= 3 and _all_finite(ratio)
     assert len(s["snr"]["lumos"]["median_per_band"]) == 40
+    c = m["coadds"]
+    assert c["n_exposures"] == 4
+    for name in ("lumos", "aperture"):
+        assert 0.0 < c["methods"][name]["coverage68"] <= 1.0
+        assert _finite(c["methods"][name]["sigma68_D"])
+    # a posterior model's flux follows the catalogue magnitude: the leakage is measured
+    assert set(c["leakage"]) == {"-0.5", "+0.5"}
+    assert _all_finite(c["leakage"]["+0.5"]["flux"])
 
 
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_broken_model_fails_calibration(model, cli_run, tmp_path):
     _, good = cli_run
     bad = run_validation(ScaledSigmas(model, 3.0), tmp_path, sizes=TINY,
@@ -213,6 +230,26 @@ def test_broken_model_fails_calibration(model, cli_run, tmp_path):
     s_bad = bad["accuracy"]["accuracy"]["methods"]["lumos"]["sigma68"][:2]
     assert s_bad == pytest.approx(s_good, rel=1e-5)
     assert set(bad["plots"]) == {"accuracy"}
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_exit_status_is_nonzero_when_calibration_fails(tmp_path, capsys, monkeypatch, passed):
+    import lumos.validation.experiments as experiments
+
+    def fake_validation(model, out, **kwargs):
+        checks = {"pit_ks": passed, "coverage68": True, "coverage95": passed, "all": passed}
+        return {"accuracy": {"calibration": {"checks": checks, "pit_ks": 0.1,
+                                             "coverage68": 0.68, "coverage95": 0.9}}}
+
+    monkeypatch.setattr(experiments, "run_validation", fake_validation)
+    monkeypatch.setattr("lumos.model_io.load_default_model", lambda: None)
+    status = main(["validate", "--out", str(tmp_path / "report")])
+    captured = capsys.readouterr()
+    if passed:
+        assert status == 0 and "checks passed" in captured.out
+    else:
+        assert status == 1 and "checks FAILED" in captured.out
+        assert "fails the calibration checks (pit_ks, coverage95)" in captured.err
 
 
 def test_cli_bad_model(tmp_path, capsys):
@@ -291,3 +328,17 @@ def test_observation_stamp_is_the_context_centre():
     np.testing.assert_allclose(excess, 5e5, rtol=0.02)
     with pytest.raises(ValueError, match="offset"):
         t.replace(offset=np.zeros(n))
+
+
+def test_coadds_of_a_likelihood_model_and_no_likelihood_leakage():
+    from lumos.network import LumosNet, NetworkConfig
+    from lumos.validation.coadds import run_coadds
+
+    torch.manual_seed(0)
+    net = LumosNet(NetworkConfig.tiny().replace(likelihood=True, shared_error=0.02)).eval()
+    r = run_coadds(net, 40, seed=3, n_exposures=2)
+    assert r["likelihood_model"]
+    assert 0.0 <= r["methods"]["lumos"]["coverage68"] <= 1.0
+    for entry in r["leakage"].values():
+        like = np.asarray(entry["flux_like"], float)
+        assert np.all(like[np.isfinite(like)] == 0.0)  # the likelihood never sees i_mag

@@ -34,7 +34,7 @@ import numpy as np
 
 from .bands import N_BAND_INDEX
 from .errors import LumosError
-from .sky.base import CCD_HEIGHT, CCD_WIDTH
+from .instrument import CCD_HEIGHT, CCD_WIDTH
 from .sky.composite import CompositeBackground
 from .sky.real import RealImageBackground
 from .sky.synthetic import SyntheticSky

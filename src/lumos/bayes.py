@@ -340,7 +340,8 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
     return out
 
 
-def predict_posterior(model, batch, prior: FluxPrior | None = None) -> GaussianMixture:
+def predict_posterior(model, batch, prior: FluxPrior | None = None,
+                      likelihood: GaussianMixture | None = None) -> GaussianMixture:
     """Posterior flux PDFs of a simulated batch (electrons) from a likelihood model.
 
     The band and exposure time of each row come from its band x camera-state index; the
@@ -352,6 +353,8 @@ def predict_posterior(model, batch, prior: FluxPrior | None = None) -> GaussianM
         With ``config.likelihood``; other models' own output is returned unchanged.
     batch : StampBatch
     prior : FluxPrior, optional
+    likelihood : GaussianMixture, optional
+        The model's output for ``batch`` if already computed.
 
     Returns
     -------
@@ -359,7 +362,7 @@ def predict_posterior(model, batch, prior: FluxPrior | None = None) -> GaussianM
     """
     from .bands import band_from_index
 
-    like = model.predict(batch).to(torch.float64)
+    like = (model.predict(batch) if likelihood is None else likelihood).to(torch.float64)
     if not getattr(model.config, "likelihood", False):
         return like
     prior = default_population_prior() if prior is None else prior

@@ -25,7 +25,7 @@ from scipy.optimize import brentq, minimize_scalar
 from .bayes import split_shared
 from .mixture import GaussianMixture, mixture_nll
 from .network import LumosNet
-from .validation.metrics import sigma68
+from .stats import P16, P84, sigma68
 
 __all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "calibrate_model"]
 
@@ -93,7 +93,7 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
 
     def coverage(s: float) -> float:
         m = GaussianMixture(lw, mu, sg * s, truncated=cover_trunc)
-        lo, hi = m.quantile(0.158655), m.quantile(0.841345)
+        lo, hi = m.quantile(P16), m.quantile(P84)
         w = weights / weights.mean()
         inside = ((target >= lo) & (target <= hi)).double()
         return float((w * inside).sum() / w.sum())

@@ -32,17 +32,15 @@ from astropy.table import Table
 
 from .errors import CatalogueError
 from .flags import Flag
+from .profiles import valid_profile_parameters
 from .tableio import read_table
 
 __all__ = [
     "REQUIRED_COLUMNS",
-    "SERSIC_N_RANGE",
     "read_catalogue",
     "validate_catalogue",
 ]
 
-#: Sersic indices the renderer supports.
-SERSIC_N_RANGE = (0.3, 6.2)
 REQUIRED_COLUMNS = ("id", "r50", "sersic_n", "pa", "i_mag")
 _STANDARD = ("id", "x", "y", "ra", "dec", "r50", "sersic_n", "q", "ellipticity", "pa", "i_mag")
 
@@ -223,8 +221,10 @@ def validate_catalogue(table: Table) -> np.ndarray:
     Returns
     -------
     numpy.ndarray of int64
-        ``Flag.BAD_PROFILE`` where r50 <= 0, the Sersic index is outside [0.3, 6.2], q is
-        outside (0, 1] or any profile value is not finite; ``Flag.BAD_MAGNITUDE`` where
+        ``Flag.BAD_PROFILE`` where the profile parameters fail
+        :func:`lumos.profiles.valid_profile_parameters` (r50 outside (0, 20] arcsec, Sersic
+        index outside [0.3, 6.2], q outside [0.05, 1], or a value that is not finite: the
+        rule of the simulations too); ``Flag.BAD_MAGNITUDE`` where
         ``i_mag`` is not finite; ``Flag.OFF_IMAGE`` where the position is not finite.
     """
     r50 = np.asarray(table["r50"], dtype=float)
@@ -232,11 +232,7 @@ def validate_catalogue(table: Table) -> np.ndarray:
     q = np.asarray(table["q"], dtype=float)
     pa = np.asarray(table["pa"], dtype=float)
     flags = np.zeros(len(table), dtype=np.int64)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(r50) | ~np.isfinite(n) | ~np.isfinite(q) | ~np.isfinite(pa)
-        bad |= r50 <= 0
-        bad |= (n < SERSIC_N_RANGE[0]) | (n > SERSIC_N_RANGE[1])
-        bad |= (q <= 0) | (q > 1)
+    bad = ~valid_profile_parameters(r50, n, q, pa).numpy()
     flags[bad] |= int(Flag.BAD_PROFILE)
     flags[~np.isfinite(np.asarray(table["i_mag"], dtype=float))] |= int(Flag.BAD_MAGNITUDE)
     x = np.asarray(table["x"], dtype=float)

@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2024, help="random seed")
 
     p = sub.add_parser("measure", help="measure galaxy flux PDFs in an image (or a manifest)")
-    p.add_argument("image", help="FITS image, or a manifest table listing images")
+    p.add_argument("image", help="FITS image, or a manifest: a text file naming one image per "
+                   "line, or a table with a path (or image) column")  # fmt: skip
     p.add_argument("catalogue", help="catalogue (FITS, Parquet, CSV or ECSV)")
-    p.add_argument("--out", required=True, help="output table (.fits, .parquet or .ecsv)")
+    p.add_argument("--out", required=True, help="output table (.fits, .parquet, .ecsv; .csv "
+                   "without the PDF vector columns)")  # fmt: skip
     p.add_argument("--band", help="band name, e.g. NB685 (default: FILTER header keyword)")
     p.add_argument("--psf-fwhm", type=float, help="PSF FWHM in arcsec (default: header)")
     p.add_argument("--psf-beta", type=float, help="Moffat beta of the PSF (default: header or 3.5)")
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a lumos model on on-the-fly simulations")
     p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")
-    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint directory")
+    p.add_argument("--checkpoints",
+                   help="checkpoint directory (default OUT-checkpoints, next to the model)")
     p.add_argument("--hours", type=float, help="stop after the first epoch past this wall time")
     p.add_argument("--seed", type=int, default=1, help="training seed")
     p.add_argument("--config", default="default", choices=("default", "paper", "tiny"),
@@ -115,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="initial Adam learning rate")
     p.add_argument("--lr-step", type=int, default=40, help="epochs between /10 decays")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation stamps")
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start afresh: remove the checkpoints of an earlier run")
     p.add_argument("--start", help="continue from this model's weights (fine-tuning)")
     p.add_argument("--catalogue-errors", choices=("none", "realistic"), default="none",
                    help="errors of the profile-channel catalogue in the training simulation")

@@ -33,17 +33,14 @@ from torch import Tensor
 from . import flags as flagbits
 from .errors import LumosError
 from .mixture import (
-    P025,
-    P16,
-    P84,
-    P975,
     SUMMARY_KEYS,
     GaussianMixture,
     _map_chunks,
     truncate_mask,
 )
+from .stats import P025, P16, P84, P975
 
-__all__ = ["coadd_tables", "product_summaries", "COADD_METHODS"]
+__all__ = ["coadd_tables", "check_exposures", "product_summaries", "COADD_METHODS"]
 
 COADD_METHODS = ("both", "ivar", "pdf")
 
@@ -338,6 +335,65 @@ def _zero_point_lookup(
     return key, zp_rows, err_rows
 
 
+def check_exposures(
+    tables: list[Table],
+    exposures: list | None = None,
+    names: list[str] | None = None,
+) -> None:
+    """Refuse measurement tables that would count an exposure twice or mix methods.
+
+    Parameters
+    ----------
+    tables : list of astropy Table
+        Per-exposure measurement tables.
+    exposures : list, optional
+        For each table, the exposure of its rows: one value (str) or one per row. Default:
+        the ``image`` column when every table has one, else no duplicate check.
+    names : list of str, optional
+        Table names for the messages (default ``table 0``, ``table 1``, ...).
+
+    Raises
+    ------
+    LumosError
+        When a galaxy appears twice for one exposure and band (the same table given twice,
+        or the same image measured twice), or when the tables' ``METHOD`` metadata differ (e.g.
+        aperture and lumos measurements).
+    """
+    names = [f"table {i}" for i in range(len(tables))] if names is None else list(names)
+    methods = {}
+    for name, t in zip(names, tables, strict=True):
+        if "METHOD" in t.meta:
+            methods.setdefault(str(t.meta["METHOD"]), name)
+    if len(methods) > 1:
+        listed = ", ".join(f"{m} ({name})" for m, name in sorted(methods.items()))
+        raise LumosError(f"the tables mix measurement methods: {listed}; co-add one method at "
+                         "a time")  # fmt: skip
+    if exposures is None:
+        if not all("image" in t.colnames for t in tables):
+            return
+        exposures = [t["image"] for t in tables]
+    per_row = [np.broadcast_to(np.asarray(e).astype(str), (len(t),))
+               for e, t in zip(exposures, tables, strict=True)]  # fmt: skip
+    which = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)]) if tables else []
+    ids = _column(tables, "id") if tables else np.zeros(0)
+    if len(ids) < 2:
+        return
+    _, id_code = np.unique(ids, return_inverse=True)
+    _, band_code = np.unique(_column(tables, "band").astype(str), return_inverse=True)
+    _, exp_code = np.unique(np.concatenate(per_row), return_inverse=True)
+    n_band, n_exp = int(band_code.max()) + 1, int(exp_code.max()) + 1
+    key = (id_code.astype(np.int64) * n_band + band_code) * n_exp + exp_code
+    order = np.argsort(key, kind="stable")
+    same = np.flatnonzero(key[order][1:] == key[order][:-1])
+    if len(same):
+        first, second = order[same[0]], order[same[0] + 1]
+        exposure = np.concatenate(per_row)[first]
+        where = (f"in {names[which[first]]}" if which[first] == which[second]
+                 else f"in {names[which[first]]} and {names[which[second]]}")  # fmt: skip
+        raise LumosError(f"galaxy id {ids[first]} appears twice for exposure {exposure} "
+                         f"({where}): is a table given twice?")  # fmt: skip
+
+
 def coadd_tables(
     tables: list[Table] | Table,
     zero_points: Table | None = None,
@@ -346,6 +402,7 @@ def coadd_tables(
     *,
     grid_points: int = 768,
     truncate_threshold: float = 20.5,
+    exposures: list | None = None,
 ) -> Table:
     """Co-add several exposures' measurements per (id, band).
 
@@ -371,6 +428,9 @@ def coadd_tables(
         Nodes of the final grid of the PDF co-add.
     truncate_threshold : float
         i-band magnitude beyond which PDFs are truncated when only ``i_mag`` is given.
+    exposures : list, optional
+        The exposure of each table's rows, for the duplicate check of
+        :func:`check_exposures` (default the ``image`` column).
 
     Returns
     -------
@@ -387,7 +447,9 @@ def coadd_tables(
     Raises
     ------
     LumosError
-        (a ValueError) for a bad method, missing columns or inconsistent tables.
+        (a ValueError) for a bad method, missing columns or inconsistent tables: a galaxy
+        twice for one exposure, or tables of different measurement methods
+        (:func:`check_exposures`).
     """
     if method not in COADD_METHODS:
         raise LumosError(f"unknown co-add method {method!r}: use one of {', '.join(COADD_METHODS)}")
@@ -406,6 +468,7 @@ def coadd_tables(
         if missing:
             raise LumosError(f"measurement table {i} lacks column(s): {', '.join(missing)}")
     unit = _flux_unit(tables)
+    check_exposures(tables, exposures)
     ids = _column(tables, "id")
     bands = _column(tables, "band").astype(str)
     fl = _column(tables, "flags")

@@ -17,11 +17,10 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .bands import get_band
+from .instrument import CCD_SHAPE, PIXEL_SCALE
 from .stamps import stamp_origin
 
 __all__ = ["SimulatedField", "simulate_field"]
-
-PIXEL_SCALE = 0.263
 
 
 @dataclass
@@ -73,7 +72,7 @@ def simulate_field(
     camera_state: int = 0,
     psf_fwhm: float = 0.85,
     psf_beta: float = 3.5,
-    shape: tuple[int, int] = (2048, 4096),
+    shape: tuple[int, int] = CCD_SHAPE,
     seed: int = 2024,
     margin: int = 10,
     progress: bool = False,

@@ -26,13 +26,22 @@ class Flag(enum.IntFlag):
         The catalogue profile parameters (r50, Sersic n, axis ratio, position angle)
         are missing or outside their valid range; the model profile is unreliable.
     BAD_MAGNITUDE
-        The catalogue i-band magnitude is missing or not finite.
+        The catalogue i-band magnitude is missing or not finite; the network then uses
+        its neutral magnitude (``NetworkConfig.i_mag_center``) and does not truncate the
+        PDF at zero flux (:meth:`lumos.network.LumosNet.clean_i_mag`).
     OUT_OF_RANGE
-        Inputs outside the range the model was trained on (magnitude, size, index).
+        Network inputs outside the range the model was trained on: per galaxy, an i-band
+        magnitude outside ``NetworkConfig.i_mag_range`` or a band x camera state not
+        trained on; per image, a PSF FWHM or Moffat beta outside the training
+        simulation's ranges or a pixel scale more than 5% from its pixel scale (from the
+        ``simulation_config`` recorded in the model file; models without it check only
+        the per-galaxy inputs).
     OFF_IMAGE
-        The position is not finite or the galaxy centre lies outside the image.
+        The position is not finite or the galaxy centre lies outside the image; the row
+        is not measured and its flux columns hold NaN.
     FAILED
-        The measurement failed (for example a fit that did not converge); the flux
+        The measurement failed: no usable (finite, unmasked, on-image) pixel within the
+        central region (radius 8 pixels), or a fit that did not converge; the flux
         columns hold NaN.
     """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +15,9 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from .bands import Band, get_band
 from .errors import ImageError, LumosError
+from .instrument import PIXEL_SCALE
 
-__all__ = ["ImageMeta", "DEFAULT_KEYWORDS", "read_image", "image_metadata"]
+__all__ = ["ImageMeta", "DEFAULT_KEYWORDS", "read_image", "check_image_data", "image_metadata"]
 
 #: FITS header keywords read for each piece of metadata (configurable per call).
 DEFAULT_KEYWORDS = {
@@ -49,6 +52,9 @@ class ImageMeta:
         Electrons per image unit (1 for images in electrons).
     exposure_time : float
         Seconds.
+    exposure_time_source : str
+        Where the exposure time came from: ``"option"``, ``"header"`` or ``"band default"``
+        (the band's nominal exposure time, used when neither gives one).
     camera_state : int
         0 before the camera intervention, 1 after.
     read_noise : float
@@ -62,7 +68,7 @@ class ImageMeta:
     band: Band
     psf_fwhm: float
     psf_beta: float = 3.5
-    pixel_scale: float = 0.263
+    pixel_scale: float = PIXEL_SCALE
     gain: float = 1.0
     exposure_time: float | None = None
     camera_state: int = 0
@@ -70,6 +76,7 @@ class ImageMeta:
     zero_point: float | None = None
     unit: str = "electron"
     extra: dict = field(default_factory=dict)
+    exposure_time_source: str = "header"
 
 
 def read_image(path: str | Path, hdu: int | str | None = None):
@@ -99,6 +106,35 @@ def read_image(path: str | Path, hdu: int | str | None = None):
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image file not found: {path}")
+    # astropy's warnings are held back: a file that cannot be read gets one error line
+    # (naming a truncation where astropy saw one); one that can gets its warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = _read_image(path, hdu)
+        except ImageError as exc:
+            truncated = _truncation(caught)
+            if truncated and "cannot read FITS image" in str(exc):
+                raise ImageError(f"cannot read FITS image {path.name}: {truncated}") from None
+            raise
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def _truncation(caught) -> str | None:
+    """A one-line description of astropy's "file may have been truncated" warning, if any."""
+    for w in caught:
+        text = str(w.message)
+        if "truncated" in text:
+            sizes = re.findall(r"\((\d+)\)", text)
+            if len(sizes) == 2:
+                return f"the file is truncated ({sizes[0]} of {sizes[1]} bytes)"
+            return "the file is truncated"
+    return None
+
+
+def _read_image(path: Path, hdu: int | str | None):
     try:
         with fits.open(path, memmap=False) as hdul:
             if hdu is not None:
@@ -148,6 +184,25 @@ def _inherit(header: fits.Header, primary: fits.Header) -> None:
         header.append((key, card.value, card.comment), end=True)
 
 
+def check_image_data(data: np.ndarray, path: str | Path) -> None:
+    """Refuse an image without a single finite pixel (nothing on it can be measured).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The image.
+    path : str or Path
+        Its file, for the message.
+
+    Raises
+    ------
+    ImageError
+        If every pixel is NaN or infinite.
+    """
+    if not np.isfinite(data).any():
+        raise ImageError(f"image {Path(path).name} has no finite pixels (all NaN or infinite)")
+
+
 def image_metadata(
     header: fits.Header | Mapping | None = None,
     overrides: Mapping | None = None,
@@ -194,6 +249,12 @@ def image_metadata(
         raise LumosError(
             f"PSF FWHM unknown: give --psf-fwhm or the header keyword {keys['psf_fwhm']}"
         )
+    exptime = get("exposure_time")
+    if exptime is None:
+        exptime, exptime_source = band.exposure_time, "band default"
+    else:
+        exptime = _positive(exptime, "exposure time")
+        exptime_source = "option" if "exposure_time" in overrides else "header"
     pixel_scale = get("pixel_scale")
     if pixel_scale is None and wcs is not None:
         pixel_scale = float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
@@ -201,13 +262,10 @@ def image_metadata(
         band=band,
         psf_fwhm=_positive(fwhm, "PSF FWHM"),
         psf_beta=_positive(get("psf_beta") or 3.5, "PSF beta"),
-        pixel_scale=_positive(pixel_scale or 0.263, "pixel scale"),
+        pixel_scale=_positive(pixel_scale or PIXEL_SCALE, "pixel scale"),
         gain=_positive(get("gain") or 1.0, "gain"),
-        exposure_time=(
-            _positive(get("exposure_time"), "exposure time")
-            if get("exposure_time") is not None
-            else band.exposure_time
-        ),
+        exposure_time=exptime,
+        exposure_time_source=exptime_source,
         camera_state=int(get("camera_state") or 0),
         read_noise=float(get("read_noise") or 5.0),
         zero_point=None if get("zero_point") is None else float(get("zero_point")),

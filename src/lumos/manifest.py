@@ -1,34 +1,53 @@
-"""Many images at once: a manifest table run in parallel through Dask.
+"""Many images at once: a manifest run in parallel through Dask.
 
-A manifest has one row per image: ``path`` (required; relative paths are taken from the
-manifest's folder) and optionally ``band``, ``psf_fwhm``, ``psf_beta``, ``pixel_scale``,
-``gain``, ``camera_state``, ``exposure_time``, ``zero_point`` and ``catalogue`` (a per-image
-catalogue; otherwise the one catalogue given is used for every image, typically with ra/dec
-positions placed through each image's WCS). Values in the manifest override the FITS header.
+A manifest lists the images to measure, one per row. It is either
+
+* a table (CSV, ECSV, FITS or Parquet) with a ``path`` column (``image``, ``file`` or
+  ``filename`` are accepted for it) and optionally ``band``, ``psf_fwhm``, ``psf_beta``,
+  ``pixel_scale``, ``gain``, ``camera_state``, ``exposure_time``, ``zero_point`` and
+  ``catalogue`` (a per-image catalogue; otherwise the one catalogue given is used for every
+  image, typically with ra/dec positions placed through each image's WCS); values in the
+  manifest override the FITS header; or
+* a plain text file (``.txt``, ``.lst``, ``.list`` or any non-FITS text file) naming one image
+  per line; blank lines and lines starting with ``#`` are skipped.
+
 The optional file columns ``psf`` (PSFEx model or FITS PSF image), ``weight`` (inverse-variance
 map) and ``mask`` (non-zero = bad) give each image's own files, as ``--psf``, ``--weight`` and
-``--mask`` do for one image; relative paths are taken from the manifest's folder and an empty
-cell means none.
+``--mask`` do for one image; an empty cell means none. Relative paths are taken from the
+manifest's folder.
 
-Each image's table is written to ``<out>.parts/`` as soon as it is done, so running again skips
-images already measured; an image that fails is reported and skipped, the others complete. The
-final table stacks the parts in manifest order with an ``image`` column holding each image's
-path as written in the manifest.
+Each image's table is written to ``<out>.parts/`` as soon as it is done, under a name that
+carries a digest of its inputs: the image's and the catalogue's path, size and modification
+time, the manifest row's values, the method, the model files (path, size, modification
+time), the header keyword and column maps and the lumos version. Running again reuses the
+parts whose inputs are unchanged, measures again the images whose inputs changed, and says
+which; parts of earlier inputs are removed. An image that fails is reported and skipped, the
+others complete. The final table stacks the parts in manifest order with an ``image`` column
+holding each image's path as written in the manifest. A run that fails or is interrupted
+leaves no empty ``.parts`` folder behind.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import signal
 import sys
+import threading
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table, vstack
 
+from . import __version__
 from .errors import LumosError
-from .tableio import check_output_path, read_table, write_table
+from .tableio import TABLE_FORMATS, check_output_path, read_table, write_table
 
-__all__ = ["MANIFEST_COLUMNS", "FILE_COLUMNS", "read_manifest", "measure_manifest", "is_manifest"]
+__all__ = ["MANIFEST_COLUMNS", "PATH_COLUMNS", "FILE_COLUMNS", "read_manifest",
+           "measure_manifest", "is_manifest"]  # fmt: skip
 
 MANIFEST_COLUMNS = (
     "band", "psf_fwhm", "psf_beta", "pixel_scale", "gain", "camera_state", "exposure_time",
@@ -36,26 +55,56 @@ MANIFEST_COLUMNS = (
 )  # fmt: skip
 #: Per-image file columns, passed to :func:`lumos.measure.measure_file` as ``<name>_path``.
 FILE_COLUMNS = ("psf", "weight", "mask")
+#: Names accepted for the column of image paths, in order of preference (any case).
+PATH_COLUMNS = ("path", "image", "file", "filename")
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz")
+_LIST_SUFFIXES = (".txt", ".lst", ".list")
+_NAMES_SHOWN = 5
+#: A local scheduler without a dashboard, its HTTP endpoint on a free local port (no warning
+#: when the dashboard's port 8787 is taken).
+_NO_DASHBOARD = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
+
+def _is_fits_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(9) == b"SIMPLE  ="
+
+
+def _is_text_list(path: Path) -> bool:
+    """True for a readable non-FITS text file (a plain list of images)."""
+    if not path.is_file() or _is_fits_file(path):
+        return False
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            head = f.read(65536)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "\x00" not in head
 
 
 def is_manifest(path: str | Path) -> bool:
-    """True when ``path`` is a table (manifest) rather than a FITS image."""
+    """True when ``path`` is a manifest (a table or a plain list of images), not an image."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".ecsv", ".parquet", ".pq"):
+    if suffix in TABLE_FORMATS and suffix not in _FITS_SUFFIXES:
         return True
-    if suffix in (".fits", ".fit", ".fts") and path.is_file():
+    if suffix in _LIST_SUFFIXES:
+        return True
+    if suffix in _FITS_SUFFIXES and path.is_file():
         from astropy.io import fits
 
         try:
-            with fits.open(path) as hdul:
+            # quiet: a broken file is reported once, by the image reader
+            with warnings.catch_warnings(action="ignore"), fits.open(path) as hdul:
                 has_image = any(h.is_image and h.data is not None for h in hdul)
                 tables = [h for h in hdul if isinstance(h, fits.BinTableHDU | fits.TableHDU)]
-                has_paths = any("path" in [c.lower() for c in h.columns.names] for h in tables)
+                has_paths = any(
+                    any(c.lower() in PATH_COLUMNS for c in h.columns.names) for h in tables
+                )
             return has_paths and not has_image
         except Exception:
             return False
-    return False
+    return suffix not in _FITS_SUFFIXES and _is_text_list(path)
 
 
 @dataclass
@@ -69,19 +118,61 @@ class _Job:
     files: dict | None = None
 
 
+def _read_list(path: Path) -> Table:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = [line.strip() for line in f]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LumosError(f"cannot read manifest {path.name}: {exc}") from None
+    names = [line for line in lines if line and not line.startswith("#")]
+    return Table({"path": np.array(names, dtype=str)})
+
+
 def read_manifest(path: str | Path) -> Table:
-    """Read and check a manifest table (clear error for a missing ``path`` column)."""
-    table = read_table(path, "manifest")
-    if "path" not in table.colnames:
-        raise LumosError(
-            f"manifest {Path(path).name} needs a 'path' column; it has: {', '.join(table.colnames)}"
-        )
+    """Read and check a manifest: a table or a plain list of images (see the module).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per image, the image paths in a column named ``path``.
+
+    Raises
+    ------
+    LumosError
+        With a one-line message saying what a manifest must hold.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LumosError(f"manifest file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in _LIST_SUFFIXES or (suffix not in TABLE_FORMATS and _is_text_list(path)):
+        table = _read_list(path)
+    else:
+        table = read_table(path, "manifest")
+        by_lower = {name.lower(): name for name in table.colnames}
+        found = next((by_lower[c] for c in PATH_COLUMNS if c in by_lower), None)
+        if found is None and len(table.colnames) == 1 and suffix in (".csv", ".ecsv"):
+            only = table.colnames[0]
+            if Path(only).suffix.lower() in _FITS_SUFFIXES:  # a list of files, no header
+                names = [only] + [str(v).strip() for v in table[only]]
+                table = Table({"path": np.array(names, dtype=str)})
+                found = "path"
+        if found is None:
+            raise LumosError(
+                f"manifest {path.name} needs a 'path' column (or 'image') naming one FITS image "
+                f"per row, or one image per line in a text file; it has the columns: "
+                f"{', '.join(table.colnames)}"
+            )
+        if found != "path":
+            if "path" in table.colnames:
+                table.remove_column("path")
+            table.rename_column(found, "path")
     if len(table) == 0:
-        raise LumosError(f"manifest {Path(path).name} lists no images")
+        raise LumosError(f"manifest {path.name} lists no images")
     return table
 
 
-def _jobs(manifest: Table, base: Path, catalogue: str | None, parts: Path) -> list[_Job]:
+def _jobs(manifest: Table, base: Path, catalogue: str | None) -> list[_Job]:
     jobs = []
     for index, row in enumerate(manifest):
         listed = str(row["path"]).strip()
@@ -100,9 +191,8 @@ def _jobs(manifest: Table, base: Path, catalogue: str | None, parts: Path) -> li
                 if np.ma.is_masked(value) or (isinstance(value, float) and not np.isfinite(value)):
                     continue
                 overrides[name] = value.item() if hasattr(value, "item") else value
-        part = parts / f"{index:05d}-{image.stem}.parquet"
         files = _file_columns(manifest, row, base)
-        jobs.append(_Job(index, str(image), listed, cat, str(part), overrides, files))
+        jobs.append(_Job(index, str(image), listed, cat, "", overrides, files))
     return jobs
 
 
@@ -119,18 +209,121 @@ def _file_columns(manifest: Table, row, base: Path) -> dict:
     return files
 
 
+def _file_state(path: str | Path) -> list:
+    """Path, size and modification time (ns) of a file; None values when it is missing."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return [str(p), None, None]
+    return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _model_state(method: str, model_path: str | None) -> list | None:
+    if method != "lumos":
+        return None
+    from .model_io import default_model_path, model_paths
+
+    stem = model_path if model_path is not None else default_model_path()
+    return [_file_state(p) for p in model_paths(stem)]
+
+
+def _part_name(job: _Job, common: dict) -> str:
+    """``<image stem>-<digest of the job's inputs>.parquet``."""
+    inputs = {
+        **common,
+        "image": _file_state(job.image),
+        "catalogue": _file_state(job.catalogue),
+        "overrides": job.overrides,
+        "files": {k: _file_state(v) for k, v in sorted((job.files or {}).items())},
+    }
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{Path(job.image).stem}-{digest}.parquet"
+
+
+def _names(jobs: list[_Job]) -> str:
+    names = [Path(job.listed).name for job in jobs]
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    more = len(names) - _NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _say(message: str) -> None:
+    print(f"lumos measure: {message}", file=sys.stderr)
+
+
+def _tidy_parts(parts: Path, keep: set[str]) -> None:
+    """Remove temporary files and parts of earlier inputs; remove the folder when empty."""
+    if not parts.is_dir():
+        return
+    for p in parts.iterdir():
+        if p.is_file() and p.name not in keep:
+            p.unlink(missing_ok=True)
+    try:
+        parts.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
+@contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while worker processes start, so that they inherit the ignoring: a
+    Ctrl-C then reaches only this process, which stops the workers itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _quiet_dask():
+    """Silence Dask's logging while a cluster is torn down after an interruption."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _quiet_worker() -> None:
+    """Prepare a local worker process for a quiet interruption: its progress bars get a
+    thread lock instead of tqdm's default process lock (a semaphore reported as leaked when
+    an interrupted worker is stopped), and its warnings about the tasks an interruption
+    cancels are not logged."""
+    import logging
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+
 def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) -> str | None:
-    """Measure one image into its part file; returns an error message or None."""
+    """Measure one image into its part file (in a worker process); returns an error
+    message or None."""
     import torch
 
     from .measure import measure_file
 
+    _quiet_worker()
     torch.set_num_threads(1)
     try:
         measure_file(
             job.image, job.catalogue, job.part, method=method, model_path=model_path,
             overrides=job.overrides, keywords=keywords, columns=columns, progress=False,
             **(job.files or {}),
+            notes=False,
         )  # fmt: skip
     except LumosError as exc:
         return str(exc)
@@ -156,11 +349,12 @@ def measure_manifest(
     Parameters
     ----------
     manifest_path : str or Path
-        Manifest table (see module docstring).
+        Manifest: a table or a plain list of images (see the module docstring).
     catalogue : str, Path or None
         Catalogue for every image (unless the manifest has a ``catalogue`` column).
     out_path : str or Path
-        Output table; parts are kept in ``<out_path>.parts/``.
+        Output table; the per-image parts are kept in ``<out_path>.parts/`` and reused by
+        a later run while their inputs are unchanged.
     method : str
         Measurement method.
     model_path : str or Path, optional
@@ -178,65 +372,124 @@ def measure_manifest(
     -------
     astropy.table.Table
         Rows of all images that succeeded, with an ``image`` column; ``meta["FAILED"]`` lists
-        the images that failed.
+        the images that failed and ``meta["EXPDFLT"]`` those whose exposure time is the
+        band's default (none in the header or the manifest).
     """
-    from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
-
     out_path = check_output_path(out_path)
     manifest = read_manifest(manifest_path)
     parts = out_path.with_name(out_path.name + ".parts")
-    parts.mkdir(exist_ok=True)
     cat = None if catalogue is None else str(catalogue)
-    jobs = _jobs(manifest, Path(manifest_path).parent, cat, parts)
-    todo = [job for job in jobs if not Path(job.part).exists()]
+    model = None if model_path is None else str(model_path)
+    jobs = _jobs(manifest, Path(manifest_path).parent, cat)
+    common = {
+        "lumos": __version__,
+        "method": method,
+        "model": _model_state(method, model),
+        "keywords": keywords or {},
+        "columns": columns or {},
+    }
+    for job in jobs:
+        job.part = str(parts / _part_name(job, common))
+    keep = {Path(job.part).name for job in jobs}
+    earlier = {p.name for p in parts.glob("*.parquet")} if parts.is_dir() else set()
+    todo, seen = [], set()
+    for job in jobs:
+        if not Path(job.part).exists() and job.part not in seen:
+            todo.append(job)
+            seen.add(job.part)
+    reused = [job for job in jobs if Path(job.part).exists()]
+    stale_stems = {name.rsplit("-", 1)[0] for name in earlier - keep}
+    changed = [job for job in todo if Path(job.image).stem in stale_stems]
+    if reused:
+        _say(f"reusing the results of {len(reused)} image(s) whose inputs are unchanged, "
+             f"from {parts}: {_names(reused)}")  # fmt: skip
+    if changed:
+        _say(f"measuring again {len(changed)} image(s) whose image, catalogue, options or "
+             f"model changed since the last run: {_names(changed)}")  # fmt: skip
     failures: dict[str, str] = {}  # manifest path -> reason
-    if todo:
-        import os
+    try:
+        if todo:
+            parts.mkdir(exist_ok=True)
+            _run_jobs(todo, failures, method, model, scheduler, n_workers, keywords, columns,
+                      progress)  # fmt: skip
+        tables, defaults = [], []
+        for job in jobs:
+            if Path(job.part).exists():
+                part = read_table(job.part, "partial table")
+                if part.meta.get("EXPTSRC") == "band default":
+                    defaults.append(job)
+                part.meta.clear()
+                part.add_column(np.full(len(part), job.listed), name="image", index=0)
+                tables.append(part)
+        if not tables:
+            raise LumosError("every image of the manifest failed; nothing written")
+        if defaults:
+            _say(f"{len(defaults)} image(s) have no exposure time in the header or the "
+                 f"manifest; used the band's default: {_names(defaults)}")  # fmt: skip
+        result = vstack(tables, metadata_conflicts="silent")
+        result.meta["METHOD"] = method
+        result.meta["NIMAGES"] = len(tables)
+        result.meta["FAILED"] = ",".join(failures)
+        result.meta["EXPDFLT"] = ",".join(job.listed for job in defaults)
+        write_table(result, out_path)
+    finally:
+        _tidy_parts(parts, keep)
+    return result
 
-        workers = n_workers or min(len(todo), os.cpu_count() or 1)
-        cluster = None
-        if scheduler is None:
+
+def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: str | None,
+              scheduler: str | None, n_workers: int | None, keywords, columns,
+              progress: bool) -> None:
+    """Measure the jobs on a Dask cluster; failures by manifest path into ``failures``.
+
+    A local cluster's workers ignore SIGINT: on Ctrl-C this process stops the cluster
+    quietly (on a cluster given by ``scheduler`` it cancels the work), then raises
+    KeyboardInterrupt.
+    """
+    import os
+
+    from dask.distributed import Client, LocalCluster, as_completed
+    from tqdm.auto import tqdm
+
+    workers = n_workers or min(len(todo), os.cpu_count() or 1)
+    cluster = None
+    if scheduler is None:
+        with _sigint_ignored():
             cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, scheduler_kwargs=_NO_DASHBOARD,
+            )  # fmt: skip
+    interrupted = False
+    client, futures = None, {}
+    try:
         client = Client(scheduler or cluster)
-        try:
-            futures = {
-                client.submit(
-                    _run_job, job, method, None if model_path is None else str(model_path),
-                    keywords, columns, pure=False,
-                ): job  # fmt: skip
-                for job in todo
-            }
-            with tqdm(total=len(todo), desc="images", unit="img", disable=not progress) as bar:
-                for future in as_completed(futures):
-                    job = futures[future]
-                    try:
-                        error = future.result()
-                    except Exception as exc:
-                        error = f"{type(exc).__name__}: {exc}"
-                    if error:
-                        failures[job.listed] = error
-                        print(f"lumos measure: skipped {Path(job.image).name}: {error}",
-                              file=sys.stderr)  # fmt: skip
-                    bar.update(1)
-        finally:
-            client.close()
+        if cluster is not None:
+            client.run(_quiet_worker)
+        futures = {
+            client.submit(_run_job, job, method, model, keywords, columns, pure=False): job
+            for job in todo
+        }
+        with tqdm(total=len(todo), desc="images", unit="img", disable=not progress) as bar:
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    error = future.result()
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                if error:
+                    failures[job.listed] = error
+                    print(f"lumos measure: skipped {Path(job.image).name}: {error}",
+                          file=sys.stderr)  # fmt: skip
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        with _quiet_dask() if interrupted else nullcontext():
+            if client is not None:
+                if interrupted and cluster is None:
+                    client.cancel(list(futures))
+                client.close()
             if cluster is not None:
                 cluster.close()
-    tables = []
-    for job in jobs:
-        if Path(job.part).exists():
-            part = read_table(job.part, "partial table")
-            part.meta.clear()
-            part.add_column(np.full(len(part), job.listed), name="image", index=0)
-            tables.append(part)
-    if not tables:
-        raise LumosError("every image of the manifest failed; nothing written")
-    result = vstack(tables, metadata_conflicts="silent")
-    result.meta["METHOD"] = method
-    result.meta["NIMAGES"] = len(tables)
-    result.meta["FAILED"] = ",".join(failures)
-    write_table(result, out_path)
-    return result
+

@@ -10,6 +10,7 @@ columns and co-adds treat them alike.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from .bands import band_index
 from .catalogue import read_catalogue
 from .errors import LumosError
 from .flags import Flag
-from .imageio import ImageMeta, image_metadata, read_image
+from .imageio import DEFAULT_KEYWORDS, ImageMeta, check_image_data, image_metadata, read_image
 from .pixelmaps import bad_pixels, variance_from_weight
 from .psfsource import PSFSource
-from .stamps import STAMP_SIZE, StampBatch, cut_stamps
+from .stamps import STAMP_SIZE, StampBatch, cut_stamps, on_image
+from .stats import P16, P975
 from .tableio import check_output_path, write_table
 
 __all__ = [
@@ -51,9 +53,26 @@ _FLUX_COLUMNS = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "fl
                  "sigma68", "sigma95")  # fmt: skip
 
 
-def _run_chunks(run: Callable[[slice], None], n: int, size: int, workers: int, progress: bool,
-                desc: str) -> None:
-    """Call ``run`` on consecutive row slices of ``size``, on ``workers`` threads.
+def _chunks(rows: np.ndarray, size: int) -> list[slice | np.ndarray]:
+    """Consecutive pieces of ``size`` row indices; a contiguous piece becomes a slice."""
+    out: list[slice | np.ndarray] = []
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        if part[-1] - part[0] + 1 == len(part):
+            out.append(slice(int(part[0]), int(part[-1]) + 1))
+        else:
+            out.append(part)
+    return out
+
+
+def _chunk_length(rows: slice | np.ndarray) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+
+
+def _run_chunks(run: Callable[[slice | np.ndarray], None], rows: np.ndarray, size: int,
+                workers: int, progress: bool, desc: str) -> None:
+    """Call ``run`` on consecutive pieces of ``size`` of the row indices ``rows``, on
+    ``workers`` threads; the progress bar counts these rows only.
 
     Each worker thread runs torch with one intra-op thread (a per-thread setting), so that
     two chunks are rendered and inferred side by side instead of one chunk splitting every
@@ -63,21 +82,20 @@ def _run_chunks(run: Callable[[slice], None], n: int, size: int, workers: int, p
 
     from tqdm.auto import tqdm
 
-    chunks = [slice(start, min(n, start + size)) for start in range(0, n, size)]
-    with tqdm(total=n, desc=desc, unit="gal", disable=not progress) as bar:
+    chunks = _chunks(np.asarray(rows, dtype=np.int64), size)
+    with tqdm(total=len(rows), desc=desc, unit="gal", disable=not progress) as bar:
         if workers <= 1 or len(chunks) <= 1:
-            for rows in chunks:
-                run(rows)
-                bar.update(rows.stop - rows.start)
+            for piece in chunks:
+                run(piece)
+                bar.update(_chunk_length(piece))
             return
         with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
                                 initargs=(1,)) as pool:  # fmt: skip
-            futures = {pool.submit(run, rows): rows for rows in chunks}
+            futures = {pool.submit(run, piece): piece for piece in chunks}
             try:
                 for future in as_completed(futures):
                     future.result()
-                    rows = futures[future]
-                    bar.update(rows.stop - rows.start)
+                    bar.update(_chunk_length(futures[future]))
             except BaseException:
                 for future in futures:
                     future.cancel()
@@ -114,7 +132,8 @@ def _profiles(catalogue: Table, rows: slice | np.ndarray, offset, meta: ImageMet
 
 
 def make_stamp_batch(
-    image: np.ndarray, catalogue: Table, meta: ImageMeta, rows: slice | None = None,
+    image: np.ndarray, catalogue: Table, meta: ImageMeta,
+    rows: slice | np.ndarray | None = None,
     mask: np.ndarray | None = None, psf: PSFSource | None = None,
 ) -> StampBatch:
     """Cut stamps and draw model profiles for (a slice of) a normalised catalogue.
@@ -127,7 +146,7 @@ def make_stamp_batch(
         Catalogue from :func:`lumos.catalogue.read_catalogue`.
     meta : ImageMeta
         Image metadata.
-    rows : slice, optional
+    rows : slice or numpy.ndarray of int, optional
         Rows to process (default all).
     mask : numpy.ndarray of bool, optional
         Bad pixels (image shape): zeroed in the stamps, flagged ``MASKED`` / ``MASKED_CORE``.
@@ -137,7 +156,8 @@ def make_stamp_batch(
     Returns
     -------
     StampBatch
-        Without truth; flags combine the catalogue's and the cutting's.
+        Without truth; flags combine the catalogue's and the cutting's. A missing
+        ``i_mag`` stays NaN: the network decides what a missing magnitude means.
     """
     rows = slice(None) if rows is None else rows
     sub = catalogue[rows]
@@ -151,7 +171,7 @@ def make_stamp_batch(
     return StampBatch(
         pixels=torch.from_numpy(cut.pixels),
         profile=profile.to(torch.float32),
-        i_mag=torch.from_numpy(np.nan_to_num(i_mag, nan=99.0)),
+        i_mag=torch.from_numpy(i_mag),
         ccd_xy=torch.from_numpy(np.stack([np.nan_to_num(x), np.nan_to_num(y)], 1)).float(),
         band_idx=torch.full((n,), band_index(meta.band, meta.camera_state), dtype=torch.int64),
         flags=torch.from_numpy(flags),
@@ -204,12 +224,12 @@ def _fill_gaussian(out: Table, rows: slice, flux, flux_err) -> None:
     out["flux_err"][rows] = err
     out["flux_median"][rows] = flux
     out["flux_peak"][rows] = flux
-    z16 = ndtri(0.16)
+    z16, z975 = ndtri(P16), ndtri(P975)  # -1 and 1.96: the quantile levels of lumos.stats
     out["flux_q16"][rows] = flux + z16 * err
     out["flux_q84"][rows] = flux - z16 * err
     out["sigma68"][rows] = err
-    out["sigma95"][rows] = -ndtri(0.025) * err
-    out["eta"][rows] = np.where(np.isfinite(err), -ndtri(0.025) - 1.0, np.nan)  # Eq. 22
+    out["sigma95"][rows] = z975 * err
+    out["eta"][rows] = np.where(np.isfinite(err), z975 - 1.0, np.nan)  # Eq. 22
     n = len(flux)
     weight = np.zeros((n, N_COMPONENTS))
     weight[:, 0] = 1.0
@@ -279,7 +299,9 @@ def measure_image(
     -------
     astropy.table.Table
         Exactly one row per catalogue row, in catalogue order, with the columns of
-        :data:`OUTPUT_COLUMNS`; units and provenance in ``meta``.
+        :data:`OUTPUT_COLUMNS`; units and provenance in ``meta``. Rows whose position is
+        off the image are flagged ``OFF_IMAGE`` with NaN fluxes and are neither cut nor
+        measured, so the cost follows the galaxies on the image.
     """
     if method not in MEASURE_METHODS:
         raise LumosError(f"unknown method {method!r}; choose one of {', '.join(MEASURE_METHODS)}")
@@ -287,10 +309,13 @@ def measure_image(
     mask = bad_pixels(electrons.shape, mask, weight)
     variance = None if weight is None else variance_from_weight(weight, meta.gain)
     out = _empty_output(catalogue, meta)
-    n = len(catalogue)
+    on = on_image(catalogue["x"], catalogue["y"], electrons.shape)
+    on &= (np.asarray(catalogue["flags"]) & int(Flag.OFF_IMAGE)) == 0
+    out["flags"][~on] |= int(Flag.OFF_IMAGE)
+    todo = np.flatnonzero(on)
     if method == "lumos":
         if model is None:
-            from .network import load_default_model
+            from .model_io import load_default_model
 
             model = load_default_model()
         model.eval()
@@ -300,8 +325,8 @@ def measure_image(
     workers = torch.get_num_threads() if workers is None else int(workers)
     if workers < 1:
         raise LumosError(f"workers must be at least 1, got {workers}")
-    _run_chunks(run, n, batch_size, workers, progress, f"{method} {meta.band.name}")
-    likelihood_model = method == "lumos" and getattr(model.config, "likelihood", False)
+    _run_chunks(run, todo, batch_size, workers, progress, f"{method} {meta.band.name}")
+    likelihood_model = method == "lumos" and _is_likelihood(model)
     if likelihood_model:
         from .bayes import apply_prior
 
@@ -332,19 +357,35 @@ def measure_image(
     return out
 
 
+def _is_likelihood(model) -> bool:
+    """The model predicts a likelihood (``NetworkConfig.likelihood``)."""
+    return bool(getattr(getattr(model, "config", None), "likelihood", False))
+
+
+def _observing_flag(model, meta: ImageMeta) -> int:
+    """``Flag.OUT_OF_RANGE`` when the image's PSF or pixel scale is outside the model's
+    training range (models that do not record it: 0)."""
+    check = getattr(model, "observing_range_flags", None)
+    if check is None:
+        return 0
+    return int(check(meta.psf_fwhm, meta.psf_beta, meta.pixel_scale))
+
+
 def _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf) -> Callable[[slice], None]:
-    def run(rows: slice) -> None:
+    image_flag = _observing_flag(model, meta)
+
+    def run(rows: slice | np.ndarray) -> None:
         batch = make_stamp_batch(electrons, catalogue, meta, rows, mask=mask, psf=psf)
         with torch.inference_mode():
             mixture = model(batch)
-        if getattr(model.config, "likelihood", False):
+        if _is_likelihood(model):
             from .bayes import fill_likelihood
 
             fill_likelihood(out, rows, mixture, model.config.shared_error, meta.gain)
         else:
             _fill_from_mixture(out, rows, mixture, meta.gain)
         extra = model.range_flags(batch) if hasattr(model, "range_flags") else 0
-        out["flags"][rows] = batch.flags.numpy() | np.asarray(extra)
+        out["flags"][rows] = batch.flags.numpy() | np.asarray(extra) | image_flag
         _flag_unusable(out, rows)
 
     return run
@@ -354,7 +395,7 @@ def _classical_chunk(electrons, catalogue, meta, method, out, mask, psf=None,
                      variance=None) -> Callable[[slice], None]:
     from .classical import ContextCutouts, measure_classical
 
-    def run(rows: slice) -> None:
+    def run(rows: slice | np.ndarray) -> None:
         sub = catalogue[rows]
         cut = cut_stamps(electrons, sub["x"], sub["y"], size=CONTEXT_SIZE, mask=mask)
         profile = _profiles(catalogue, rows, cut.offset, meta, CONTEXT_SIZE, psf).numpy()
@@ -389,15 +430,22 @@ def _variance_cutouts(variance, sub: Table, mask) -> np.ndarray | None:
     return cut_stamps(variance, sub["x"], sub["y"], size=CONTEXT_SIZE, mask=mask).pixels
 
 
-def _flag_unusable(out: Table, rows: slice) -> None:
-    """Rows whose position is off the image get NaN fluxes (never a made-up number)."""
-    bad = (np.asarray(out["flags"][rows]) & int(Flag.OFF_IMAGE)) != 0
+def _flag_unusable(out: Table, rows: slice | np.ndarray) -> None:
+    """Rows off the image or with nothing to measure (``FAILED``) get NaN fluxes, never a
+    made-up number."""
+    bad = (np.asarray(out["flags"][rows]) & int(Flag.OFF_IMAGE | Flag.FAILED)) != 0
     if np.any(bad):
         idx = np.arange(len(out))[rows][bad]
         for name in _FLUX_COLUMNS + ("eta",):
             out[name][idx] = np.nan
+        out["pdf_weight"][idx] = 0.0
         out["pdf_mean"][idx] = np.nan
         out["pdf_sigma"][idx] = np.nan
+        for name in ("flux_like", "flux_like_err", "flux_shared_err"):
+            out[name][idx] = np.nan
+        out["like_weight"][idx] = 0.0
+        out["like_mean"][idx] = np.nan
+        out["like_sigma"][idx] = np.nan
 
 
 def measure_file(
@@ -416,6 +464,7 @@ def measure_file(
     psf_path: str | Path | None = None,
     weight_path: str | Path | None = None,
     mask_path: str | Path | None = None,
+    notes: bool = True,
 ) -> Table:
     """Measure one FITS image for a catalogue file and write the table atomically.
 
@@ -458,24 +507,34 @@ def measure_file(
         Inverse-variance map in the image's units, same shape as the image.
     mask_path : str or Path, optional
         Bad-pixel mask (non-zero = bad), same shape as the image.
+    notes : bool
+        Say on standard error when a value falls back to a default (an exposure time
+        missing from the header and the options takes the band's nominal one).
 
     Returns
     -------
     astropy.table.Table
-        The table written.
+        The table written; ``meta`` records the exposure time used (``EXPTIME``) and where
+        it came from (``EXPTSRC``: option, header or band default).
     """
     out_path = check_output_path(out_path)
     image, header, wcs = read_image(image_path)
+    check_image_data(image, image_path)
     if psf_path is not None:  # the PSF file gives the FWHM (set below)
         overrides = {**(overrides or {}), "psf_fwhm": 1.0}
     meta = image_metadata(header, overrides, keywords, wcs)
     psf, weight, mask, meta = _pixel_inputs(image.shape, meta, psf_path, weight_path, mask_path)
+    if notes and meta.exposure_time_source == "band default":
+        key = (keywords or {}).get("exposure_time", DEFAULT_KEYWORDS["exposure_time"])
+        print(f"lumos: {Path(image_path).name} has no {key} header keyword; using the "
+              f"{meta.band.name} default exposure time of {meta.exposure_time:g} s "
+              "(give --exptime to set it)", file=sys.stderr)  # fmt: skip
     catalogue = read_catalogue(
         catalogue_path, columns=columns, wcs=wcs, pixel_scale=meta.pixel_scale
     )
     model = None
     if method == "lumos":
-        from .network import load_default_model, load_model
+        from .model_io import load_default_model, load_model
 
         model = load_model(model_path) if model_path is not None else load_default_model()
         from .survey import check_model_band
@@ -495,6 +554,7 @@ def measure_file(
         result.meta["CATPATH"] = str(Path(catalogue_path).resolve())
     result.meta["PSFBETA"] = meta.psf_beta
     result.meta["GAIN"] = meta.gain
+    result.meta["EXPTSRC"] = meta.exposure_time_source
     write_table(result, out_path)
     return result
 

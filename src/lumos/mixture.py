@@ -38,13 +38,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .stats import P025, P16, P84, P975
+
 __all__ = [
     "SUMMARY_KEYS",
     "GaussianMixture",
-    "P16",
-    "P84",
-    "P025",
-    "P975",
     "mixture_nll",
     "pair_nll",
     "product",
@@ -53,14 +51,6 @@ __all__ = [
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF = math.sqrt(0.5)
-
-#: Probability levels of the "16%" and "84%" quantiles: Phi(-1) and Phi(+1), so that
-#: (q84 - q16) / 2 equals sigma exactly for a single Gaussian.
-P16 = 0.5 * math.erfc(1.0 / math.sqrt(2.0))
-P84 = 1.0 - P16
-#: Probability levels of the 2.5% and 97.5% quantiles.
-P025 = 0.025
-P975 = 0.975
 
 # Beyond this many sigma below zero (mu / sigma < -_CF_SWITCH) the moments of a truncated
 # component are computed with Laplace's continued fraction instead of the direct formula.

@@ -22,15 +22,13 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from . import __version__
 from .errors import LumosError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .network import LumosNet
+from .network import LumosNet, NetworkConfig
 
 __all__ = [
     "FORMAT_NAME",
@@ -99,26 +97,31 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
-def _tensors_to_file(tensors: dict[str, torch.Tensor], path: Path,
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path,
                      metadata: dict[str, str] | None = None) -> None:
-    """Write tensors with safetensors via a temporary file and an atomic rename."""
+    """Write tensors with safetensors via a temporary file and an atomic rename (the file
+    gets the permissions of a new file under the umask)."""
     from safetensors.torch import save_file
+
+    from .tableio import replace_file
 
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(clean, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    replace_file(tmp, path)
 
 
 def _json_to_file(data: dict[str, Any], path: Path) -> None:
+    from .tableio import replace_file
+
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+        json.dump(data, f, indent=2, sort_keys=False, default=json_default)
         f.write("\n")
-    os.replace(tmp, path)
+    replace_file(tmp, path)
 
 
-def _json_default(value: Any):
+def json_default(value: Any):
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if hasattr(value, "tolist"):
@@ -150,7 +153,7 @@ def save_model(model: LumosNet, path: str | os.PathLike,
     weights_path, json_path = model_paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    _tensors_to_file(state, weights_path,
+    write_tensors(state, weights_path,
                      metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
     meta = dict(getattr(model, "metadata", {}) or {}) if training is None else dict(training)
     description = {
@@ -169,17 +172,23 @@ def save_model(model: LumosNet, path: str | os.PathLike,
 
 
 def _check_not_pickle(path: Path) -> None:
-    if path.suffix.lower() in _PICKLE_SUFFIXES:
+    """Refuse pickles and PyTorch files, naming what a file is (or is not) from its bytes."""
+    kind = _sniff(path) if path.is_file() else None
+    if kind in ("pickle", "zip"):
         raise ModelFileError(
-            f"{path}: looks like a PyTorch/pickle file; lumos model files are "
+            f"{path}: is a {kind} file (PyTorch or pickle), not safetensors; lumos model files "
+            "are NAME.safetensors + NAME.json and pickles are never loaded"
+        )
+    if path.suffix.lower() not in _PICKLE_SUFFIXES:
+        return
+    if kind is None:
+        raise ModelFileError(
+            f"{path}: a PyTorch/pickle file name; lumos model files are "
             "NAME.safetensors + NAME.json and pickles are never loaded"
         )
-    if path.is_file():
-        kind = _sniff(path)
-        if kind in ("pickle", "zip"):
-            raise ModelFileError(
-                f"{path}: is a {kind} file, not safetensors; lumos never loads pickled models"
-            )
+    what = ("a safetensors file without its NAME.json description" if kind == "safetensors"
+            else "not a lumos model file (neither safetensors nor a pickle)")  # fmt: skip
+    raise ModelFileError(f"{path}: {what}; lumos model files are NAME.safetensors + NAME.json")
 
 
 def read_model_description(path: str | os.PathLike) -> dict[str, Any]:
@@ -259,8 +268,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from .network import LumosNet, NetworkConfig
 
     description = read_model_description(path)
     weights_path, json_path = model_paths(path)

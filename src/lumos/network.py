@@ -15,7 +15,7 @@ Input normalisation (per stamp, all vectorised):
    along the stamp edge (the stamps include the sky).
 3. Noise ``s``: the median absolute deviation (about zero) of differences of adjacent
    border pixels, divided by ``sqrt(2) * 0.6745`` (robust against sky gradients and
-   sources in the frame; see ``NOTES-training.md``). Fallback: the plain border MAD.
+   sources in the frame). Fallback: the plain border MAD.
 4. Profile-weighted optimal amplitude ``A = sum(P d) / sum(P^2)`` of the background
    subtracted pixels ``d`` with the model profile ``P`` (unit total flux), its
    background-noise error ``e = s / sqrt(sum(P^2))`` and signal-to-noise ``A / e``.
@@ -24,7 +24,9 @@ Input normalisation (per stamp, all vectorised):
 6. Image channels: ``asinh``-compressed ``pixel_gain * d / F_ref`` and
    ``pixel_gain * P``, so the convolutional layers see a galaxy of unit flux whatever
    its brightness.
-7. Side inputs: ``(i_mag - i_mag_center) / i_mag_scale``, CCD ``(x / 4096, y / 2048)``,
+7. Side inputs: ``(i_mag - i_mag_center) / i_mag_scale`` (a missing or infinite
+   magnitude enters as ``i_mag_center``, the neutral value, and is not truncated at zero
+   flux: :meth:`LumosNet.clean_i_mag` is the one rule for it), CCD ``(x / 4096, y / 2048)``,
    an 80 x 10 trainable embedding of the band x camera-state index, and three features of
    the reference estimate (``asinh(A / e / 3)``, ``A / F_ref`` and ``log(F_ref / e)``).
 
@@ -37,10 +39,9 @@ positive constant is again a mixture). Because every step above is homogeneous i
 image units, multiplying the pixels by ``c`` multiplies the output mixture by ``c``.
 
 Normalisation layers: GroupNorm. It normalises each stamp with its own statistics, so the
-network has no running statistics (the batch-norm drift that moved every prediction by a
-common scale factor in ``NOTES-training.md`` cannot happen), ``eval()`` behaves like
-``train()`` apart from dropout, and an output never depends on the other stamps in the
-batch.
+network has no running statistics (no drift of batch-norm running averages can move every
+prediction by a common scale factor), ``eval()`` behaves like ``train()`` apart from
+dropout, and an output never depends on the other stamps in the batch.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from torch.nn import functional as F
 
 from .bands import N_BAND_INDEX
 from .flags import Flag
+from .instrument import CCD_HEIGHT, CCD_WIDTH
 from .mixture import GaussianMixture
 from .stamps import STAMP_SIZE, StampBatch
 
@@ -63,17 +65,12 @@ __all__ = [
     "LumosNet",
     "Preprocessed",
     "RawOutput",
-    "ModelFileError",
-    "save_model",
-    "load_model",
-    "default_model_path",
-    "load_default_model",
 ]
 
-#: CCD size (x, y) in pixels used to normalise ``ccd_xy`` (PAUCam CCDs).
-CCD_SIZE = (4096.0, 2048.0)
 _MAD_TO_SIGMA = 0.6745
 _NORMS = ("group", "none")
+#: Relative tolerance around the training pixel scale before ``OUT_OF_RANGE`` is set.
+PIXEL_SCALE_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -171,7 +168,7 @@ class NetworkConfig:
     pixel_softening: float = 4.0
     i_mag_center: float = 20.0
     i_mag_scale: float = 2.0
-    ccd_size: tuple[float, float] = CCD_SIZE
+    ccd_size: tuple[float, float] = (float(CCD_WIDTH), float(CCD_HEIGHT))
     sigma_floor: float = 1e-3
     systematic_scale: float = 0.02
     truncate_threshold: float = 20.5
@@ -540,8 +537,7 @@ class LumosNet(nn.Module):
         prof = c.pixel_gain * profile
         images = torch.stack([a * torch.asinh(img / a), a * torch.asinh(prof / a)], dim=1)
 
-        i_mag = torch.nan_to_num(batch.i_mag.to(dev, torch.float32), nan=c.i_mag_center,
-                                 posinf=c.i_mag_center, neginf=c.i_mag_center)
+        i_mag = self.clean_i_mag(batch.i_mag.to(dev, torch.float32))
         i_feat = ((i_mag - c.i_mag_center) / c.i_mag_scale).clamp(-5.0, 5.0)
         if c.likelihood:
             i_feat = torch.zeros_like(i_feat)
@@ -572,14 +568,29 @@ class LumosNet(nn.Module):
             optimal_error=error,
         )
 
-    def truncate_mask(self, i_mag: torch.Tensor) -> torch.Tensor:
-        """True where the flux PDF is truncated at zero (``i_mag > truncate_threshold``).
+    def clean_i_mag(self, i_mag: torch.Tensor) -> torch.Tensor:
+        """The i-band magnitude the network uses: a missing (NaN) or infinite magnitude
+        becomes the neutral ``config.i_mag_center``.
 
-        Always False for a likelihood model (``config.likelihood``).
+        Parameters
+        ----------
+        i_mag : torch.Tensor, shape (N,)
+            Catalogue magnitudes, NaN where missing.
+
+        Returns
+        -------
+        torch.Tensor, float32, shape (N,)
         """
+        c = self.config.i_mag_center
+        return torch.nan_to_num(i_mag.float(), nan=c, posinf=c, neginf=c)
+
+    def truncate_mask(self, i_mag: torch.Tensor) -> torch.Tensor:
+        """True where the flux PDF is truncated at zero (``i_mag > truncate_threshold``,
+        with a missing magnitude replaced as in :meth:`clean_i_mag`); always False for a
+        likelihood model (``config.likelihood``)."""
         if self.config.likelihood:
             return torch.zeros(i_mag.shape, dtype=torch.bool, device=i_mag.device)
-        return torch.nan_to_num(i_mag.float(), nan=-math.inf) > self.config.truncate_threshold
+        return self.clean_i_mag(i_mag) > self.config.truncate_threshold
 
     # -- forward ----------------------------------------------------------------------
     def forward_raw(self, batch: StampBatch) -> RawOutput:
@@ -684,11 +695,13 @@ class LumosNet(nn.Module):
         return relative.scale(ref)
 
     def range_flags(self, batch: StampBatch) -> torch.Tensor:
-        """``Flag.OUT_OF_RANGE`` where the inputs lie outside the training range.
+        """Per-galaxy flags for inputs the network was not trained on.
 
-        A galaxy is out of range when its i-band magnitude is not finite or outside
-        ``config.i_mag_range``, or its band x camera-state index is outside the embedding
-        or not among ``config.band_indices``.
+        ``Flag.BAD_MAGNITUDE`` where the i-band magnitude is missing or infinite (the
+        network then uses :meth:`clean_i_mag`); ``Flag.OUT_OF_RANGE`` where it lies outside
+        ``config.i_mag_range``, or the band x camera-state index is outside the embedding or
+        not among ``config.band_indices``. Image-wide inputs (PSF, pixel scale) are checked
+        by :meth:`observing_range_flags`.
 
         Parameters
         ----------
@@ -697,26 +710,71 @@ class LumosNet(nn.Module):
         Returns
         -------
         torch.Tensor, int64, shape (N,)
-            ``int(Flag.OUT_OF_RANGE)`` or 0 per galaxy.
+            Bits of :class:`~lumos.flags.Flag` per galaxy.
         """
         c = self.config
         i_mag = batch.i_mag.double()
         lo, hi = c.i_mag_range
-        out = ~torch.isfinite(i_mag) | (i_mag < lo) | (i_mag > hi)
+        missing = ~torch.isfinite(i_mag)
+        out = ~missing & ((i_mag < lo) | (i_mag > hi))
         band = batch.band_idx.long()
         out |= (band < 0) | (band >= c.n_band_index)
         if c.band_indices is not None:
             allowed = torch.tensor(sorted(set(int(b) for b in c.band_indices)), dtype=torch.long,
                                    device=band.device)
             out |= ~torch.isin(band, allowed)
-        return out.long() * int(Flag.OUT_OF_RANGE)
+        return out.long() * int(Flag.OUT_OF_RANGE) | missing.long() * int(Flag.BAD_MAGNITUDE)
 
+    def observing_ranges(self) -> dict[str, tuple[float, float]]:
+        """PSF and pixel-scale ranges of the training simulations.
 
-# Save and load live in model_io.py (one job per module); re-exported here for convenience.
-from .model_io import (  # noqa: E402
-    ModelFileError,
-    default_model_path,
-    load_default_model,
-    load_model,
-    save_model,
-)
+        Read from ``metadata["simulation_config"]`` (the
+        :class:`~lumos.simulate.SimulationConfig` saved in the model file): the PSF FWHM
+        range (arcsec), the Moffat beta range and the pixel scale, widened by
+        :data:`PIXEL_SCALE_TOLERANCE` on either side (the simulations use one scale).
+
+        Returns
+        -------
+        dict
+            ``{"psf_fwhm": (lo, hi), "psf_beta": (lo, hi), "pixel_scale": (lo, hi)}``,
+            only the items the model records (empty for a model without that metadata).
+        """
+        sim = (getattr(self, "metadata", None) or {}).get("simulation_config")
+        if not isinstance(sim, dict):
+            return {}
+        out: dict[str, tuple[float, float]] = {}
+        for item in ("psf_fwhm", "psf_beta"):
+            value = sim.get(f"{item}_range")
+            if isinstance(value, list | tuple) and len(value) == 2:
+                out[item] = (float(value[0]), float(value[1]))
+        scale = sim.get("pixel_scale")
+        if isinstance(scale, int | float):
+            t = PIXEL_SCALE_TOLERANCE
+            out["pixel_scale"] = (float(scale) * (1.0 - t), float(scale) * (1.0 + t))
+        return out
+
+    def observing_range_flags(self, psf_fwhm: float, psf_beta: float,
+                              pixel_scale: float) -> int:
+        """``Flag.OUT_OF_RANGE`` when an image's PSF or pixel scale lies outside
+        :meth:`observing_ranges` (0 for a model that records no ranges).
+
+        Parameters
+        ----------
+        psf_fwhm : float
+            Moffat PSF FWHM, arcsec.
+        psf_beta : float
+            Moffat beta.
+        pixel_scale : float
+            Arcsec per pixel.
+
+        Returns
+        -------
+        int
+            ``int(Flag.OUT_OF_RANGE)`` or 0, for every galaxy of the image.
+        """
+        values = {"psf_fwhm": psf_fwhm, "psf_beta": psf_beta, "pixel_scale": pixel_scale}
+        for item, (lo, hi) in self.observing_ranges().items():
+            if not lo <= float(values[item]) <= hi:
+                return int(Flag.OUT_OF_RANGE)
+        return 0
+

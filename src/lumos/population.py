@@ -52,6 +52,9 @@ __all__ = [
     "StarPopulation",
     "Population",
     "TEMPLATE_NAMES",
+    "POPULATION_R50_RANGE",
+    "POPULATION_N_RANGE",
+    "POPULATION_Q_RANGE",
     "sample_population",
     "sample_stars",
     "sample_i_mag",
@@ -118,9 +121,11 @@ _SHAPE_GMM_COVS = np.array(
     ]
 )
 
-R50_RANGE = (0.05, 5.0)  # arcsec
-N_RANGE = (0.3, 6.2)
-Q_RANGE = (0.05, 1.0)
+#: Support of the population's shapes: circularised r50 [arcsec], Sersic index and axis
+#: ratio of every drawn galaxy lie in these ranges (the sampled values are clipped).
+POPULATION_R50_RANGE = (0.05, 5.0)
+POPULATION_N_RANGE = (0.3, 6.2)
+POPULATION_Q_RANGE = (0.05, 1.0)
 
 # Grids of the precomputed flux tables.
 _Z_STEP = 0.005
@@ -436,9 +441,9 @@ def sample_shapes(
             break
         eps = rng.standard_normal((int(bad.sum()), 4))
         x[bad, 3] = mean[bad, 3] + np.einsum("nj,nj->n", chol[comp[bad], 3, :], eps)
-    r50 = np.clip(np.exp(x[:, 0]), *R50_RANGE)
-    n = np.clip(np.exp(x[:, 1]), *N_RANGE)
-    q = np.clip(1.0 / (1.0 + np.exp(-x[:, 2])), *Q_RANGE)
+    r50 = np.clip(np.exp(x[:, 0]), *POPULATION_R50_RANGE)
+    n = np.clip(np.exp(x[:, 1]), *POPULATION_N_RANGE)
+    q = np.clip(1.0 / (1.0 + np.exp(-x[:, 2])), *POPULATION_Q_RANGE)
     z = np.clip(np.expm1(x[:, 3]), *z_range)
     return r50, n, q, z
 

@@ -48,22 +48,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .instrument import PIXEL_SCALE
 from .psf import PSF, as_tensor_1d, cubic_rows
 
 __all__ = [
     "SersicRenderer",
     "render_sersic",
+    "draw_psf",
     "valid_profile_parameters",
     "sersic_b",
     "SERSIC_N_RANGE",
-    "R50_RANGE",
+    "RENDER_R50_RANGE",
     "Q_RANGE",
 ]
 
 #: Sersic indices the renderer supports (GalSim's range).
 SERSIC_N_RANGE = (0.3, 6.2)
-#: Circularised half-light radii [arcsec] drawn as given; others are clamped into it.
-R50_RANGE = (1e-3, 20.0)
+#: Circularised half-light radii [arcsec] the renderer draws as given; others are clamped
+#: into it (the population's own, narrower support is ``lumos.population.POPULATION_R50_RANGE``).
+RENDER_R50_RANGE = (1e-3, 20.0)
 #: Axis ratios drawn as given; others are clamped into it.
 Q_RANGE = (0.05, 1.0)
 
@@ -160,13 +163,23 @@ def valid_profile_parameters(r50, n, q, pa=None) -> Tensor:
     t = {"r50": as_tensor_1d(r50, "r50"), "n": as_tensor_1d(n, "n"), "q": as_tensor_1d(q, "q")}
     if pa is not None:
         t["pa"] = as_tensor_1d(pa, "pa")
-    t = _broadcast_named(t)
-    ok = (t["r50"] > 0) & (t["r50"] <= R50_RANGE[1])
-    ok &= (t["n"] >= SERSIC_N_RANGE[0] - 1e-9) & (t["n"] <= SERSIC_N_RANGE[1] + 1e-9)
-    ok &= (t["q"] >= Q_RANGE[0]) & (t["q"] <= 1.0 + 1e-6)
-    if pa is not None:
-        ok &= torch.isfinite(t["pa"])
+    checks = _parameter_checks(_broadcast_named(t))
+    ok = checks.pop("r50")
+    for mask in checks.values():
+        ok &= mask
     return ok
+
+
+def _parameter_checks(t: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-parameter masks of the rule of :func:`valid_profile_parameters` (NaN: False)."""
+    out = {
+        "r50": (t["r50"] > 0) & (t["r50"] <= RENDER_R50_RANGE[1]),
+        "n": (t["n"] >= SERSIC_N_RANGE[0] - 1e-9) & (t["n"] <= SERSIC_N_RANGE[1] + 1e-9),
+        "q": (t["q"] >= Q_RANGE[0]) & (t["q"] <= Q_RANGE[1] + 1e-6),
+    }
+    if "pa" in t:
+        out["pa"] = torch.isfinite(t["pa"])
+    return out
 
 
 def _broadcast_named(t: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -248,7 +261,7 @@ class SersicRenderer:
     population (``bench/bench_render.py``).
     """
 
-    def __init__(self, size: int = 60, pixel_scale: float = 0.263,
+    def __init__(self, size: int = 60, pixel_scale: float = PIXEL_SCALE,
                  dtype: torch.dtype = torch.float32, chunk: int = 64, *,
                  fft_size: int | None = None, fold: float = 1.5,
                  num_threads: int | None = None) -> None:
@@ -346,14 +359,8 @@ class SersicRenderer:
                 raise ValueError(f"offset must have shape ({nobj}, 2), got {tuple(off.shape)}")
             off = off.expand(nobj, 2)
         if strict and not point:
-            checks = {
-                "r50": (t["r50"] > 0) & (t["r50"] <= R50_RANGE[1]),
-                "n": (t["n"] >= SERSIC_N_RANGE[0]) & (t["n"] <= SERSIC_N_RANGE[1]),
-                "q": (t["q"] >= Q_RANGE[0]) & (t["q"] <= 1.0),
-                "pa": torch.isfinite(t["pa"]),
-                "offset": torch.isfinite(off).all(dim=1),
-            }
-            ranges = {"r50": f"(0, {R50_RANGE[1]}] arcsec", "n": f"{list(SERSIC_N_RANGE)}",
+            checks = {**_parameter_checks(t), "offset": torch.isfinite(off).all(dim=1)}
+            ranges = {"r50": f"(0, {RENDER_R50_RANGE[1]}] arcsec", "n": f"{list(SERSIC_N_RANGE)}",
                       "q": f"[{Q_RANGE[0]}, 1]", "pa": "finite", "offset": "finite"}
             for name, ok in checks.items():
                 if not bool(ok.all()):
@@ -361,7 +368,7 @@ class SersicRenderer:
                     raise ValueError(f"{name} out of range {ranges[name]} for {bad} galaxies")
         off = torch.where(torch.isfinite(off), off, torch.zeros_like(off))
         par = {
-            "r50": _clamped(t["r50"], R50_RANGE[0], R50_RANGE[1], 0.5) if not point
+            "r50": _clamped(t["r50"], RENDER_R50_RANGE[0], RENDER_R50_RANGE[1], 0.5) if not point
             else t["r50"],
             "n": _clamped(t["n"], *SERSIC_N_RANGE, 1.0),
             "q": _clamped(t["q"], Q_RANGE[0], 1.0, 1.0),
@@ -895,7 +902,7 @@ def _cached_renderer(size: int, pixel_scale: float) -> SersicRenderer:
 
 
 def render_sersic(r50, n, q, pa, psf: PSF, offset=None, flux=None, size: int = 60,
-                  pixel_scale: float = 0.263) -> Tensor:
+                  pixel_scale: float = PIXEL_SCALE) -> Tensor:
     """Draw PSF-convolved Sersic stamps with a cached :class:`SersicRenderer`.
 
     Parameters are those of :meth:`SersicRenderer.render`; ``size`` [pixels] and
@@ -907,3 +914,24 @@ def render_sersic(r50, n, q, pa, psf: PSF, offset=None, flux=None, size: int = 6
     """
     return _cached_renderer(int(size), float(pixel_scale)).render(
         r50, n, q, pa, psf, offset=offset, flux=flux)
+
+
+def draw_psf(psf: PSF, size: int, pixel_scale: float) -> Tensor:
+    """Draw pixel-integrated PSF images centred on the stamp centre.
+
+    Parameters
+    ----------
+    psf : PSF
+        Batch of N PSFs.
+    size : int
+        Image side [pixels], >= 8.
+    pixel_scale : float
+        Pixel scale [arcsec/pixel].
+
+    Returns
+    -------
+    torch.Tensor, float32, shape (N, size, size)
+        Unit-flux PSFs integrated over pixels, centred at ``((size-1)/2, (size-1)/2)``;
+        the sum is below 1 by the PSF light falling outside the image.
+    """
+    return SersicRenderer(size=size, pixel_scale=pixel_scale).render_point(psf, n=len(psf))

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "PSF", "MoffatPSF", "GaussianPSF", "ImagePSF", "BasisImagePSF", "draw_psf", "as_tensor_1d",
-]  # fmt: skip
+from .instrument import PIXEL_SCALE
+
+__all__ = ["PSF", "MoffatPSF", "GaussianPSF", "ImagePSF", "BasisImagePSF", "as_tensor_1d"]
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
@@ -465,13 +465,14 @@ class ImagePSF:
     image : array or tensor, shape (H, W) or (N, H, W)
         PSF image(s); each is normalised to unit sum. The PSF centre is the geometric
         centre of the image, ``((W - 1) / 2, (H - 1) / 2)`` in 0-based pixel coordinates
-        (the convention of :func:`draw_psf` and of the stamps).
+        (the convention of :func:`lumos.profiles.draw_psf` and of the stamps).
     pixel_scale : float
         Pixel scale of the PSF image [arcsec/pixel].
     includes_pixel : bool
         True (default) if the image is a pixel-integrated PSF (as drawn by
-        :func:`draw_psf`, GalSim ``drawImage`` or measured from stars): the pixel response
-        is then divided out of its transform, since the renderer applies the pixel itself.
+        :func:`lumos.profiles.draw_psf`, GalSim ``drawImage`` or measured from stars): the
+        pixel response is then divided out of its transform, since the renderer applies the
+        pixel itself.
 
     Notes
     -----
@@ -617,7 +618,7 @@ class BasisImagePSF:
     pixel values, band-limited to the Nyquist wavenumber ``pi / pixel_scale``.
     """
 
-    def __init__(self, basis, coefficients=None, pixel_scale: float = 0.263,
+    def __init__(self, basis, coefficients=None, pixel_scale: float = PIXEL_SCALE,
                  includes_pixel: bool = True) -> None:
         b = torch.as_tensor(np.asarray(basis, dtype=np.float64) if not torch.is_tensor(basis)
                             else basis).detach().to("cpu", torch.float64)
@@ -702,27 +703,3 @@ class BasisImagePSF:
         return torch.full((len(self),), math.sqrt(2.0) * math.pi / self.pixel_scale,
                           dtype=torch.float64)
 
-
-def draw_psf(psf: PSF, size: int, pixel_scale: float) -> Tensor:
-    """Draw pixel-integrated PSF images centred on the stamp centre.
-
-    Parameters
-    ----------
-    psf : PSF
-        Batch of N PSFs.
-    size : int
-        Image side [pixels], >= 8.
-    pixel_scale : float
-        Pixel scale [arcsec/pixel].
-
-    Returns
-    -------
-    torch.Tensor, float32, shape (N, size, size)
-        Unit-flux PSFs integrated over pixels, centred at ``((size-1)/2, (size-1)/2)``;
-        the sum is below 1 by the PSF light falling outside the image.
-    """
-    from .profiles import SersicRenderer
-
-    n = len(psf)
-    renderer = SersicRenderer(size=size, pixel_scale=pixel_scale)
-    return renderer.render_point(psf, n=n)

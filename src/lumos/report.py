@@ -9,6 +9,7 @@ import numpy as np
 from astropy.table import Table, join
 
 from .flags import UNUSABLE
+from .instrument import CCD_HEIGHT, CCD_WIDTH, PIXEL_SCALE
 from .validation.metrics import (
     binned_accuracy,
     interval_coverage,
@@ -80,7 +81,8 @@ def write_demo_report(
     lines = [
         "# lumos demo report",
         "",
-        "A simulated PAUS-like NB685 exposure (4096 x 2048 pixels, 0.263 arcsec/pixel, "
+        f"A simulated PAUS-like NB685 exposure ({CCD_WIDTH} x {CCD_HEIGHT} pixels, "
+        f"{PIXEL_SCALE} arcsec/pixel, "
         "90 s, Moffat PSF FWHM 0.85 arcsec): synthetic sky with scattered light, read noise, "
         "cosmic rays, hot pixels and columns and saturated stars; TEAHUPOO galaxies "
         "(COSMOS-like Sersic profiles, i = 17-23) at random positions with photon noise. "

@@ -45,8 +45,17 @@ import torch
 from . import __version__
 from .bands import N_PAUS_BANDS, PAUS_BANDS, get_band
 from .flags import Flag
+from .instrument import CCD_SIZE, PIXEL_SCALE
+from .population import (
+    POPULATION_N_RANGE,
+    POPULATION_Q_RANGE,
+    POPULATION_R50_RANGE,
+    PopulationConfig,
+    sample_population,
+    sample_stars,
+    two_component_galaxies,
+)
 from .population import ZERO_POINT as POPULATION_ZERO_POINT
-from .population import PopulationConfig, sample_population, sample_stars, two_component_galaxies
 from .stamps import StampBatch
 
 __all__ = [
@@ -145,9 +154,9 @@ def apply_catalogue_errors(errors: CatalogueErrors, r50, n, q, pa, i_mag, psf_fw
         return {"r50": r50, "n": n, "q": q, "pa": pa, "i_mag": i_mag, "psf_fwhm": psf_fwhm}
     e = rng.standard_normal((6, len(r50)))
     return {
-        "r50": np.clip(r50 * np.exp(errors.r50_frac * e[0]), 0.05, 5.0),
-        "n": np.clip(n * np.exp(errors.n_frac * e[1]), 0.3, 6.2),
-        "q": np.clip(q + errors.q_sigma * e[2], 0.05, 1.0),
+        "r50": np.clip(r50 * np.exp(errors.r50_frac * e[0]), *POPULATION_R50_RANGE),
+        "n": np.clip(n * np.exp(errors.n_frac * e[1]), *POPULATION_N_RANGE),
+        "q": np.clip(q + errors.q_sigma * e[2], *POPULATION_Q_RANGE),
         "pa": np.mod(pa + errors.pa_sigma * e[3], 180.0),
         "i_mag": i_mag + errors.i_mag_sigma * e[4],
         "psf_fwhm": psf_fwhm * np.exp(errors.psf_fwhm_frac * e[5]),
@@ -224,12 +233,12 @@ class SimulationConfig:
     """
 
     stamp_size: int = 60
-    pixel_scale: float = 0.263
+    pixel_scale: float = PIXEL_SCALE
     psf_fwhm_range: tuple[float, float] = (0.6, 1.3)
     psf_beta_range: tuple[float, float] = (2.5, 5.0)
     bands: tuple[str, ...] | None = None
     camera_state_prob: float = 0.5
-    ccd_size: tuple[int, int] = (4096, 2048)
+    ccd_size: tuple[int, int] = CCD_SIZE
     close_neighbour_fraction: float = 0.2
     close_neighbour_distance: tuple[float, float] = (4.0, 15.0)
     random_neighbours: float = 0.4
@@ -431,21 +440,9 @@ def _default_psf_factory(fwhm: torch.Tensor, beta: torch.Tensor):
 
 
 def _valid_profiles(r50: np.ndarray, n: np.ndarray, q: np.ndarray) -> np.ndarray:
-    try:
-        from .profiles import valid_profile_parameters  # noqa: PLC0415
-    except ImportError:  # renderer not available: the population's own ranges
-        return (
-            np.isfinite(r50)
-            & np.isfinite(n)
-            & np.isfinite(q)
-            & (r50 > 0)
-            & (n >= 0.3)
-            & (n <= 6.2)
-            & (q > 0)
-            & (q <= 1)
-        )
-    out = valid_profile_parameters(torch.as_tensor(r50), torch.as_tensor(n), torch.as_tensor(q))
-    return np.asarray(out.cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=bool)
+    from .profiles import valid_profile_parameters  # noqa: PLC0415
+
+    return valid_profile_parameters(r50, n, q).numpy()
 
 
 def default_background():

@@ -17,11 +17,23 @@ import torch
 
 from .flags import Flag
 
-__all__ = ["StampBatch", "StampCut", "cut_stamps", "stamp_origin", "CORE_RADIUS", "STAMP_SIZE"]
+__all__ = [
+    "StampBatch",
+    "StampCut",
+    "cut_stamps",
+    "on_image",
+    "stamp_origin",
+    "CORE_RADIUS",
+    "STAMP_SIZE",
+]
 
 STAMP_SIZE = 60
-#: Radius (pixels) of the central region in which masked pixels set ``Flag.MASKED_CORE``.
+#: Radius (pixels) of the central region in which masked pixels set ``Flag.MASKED_CORE``
+#: (and, when no pixel in it is usable, ``Flag.FAILED``).
 CORE_RADIUS = 8.0
+#: Positions are clipped to +-this many pixels before integer arithmetic (any such
+#: position is off every image), so that huge coordinates cannot overflow an integer.
+_POSITION_LIMIT = 1e12
 
 
 @dataclass
@@ -126,7 +138,8 @@ class StampCut:
     origin : numpy.ndarray, int64, shape (N, 2)
         Image coordinates (i0, j0) of stamp pixel [0, 0].
     flags : numpy.ndarray, int64, shape (N,)
-        ``EDGE``, ``MASKED_CORE``, ``MASKED`` and ``OFF_IMAGE`` bits.
+        ``EDGE``, ``MASKED_CORE``, ``MASKED``, ``FAILED`` (no usable pixel within the core
+        radius) and ``OFF_IMAGE`` bits.
     """
 
     pixels: np.ndarray
@@ -157,12 +170,34 @@ def stamp_origin(x: np.ndarray, y: np.ndarray, size: int = STAMP_SIZE):
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     c = (size - 1) / 2.0
-    xs = np.where(np.isfinite(x), x, 0.0)
-    ys = np.where(np.isfinite(y), y, 0.0)
+    xs = np.clip(np.where(np.isfinite(x), x, 0.0), -_POSITION_LIMIT, _POSITION_LIMIT)
+    ys = np.clip(np.where(np.isfinite(y), y, 0.0), -_POSITION_LIMIT, _POSITION_LIMIT)
     i0 = np.floor(xs - c + 0.5).astype(np.int64)
     j0 = np.floor(ys - c + 0.5).astype(np.int64)
     offset = np.stack([xs - i0 - c, ys - j0 - c], axis=-1)
     return np.stack([i0, j0], axis=-1), offset
+
+
+def on_image(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Whether each position is finite and its centre pixel lies on the image.
+
+    Parameters
+    ----------
+    x, y : array_like, shape (N,)
+        Source positions, 0-based pixel coordinates.
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (N,)
+        False where :func:`cut_stamps` sets ``Flag.OFF_IMAGE``.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ny, nx = shape
+    with np.errstate(invalid="ignore"):
+        return (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
 
 
 def cut_stamps(
@@ -178,8 +213,9 @@ def cut_stamps(
     Sources near or beyond the image edge keep the source at the stamp centre: the part of
     the stamp outside the image is padded with zeros and ``Flag.EDGE`` is set. NaN,
     infinite and masked pixels become 0 and set ``Flag.MASKED`` (``Flag.MASKED_CORE`` when
-    within ``core_radius`` of the source). A position that is not finite or whose centre
-    lies outside the image sets ``Flag.OFF_IMAGE``.
+    within ``core_radius`` of the source); when no pixel within ``core_radius`` is usable,
+    nothing can be measured and ``Flag.FAILED`` is set. A position that is not finite or
+    whose centre lies outside the image sets ``Flag.OFF_IMAGE`` (and no other bit).
 
     Parameters
     ----------
@@ -211,8 +247,7 @@ def cut_stamps(
     n = x.size
     origin, offset = stamp_origin(x, y, size)
 
-    bad_position = ~(np.isfinite(x) & np.isfinite(y))
-    bad_position |= (x < -0.5) | (x >= nx - 0.5) | (y < -0.5) | (y >= ny - 0.5)
+    bad_position = ~on_image(x, y, image.shape)
 
     a = np.arange(size)
     cols = origin[:, 0, None] + a[None, :]  # (N, S)
@@ -235,12 +270,19 @@ def cut_stamps(
     masked = (inside & ~good).any(axis=(1, 2))
     flags[masked] |= int(Flag.MASKED)
     c = (size - 1) / 2.0
-    dxg = a[None, None, :] - c - offset[:, 0, None, None]
-    dyg = a[None, :, None] - c - offset[:, 1, None, None]
+    # the core lies within c +- (core_radius + 0.5): look at that box only
+    lo = max(0, int(np.floor(c - core_radius - 0.5)))
+    hi = min(size, int(np.ceil(c + core_radius + 0.5)) + 1)
+    b = a[lo:hi]
+    dxg = b[None, None, :] - c - offset[:, 0, None, None]
+    dyg = b[None, :, None] - c - offset[:, 1, None, None]
     core = dxg**2 + dyg**2 <= core_radius**2
-    core_bad = (core & ~valid).any(axis=(1, 2)) & ~bad_position
+    core_valid = valid[:, lo:hi, lo:hi]
+    core_bad = (core & ~core_valid).any(axis=(1, 2)) & ~bad_position
     flags[core_bad] |= int(Flag.MASKED_CORE)
-    flags[bad_position] |= int(Flag.OFF_IMAGE)
+    core_empty = core.any(axis=(1, 2)) & ~(core & core_valid).any(axis=(1, 2)) & ~bad_position
+    flags[core_empty] |= int(Flag.FAILED)
+    flags[bad_position] = int(Flag.OFF_IMAGE)
     pixels[bad_position] = 0.0
     valid[bad_position] = False
     return StampCut(pixels=pixels, valid=valid, offset=offset, origin=origin, flags=flags)

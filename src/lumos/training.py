@@ -58,13 +58,14 @@ from torch import nn
 from . import __version__
 from .mixture import GaussianMixture, mixture_nll
 from .model_io import (
-    _json_default,
-    _tensors_to_file,
+    json_default,
     save_model,
     sha256_file,
+    write_tensors,
 )
 from .network import LumosNet, RawOutput
 from .stamps import StampBatch
+from .stats import P16, P84, sigma68
 
 __all__ = [
     "TrainingConfig",
@@ -77,6 +78,8 @@ __all__ = [
     "training_simulation",
     "evaluate",
     "latest_checkpoint",
+    "checkpoint_conflicts",
+    "clear_checkpoints",
     "configure_threads",
     "StreamFactory",
 ]
@@ -524,10 +527,11 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     -------
     dict
         ``val_loss`` (mean relative-units NLL, see the module docstring), ``val_bias``
-        (median of (mean - truth) / truth), ``val_sigma68`` (half the 16-84 percentile
-        width of that ratio), ``val_coverage68`` (fraction of truths between the 16% and
-        84% quantiles of their PDF), and ``val_bias_bright``/``val_sigma68_bright``
-        (i < 20.5) and ``val_bias_faint``/``val_sigma68_faint``.
+        (median of (mean - truth) / truth), ``val_sigma68`` (:func:`lumos.stats.sigma68` of
+        that ratio), ``val_coverage68`` (fraction of truths between the q16 and q84
+        quantiles of their PDF, :data:`lumos.stats.P16` and :data:`lumos.stats.P84`), and
+        ``val_bias_bright``/``val_sigma68_bright`` (i < 20.5) and
+        ``val_bias_faint``/``val_sigma68_faint``.
     """
     if batch.truth is None:
         raise ValueError("the validation batch needs truth (true fluxes)")
@@ -554,12 +558,6 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     bright = (batch.i_mag.cpu().numpy() < 20.5) & ok
     faint = (batch.i_mag.cpu().numpy() >= 20.5) & ok
 
-    def s68(x: np.ndarray) -> float:
-        if x.size == 0:
-            return float("nan")
-        q16, q84 = np.percentile(x, [16, 84])
-        return float((q84 - q16) / 2)
-
     def med(x: np.ndarray) -> float:
         return float(np.median(x)) if x.size else float("nan")
 
@@ -568,13 +566,13 @@ def evaluate(model: LumosNet, batch: StampBatch, chunk_size: int = 2048) -> dict
     return {
         "val_loss": float(nll_t[finite].mean()) if bool(finite.any()) else float("nan"),
         "val_bias": med(rel[ok]),
-        "val_sigma68": s68(rel[ok]),
-        "val_coverage68": float(((c >= 0.16) & (c <= 0.84)).double().mean()) if c.numel()
+        "val_sigma68": sigma68(rel[ok]),
+        "val_coverage68": float(((c >= P16) & (c <= P84)).double().mean()) if c.numel()
         else float("nan"),
         "val_bias_bright": med(rel[bright]),
-        "val_sigma68_bright": s68(rel[bright]),
+        "val_sigma68_bright": sigma68(rel[bright]),
         "val_bias_faint": med(rel[faint]),
-        "val_sigma68_faint": s68(rel[faint]),
+        "val_sigma68_faint": sigma68(rel[faint]),
     }
 
 
@@ -611,6 +609,68 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
             continue
         _log.warning("ignoring incomplete checkpoint %s", p)
     return None
+
+
+def checkpoint_conflicts(directory: str | os.PathLike, network_config: dict[str, Any],
+                         seed: int) -> tuple[Path | None, dict[str, Any], list[str]]:
+    """How the latest checkpoint of a folder differs from a run about to resume from it.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        Checkpoint folder.
+    network_config : dict
+        ``NetworkConfig.to_dict()`` of the model to train.
+    seed : int
+        Training seed of the run.
+
+    Returns
+    -------
+    checkpoint : Path or None
+        The latest complete checkpoint (None when there is none).
+    meta : dict
+        Its JSON description (empty when there is none).
+    conflicts : list of str
+        What makes it another run's checkpoint ("network configuration", "seed 1, not
+        2"); empty when the run can resume from it.
+    """
+    ckpt = latest_checkpoint(directory)
+    if ckpt is None:
+        return None, {}, []
+    meta = json.loads(ckpt.read_text())
+    conflicts = []
+    if meta.get("network_config") != network_config:
+        conflicts.append("another network configuration")
+    before = meta.get("training_config", {}).get("seed")
+    if before is not None and int(before) != int(seed):
+        conflicts.append(f"seed {before}, not {seed}")
+    return ckpt, meta, conflicts
+
+
+def clear_checkpoints(directory: str | os.PathLike) -> int:
+    """Remove the epoch checkpoints and the history of an earlier run from a folder.
+
+    A run that does not resume calls this first: a later resume must not pick up a stale
+    checkpoint of a higher epoch, and pruning to the most recent checkpoints must not
+    remove the new run's own.
+
+    Returns
+    -------
+    int
+        Number of checkpoints removed.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return 0
+    removed = 0
+    for p in list(d.iterdir()):
+        m = _CKPT_RE.match(p.name)
+        if m:
+            removed += 1
+            p.unlink(missing_ok=True)
+            p.with_suffix(".safetensors").unlink(missing_ok=True)
+    (d / "history.jsonl").unlink(missing_ok=True)
+    return removed
 
 
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -678,7 +738,7 @@ def _write_checkpoint(directory: Path, epoch: int, model: LumosNet, ema: _Ema | 
     tensors.update(rng_tensors)
     stem = _ckpt_stem(directory, epoch)
     tensors_path = stem.with_suffix(".safetensors")
-    _tensors_to_file(tensors, tensors_path, metadata={"format": CHECKPOINT_FORMAT})
+    write_tensors(tensors, tensors_path, metadata={"format": CHECKPOINT_FORMAT})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -694,7 +754,7 @@ def _write_checkpoint(directory: Path, epoch: int, model: LumosNet, ema: _Ema | 
     }
     json_path = stem.with_suffix(".json")
     tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, default=_json_default))
+    tmp.write_text(json.dumps(meta, default=json_default))
     os.replace(tmp, json_path)
     # Keep only the most recent `keep` checkpoints.
     old = sorted(
@@ -805,7 +865,9 @@ def train(
         Folder for checkpoints, ``train.log``, ``history.jsonl`` and the ``best`` and
         ``final`` model files.
     resume : bool
-        Continue from the latest complete checkpoint in ``checkpoint_dir`` if there is one.
+        Continue from the latest complete checkpoint in ``checkpoint_dir`` if there is one;
+        when False, the checkpoints of an earlier run in ``checkpoint_dir`` are removed
+        (:func:`clear_checkpoints`).
     progress : bool
         Show a tqdm progress bar (rank 0 only).
 
@@ -856,12 +918,18 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
     best_loss, best_epoch, resumed_from = math.inf, None, None
     consumed = 0
     ckpt = latest_checkpoint(directory) if resume else None
+    if not resume and dist.is_main:
+        removed = clear_checkpoints(directory)
+        if removed:
+            _log.info("not resuming: removed %d checkpoints of an earlier run from %s",
+                      removed, directory)
+    dist.barrier()
     if ckpt is not None:
         meta, tensors = _read_checkpoint(ckpt)
         if meta["network_config"] != model.config.to_dict():
             raise ValueError(
                 f"{ckpt}: the checkpoint's network configuration differs from the model's; "
-                "use another checkpoint_dir or resume=False"
+                "use another checkpoint folder, or start afresh without resuming"
             )
         if meta.get("world_size", 1) != dist.world_size:
             _log.warning("resuming with %d ranks from a checkpoint written with %d: the data "
@@ -988,7 +1056,7 @@ def _train(model, train_stream, val_batch, config, directory, resume, progress, 
             _write_checkpoint(directory, epoch + 1, model, ema, optimizer, scheduler,
                               meta_state, config.keep_checkpoints)
             with open(directory / "history.jsonl", "a") as f:
-                f.write(json.dumps(entry, default=_json_default) + "\n")
+                f.write(json.dumps(entry, default=json_default) + "\n")
             if improved:
                 best_path = save_model(eval_model, directory / "best",
                                        training=_metadata(config, history, dist, batches))

@@ -63,6 +63,7 @@ from .flags import UNUSABLE, Flag
 from .mixture import GaussianMixture, mixture_nll, pair_nll
 from .network import LumosNet, RawOutput
 from .stamps import StampBatch
+from .stats import pair_pull, sigma68
 from .training import augment_batch, derive_seed
 
 __all__ = [
@@ -993,13 +994,6 @@ def _finite_mean(values: Tensor) -> Tensor:
 # the consistency metric
 
 
-def _sigma68(x: np.ndarray) -> float:
-    if x.size == 0:
-        return float("nan")
-    q16, q84 = np.percentile(x, [16, 84])
-    return float((q84 - q16) / 2.0)
-
-
 #: Default i-band magnitude bins of :func:`d_reference`.
 D_REFERENCE_EDGES = (17.0, 18.5, 19.5, 20.5, 21.0, 21.5, 22.0, 22.5, 23.0)
 
@@ -1061,7 +1055,7 @@ def _d_statistic(m1: GaussianMixture, m2: GaussianMixture) -> tuple[np.ndarray, 
     """D of Eq. 19 from the mixtures' means and standard deviations, and the truncated rows."""
     f1, f2 = m1.mean().double(), m2.mean().double()
     s1, s2 = m1.std().double(), m2.std().double()
-    d = ((f1 - f2) / torch.sqrt(s1**2 + s2**2)).cpu().numpy()
+    d = pair_pull(f1.cpu().numpy(), s1.cpu().numpy(), f2.cpu().numpy(), s2.cpu().numpy())
     trunc = torch.zeros(len(d), dtype=torch.bool)
     for m in (m1, m2):
         if m.truncated is not None:
@@ -1111,7 +1105,7 @@ def d_reference(model, pairs: PairSet, edges: Sequence[float] = D_REFERENCE_EDGE
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = ok & (i_mag >= lo) & (i_mag < hi)
         count.append(int(sel.sum()))
-        width.append(_sigma68(d[sel]) if sel.sum() >= min_pairs else float("nan"))
+        width.append(sigma68(d[sel]) if sel.sum() >= min_pairs else float("nan"))
     width_arr = np.asarray(width)
     good = np.flatnonzero(np.isfinite(width_arr) & (width_arr > 0))
     if good.size == 0:
@@ -1129,19 +1123,19 @@ def _consistency(m1: GaussianMixture, m2: GaussianMixture, truth: Tensor | None,
     ok = np.isfinite(d)
     out = {
         "n_pairs": int(ok.sum()),
-        "sigma68_D": _sigma68(d[ok]),
+        "sigma68_D": sigma68(d[ok]),
         "median_D": float(np.median(d[ok])) if ok.any() else float("nan"),
         "mean_abs_D": float(np.mean(np.abs(d[ok]))) if ok.any() else float("nan"),
     }
     for name, sel in (("untruncated", ok & ~trunc), ("truncated", ok & trunc)):
         out[f"n_pairs_{name}"] = int(sel.sum())
-        out[f"sigma68_D_{name}"] = _sigma68(d[sel])
+        out[f"sigma68_D_{name}"] = sigma68(d[sel])
         out[f"median_D_{name}"] = float(np.median(d[sel])) if sel.any() else float("nan")
     if reference is not None and i_mag is not None:
         d_ref = d / reference(i_mag.double().cpu().numpy())
-        out["sigma68_Dref"] = _sigma68(d_ref[ok])
+        out["sigma68_Dref"] = sigma68(d_ref[ok])
         for name, sel in (("untruncated", ok & ~trunc), ("truncated", ok & trunc)):
-            out[f"sigma68_Dref_{name}"] = _sigma68(d_ref[sel])
+            out[f"sigma68_Dref_{name}"] = sigma68(d_ref[sel])
     if truth is not None:
         true1 = (truth.double().cpu() * zp[:, 0].double().cpu()).numpy()
         true2 = (truth.double().cpu() * zp[:, 1].double().cpu()).numpy()
@@ -1149,7 +1143,7 @@ def _consistency(m1: GaussianMixture, m2: GaussianMixture, truth: Tensor | None,
                               (f2.cpu().numpy() - true2) / true2])
         good = np.isfinite(rel) & (np.concatenate([true1, true2]) > 0)
         out["bias"] = float(np.median(rel[good])) if good.any() else float("nan")
-        out["sigma68_rel"] = _sigma68(rel[good])
+        out["sigma68_rel"] = sigma68(rel[good])
     return out
 
 
@@ -1180,8 +1174,8 @@ def pair_consistency(model, pairs: PairSet, chunk_size: int = 2048,
     Returns
     -------
     dict
-        ``n_pairs`` (pairs with a finite D), ``sigma68_D`` (half the 16-84 percentile
-        width of D), ``median_D``, ``mean_abs_D``; ``n_pairs_*``, ``sigma68_D_*`` and
+        ``n_pairs`` (pairs with a finite D), ``sigma68_D`` (:func:`lumos.stats.sigma68`
+        of D), ``median_D``, ``mean_abs_D``; ``n_pairs_*``, ``sigma68_D_*`` and
         ``median_D_*`` for the ``untruncated`` and ``truncated`` (i > the model's
         ``truncate_threshold``) pairs separately; with ``reference`` also ``sigma68_Dref``,
         ``sigma68_Dref_untruncated`` and ``sigma68_Dref_truncated`` (widths of

@@ -169,7 +169,8 @@ def _solve_semi_major(
     return np.nan, np.nan, win, frac
 
 
-def _first_guess(cutouts: ContextCutouts, fraction: float, start: int, stop: int, bad, theta):
+def first_aperture_guess(cutouts: ContextCutouts, fraction: float, start: int, stop: int, bad,
+                         theta):
     """Curve-of-growth first guesses for rows ``start:stop`` on a central box.
 
     A small box (semi-major axes up to 15 pixels) serves most galaxies; rows whose aperture
@@ -251,7 +252,7 @@ def _apertures(cutouts: ContextCutouts, fraction: float, tol: float, data: bool)
 
 def _solve_chunk(cutouts, fraction, tol, data, start, stop, bad, theta, xc, yc, out) -> None:
     """Solve the apertures of rows ``start:stop`` and fill ``out`` in place."""
-    a0, slope, q = _first_guess(cutouts, fraction, start, stop, bad, theta)
+    a0, slope, q = first_aperture_guess(cutouts, fraction, start, stop, bad, theta)
     for k in range(start, stop):
         i = k - start
         if bad[k] or not np.isfinite(a0[i]):

@@ -17,19 +17,18 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..flags import Flag
+from ..instrument import PIXEL_SCALE
+from ..profiles import valid_profile_parameters
 
 __all__ = [
     "ContextCutouts",
     "CONTEXT_SIZE",
-    "PIXEL_SCALE",
     "empty_result",
     "source_centre",
 ]
 
 #: Default context-cutout size in pixels (a 45-pixel annulus needs at least 92).
 CONTEXT_SIZE = 100
-#: PAUCam pixel scale in arcsec per pixel.
-PIXEL_SCALE = 0.263
 
 
 def _as_rows(name: str, value, n: int, dtype=float) -> np.ndarray:
@@ -60,7 +59,7 @@ class ContextCutouts:
     n : numpy.ndarray, float, shape (N,)
         Sersic index.
     q : numpy.ndarray, float, shape (N,)
-        Axis ratio b/a in (0, 1].
+        Axis ratio b/a (usable in [0.05, 1], see :func:`bad_shape`).
     pa : numpy.ndarray, float, shape (N,)
         Position angle, degrees counter-clockwise from the +x axis.
     profile : numpy.ndarray, float, shape (N, C, C)
@@ -251,9 +250,14 @@ def empty_result(n: int, flags: np.ndarray | None = None, extras: tuple[str, ...
 
 
 def bad_shape(cutouts: ContextCutouts) -> np.ndarray:
-    """Rows whose catalogue shape or model profile is unusable, shape (N,) bool."""
-    bad = ~(np.isfinite(cutouts.q) & (cutouts.q > 0) & (cutouts.q <= 1))
-    bad |= ~np.isfinite(cutouts.pa)
+    """Rows whose catalogue shape or model profile is unusable, shape (N,) bool.
+
+    A shape is unusable where its parameters fail
+    :func:`lumos.profiles.valid_profile_parameters` (the rule that sets ``BAD_PROFILE``
+    in catalogues and simulations), an offset is not finite, or the model profile does not
+    have a positive finite sum.
+    """
+    bad = ~valid_profile_parameters(cutouts.r50, cutouts.n, cutouts.q, cutouts.pa).numpy()
     bad |= ~np.all(np.isfinite(cutouts.offset), axis=1)
     psum = cutouts.profile.sum(axis=(1, 2), dtype=np.float64)
     bad |= ~np.isfinite(psum) | (psum <= 0)

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..flags import Flag
-from .aperture import APERTURE_FRACTION, _first_guess
+from .aperture import APERTURE_FRACTION, first_aperture_guess
 from .background import R_IN, R_OUT, AnnulusBackground, annulus_background
 from .common import ContextCutouts, bad_shape
 from .region import region_pixels
@@ -263,7 +263,7 @@ def fit_amplitude_nelder_mead(
     return out
 
 
-def _sky_variance(cutouts: ContextCutouts, bg: AnnulusBackground, mode: str) -> np.ndarray:
+def pixel_sky_variance(cutouts: ContextCutouts, bg: AnnulusBackground, mode: str) -> np.ndarray:
     """Per-pixel sky variance s (image units^2) from the Poisson model or the annulus.
 
     ``"model"`` is ``b / gain + (read_noise / gain)^2``; where it disagrees with the annulus
@@ -335,13 +335,13 @@ def modelfit_photometry(
         background = annulus_background(cutouts, r_in=r_in, r_out=r_out)
     elif len(background.level) != n:
         raise ValueError(f"background has {len(background.level)} rows, cutouts have {n}")
-    s_all = _sky_variance(cutouts, background, sky_variance)
+    s_all = pixel_sky_variance(cutouts, background, sky_variance)
     theta = np.deg2rad(cutouts.pa)
     bad = bad_shape(cutouts) | background.failed
     a_reg = np.full(n, np.nan)
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
-        a0, _, _ = _first_guess(cutouts, APERTURE_FRACTION, start, stop, bad, theta)
+        a0, _, _ = first_aperture_guess(cutouts, APERTURE_FRACTION, start, stop, bad, theta)
         a_reg[start:stop] = np.clip(region_scale * a0, min_region, r_in - 1.0)
     bad |= ~np.isfinite(a_reg)
 

@@ -6,10 +6,9 @@ noise and Gaussian read noise, in electrons. The narrow-band flux follows the PA
 galaxy of magnitude ``m`` gives ``10**(-0.4 * (m - 24.5))`` electrons per second (flat spectrum,
 so the NB685 magnitude equals the i-band magnitude here).
 
-This module exists so that tests and ``bench/bench_classical.py`` have truth today; the
-project simulator :mod:`lumos.simulate` should replace it in the benchmark when it lands.
-To keep it fast, ``n_profiles`` distinct shapes are drawn and shared by the galaxies (each
-galaxy gets its own flux and noise).
+It is an independent renderer (GalSim, not :mod:`lumos.profiles`) for the tests and
+``bench/bench_classical.py --sim toy``. To keep it fast, ``n_profiles`` distinct shapes are
+drawn and shared by the galaxies (each galaxy gets its own flux and noise).
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .common import CONTEXT_SIZE, PIXEL_SCALE, ContextCutouts
+from ..instrument import PIXEL_SCALE
+from .common import CONTEXT_SIZE, ContextCutouts
 
 __all__ = [
     "ToySimulation",

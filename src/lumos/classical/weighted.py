@@ -31,7 +31,7 @@ import numpy as np
 from ..flags import Flag
 from .background import R_IN, R_OUT, AnnulusBackground, annulus_background
 from .common import ContextCutouts, bad_shape
-from .modelfit import _sky_variance
+from .modelfit import pixel_sky_variance
 from .region import region_pixels
 
 __all__ = ["weighted_photometry", "cramer_rao_sigma", "MODES"]
@@ -225,7 +225,7 @@ def weighted_photometry(
             annulus = annulus_background(cutouts, r_in=r_in, r_out=r_out)
         elif len(annulus.level) != n:
             raise ValueError(f"annulus has {len(annulus.level)} rows, cutouts have {n}")
-        s_all = _sky_variance(cutouts, annulus, sky_variance)
+        s_all = pixel_sky_variance(cutouts, annulus, sky_variance)
         rows_ok = np.flatnonzero(~bad & ~annulus.failed)
         for start in range(0, rows_ok.size, _CHUNK):
             rows = rows_ok[start : start + _CHUNK]

@@ -9,22 +9,25 @@ from ..errors import LumosError
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..coadd import coadd_tables
-    from ..tableio import check_output_path, read_table, write_table
+    from ..coadd import check_exposures, coadd_tables
+    from ..tableio import announce_overwrite, check_output_path, read_table, write_table
     from .measure import check_prior
 
     check_prior(getattr(args, "prior", "auto"))
     out = check_output_path(args.out)
-    tables = []
+    announce_overwrite("coadd", out)
+    tables, exposures = [], []
     for path in args.tables:
         table = read_table(path, "measurement table")
         missing = [c for c in ("id", "band", "flags") if c not in table.colnames]
         if missing:
             raise LumosError(f"{Path(path).name} is not a lumos measurement table "
                              f"(missing {', '.join(missing)})")  # fmt: skip
+        exposures.append(_exposure(table, path))
         if "image" not in table.colnames:
             table["image"] = Path(path).name
         tables.append(table)
+    check_exposures(tables, exposures, [Path(p).name for p in args.tables])
     zero_points = None if args.zero_points is None else read_table(args.zero_points, "zero points")
     likelihood = [_is_likelihood_table(t) for t in tables]
     if any(likelihood) and not all(likelihood):
@@ -40,12 +43,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"lumos coadd: likelihoods multiplied, shared error and the "
                   f"{result.meta['PRIOR']} prior applied once")
         else:
-            result = coadd_tables(tables, zero_points=zero_points)
+            result = coadd_tables(tables, zero_points=zero_points, exposures=exposures)
     except ValueError as exc:
         raise LumosError(str(exc)) from None
     write_table(result, out)
     print(f"wrote {len(result)} co-added (id, band) rows from {len(tables)} tables to {out}")
     return 0
+
+
+def _exposure(table, path: str):
+    """What identifies the exposure of a table's rows: its ``image`` column (a manifest
+    run), else the measured image's path in its metadata, else the table file itself."""
+    if "image" in table.colnames:
+        return table["image"]
+    for key in ("IMGPATH", "IMAGE"):
+        if key in table.meta:
+            return str(table.meta[key])
+    return str(Path(path).resolve())
 
 
 def _is_likelihood_table(table) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LumosError
+from ..tableio import announce_overwrite, check_output_path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,9 +29,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LumosError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     if args.n_galaxies < 10:
         raise LumosError("--n-galaxies must be at least 10")
+    if out.is_dir():
+        check_output_path(out / "report.md", table=False)
+    announce_overwrite("demo", out)
+    out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     print(f"lumos demo: simulating a PAUS-like NB685 CCD with {args.n_galaxies} galaxies")

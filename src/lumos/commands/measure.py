@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from ..imageio import DEFAULT_KEYWORDS
     from ..manifest import is_manifest, measure_manifest
     from ..measure import measure_file
+    from ..tableio import announce_overwrite, check_output_path
+
+    check_output_path(args.out)
 
     overrides = {
         "band": args.band,
@@ -113,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         if is_manifest(args.image):
             raise LumosError("--survey works with one image at a time, not with a manifest")
         overrides = _survey_defaults(args, overrides, keywords)
+    announce_overwrite("measure", args.out)
     if is_manifest(args.image):
         if files:
             names = ", ".join("--" + name.removesuffix("_path") for name in files)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import LumosError
-from ..tableio import check_output_path
+from ..tableio import announce_overwrite, check_output_path
 
 
 def training_background(args: argparse.Namespace, survey) -> dict:
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, table=False)
     if args.n <= 0:
         raise LumosError(f"--n must be positive, got {args.n}")
+    announce_overwrite("simulate", out)
     survey = load_survey(getattr(args, "survey", None))
     background = training_background(args, survey)
     config = None if survey.is_paus else survey.simulation_config()

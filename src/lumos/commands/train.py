@@ -9,20 +9,56 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
 from ..errors import LumosError
 
 
+def checkpoint_dir(out: str | Path, given: str | None = None) -> Path:
+    """The checkpoint folder of a training run: ``given``, else ``OUT-checkpoints`` next
+    to the model (``OUT`` without its ``.safetensors`` or ``.json`` suffix)."""
+    if given:
+        return Path(given)
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".safetensors", ".json") else out
+    return stem.with_name(stem.name + "-checkpoints")
+
+
+def _check_resume(ckpt: Path, model, seed: int, epochs: int) -> None:
+    """Say where the run resumes from, or refuse another run's checkpoints in one line."""
+    from ..training import checkpoint_conflicts
+
+    latest, meta, conflicts = checkpoint_conflicts(ckpt, model.config.to_dict(), seed)
+    if latest is None:
+        return
+    if conflicts:
+        raise LumosError(f"the checkpoints in {ckpt} are of another run "
+                         f"({'; '.join(conflicts)}): give another --checkpoints folder, or "
+                         "--no-resume to start afresh")  # fmt: skip
+    print(f"lumos train: resuming from {latest} (epoch {meta.get('epoch')} of {epochs}; "
+          "--no-resume to start afresh)")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..model_io import load_model, save_model
+    from ..model_io import load_model, model_paths, save_model
     from ..network import LumosNet, NetworkConfig
     from ..simulate import CatalogueErrors, Simulator
     from ..survey import load_survey
-    from ..training import TrainingConfig, simulator_stream, train, validation_seed
+    from ..tableio import announce_overwrite, check_output_path
+    from ..training import (
+        TrainingConfig,
+        latest_checkpoint,
+        simulator_stream,
+        train,
+        validation_seed,
+    )
     from .simulate import training_background
 
+    weights = model_paths(args.out)[0]
+    if weights.parent.is_dir():  # else save_model creates it
+        check_output_path(weights, table=False)
     for name in ("epochs", "samples_per_epoch", "batch_size", "lr_step", "val_size"):
         if getattr(args, name) < 1:
             raise LumosError(f"--{name.replace('_', '-')} must be positive")
@@ -48,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
         if args.likelihood:
             config = config.replace(likelihood=True)
         model = LumosNet(config)
+    ckpt = checkpoint_dir(args.out, args.checkpoints)
+    if not args.no_resume:
+        _check_resume(ckpt, model, args.seed, args.epochs)
+    elif latest_checkpoint(ckpt) is not None:
+        print(f"lumos train: --no-resume: removing the checkpoints of an earlier run from {ckpt}")
+    announce_overwrite("train", *model_paths(args.out))
     errors = (CatalogueErrors.realistic() if args.catalogue_errors == "realistic"
               else CatalogueErrors())  # fmt: skip
     survey = load_survey(getattr(args, "survey", None))
@@ -73,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train(
         model, simulator_stream(sim_config, **sim_kwargs), val_batch, train_config,
-        checkpoint_dir=args.checkpoints, resume=not args.no_resume,
+        checkpoint_dir=ckpt, resume=not args.no_resume,
     )  # fmt: skip
     last = result.history[-1] if result.history else {}
     save_model(
@@ -91,10 +133,12 @@ def run(args: argparse.Namespace) -> int:
             "final_metrics": last,
             "wall_time_s_this_run": time.perf_counter() - t0,
             "command": "lumos train " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                if k not in ("command",) and v not in (None, False)
+                f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                for k, v in vars(args).items()
+                if k not in ("command",) and v is not None and v is not False
             ),
         },
     )
-    print(f"lumos train: {result.epochs_completed} epochs; model written to {args.out}")
+    print(f"lumos train: {result.epochs_completed} epochs; model written to {args.out} "
+          f"(checkpoints in {ckpt})")
     return 0

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import LumosError
-from ..tableio import check_output_path
+from ..tableio import announce_overwrite, check_output_path
 
 _DEFAULTS = {
     "images": None,
@@ -60,7 +60,7 @@ def _summary(label: str, entry: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lumos transfer`` (see the module docstring); returns the exit status."""
-    from ..network import load_default_model, load_model
+    from ..model_io import load_default_model, load_model, model_paths
     from ..training import configure_threads, simulator_stream, training_simulation
     from ..transfer import (
         PairSimulation,
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise LumosError(f"--out {out.name}: lumos models are NAME.safetensors + NAME.json, "
                          "not pickles")
     check_output_path(out, table=False)
+    announce_overwrite("transfer", *model_paths(out))
     try:
         config = TransferConfig(
             n_epochs=int(_option(args, "epochs")),

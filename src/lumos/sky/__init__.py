@@ -7,8 +7,6 @@ synthetic sky), :mod:`~lumos.sky.artefacts` (cosmic rays, defects, saturated sta
 """
 
 from lumos.sky.base import (
-    CCD_HEIGHT,
-    CCD_WIDTH,
     Artefact,
     BackgroundSample,
     BackgroundSource,
@@ -19,8 +17,6 @@ from lumos.sky.real import RealImageBackground
 from lumos.sky.synthetic import ScatteredLight, SyntheticSky
 
 __all__ = [
-    "CCD_WIDTH",
-    "CCD_HEIGHT",
     "Artefact",
     "BackgroundSample",
     "BackgroundSource",

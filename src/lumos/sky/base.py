@@ -15,10 +15,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from lumos.bands import N_BAND_INDEX
+from lumos.instrument import CCD_HEIGHT, CCD_WIDTH
 
 __all__ = [
-    "CCD_WIDTH",
-    "CCD_HEIGHT",
     "CORE_HALF_WIDTH",
     "Artefact",
     "BackgroundSample",
@@ -26,10 +25,6 @@ __all__ = [
     "check_request",
     "core_slice",
 ]
-
-#: PAUCam CCD size in pixels: 4096 wide (x) by 2048 high (y); numpy shape (2048, 4096).
-CCD_WIDTH = 4096
-CCD_HEIGHT = 2048
 
 #: Half width (pixels) of the central box used by the ``*_CORE`` artefact bits: the central
 #: 10 x 10 pixels of a stamp.

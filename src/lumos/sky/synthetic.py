@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from lumos.bands import N_BAND_INDEX, N_PAUS_BANDS, PAUS_BANDS
+from lumos.instrument import CCD_HEIGHT, CCD_WIDTH, PIXEL_SCALE
 from lumos.sky.artefacts import (
     add_bad_columns,
     add_cosmic_rays,
@@ -48,8 +49,6 @@ from lumos.sky.artefacts import (
     saturate_stars,
 )
 from lumos.sky.base import (
-    CCD_HEIGHT,
-    CCD_WIDTH,
     BackgroundSample,
     BackgroundSource,
     check_request,
@@ -58,7 +57,6 @@ from lumos.sky.base import (
 
 __all__ = ["SyntheticSky", "ScatteredLight"]
 
-PIXEL_SCALE = 0.263  # PAUCam arcsec / pixel
 _CHUNK = 1 << 18  # pixels per chunk of the noise / pattern loops (fits in cache)
 
 # Terms of the scattered-light pattern: P(x, y) = sum_k fx_k(x) * fy_k(y).

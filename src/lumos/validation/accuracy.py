@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..sky.base import Artefact
+from ..stats import sigma68
 from .measuring import CLASSICAL, measure_all, usable
 from .metrics import (
     MAG_BINS,
@@ -37,7 +38,6 @@ from .metrics import (
     gaussian_pit,
     interval_coverage,
     pit_ks_distance,
-    sigma68,
 )
 from .scenes import observation_from_simulation
 

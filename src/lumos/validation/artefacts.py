@@ -36,9 +36,9 @@ from .measuring import CLASSICAL, measure_all
 from .metrics import outlier_fractions
 from .scenes import (
     CONTEXT,
-    _experiment_rng,
     clean_sky,
     draw_targets,
+    experiment_rng,
     make_observation,
     render_profiles,
 )
@@ -151,7 +151,7 @@ def run_artefacts(
     -------
     ArtefactResult
     """
-    rng = _experiment_rng("artefact", n, seed)
+    rng = experiment_rng("artefact", n, seed)
     targets, _ = draw_targets(n, rng)
     parts = []
     for lo in range(0, n, CHUNK):

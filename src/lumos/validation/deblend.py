@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bands import get_band
+from ..instrument import CCD_SIZE
 from ..population import PopulationConfig, galaxy_band_fluxes, sample_shapes, sample_spectra
+from ..stats import P16, P84
 from .measuring import measure_all
 from .scenes import Targets, clean_sky, exposure_times, make_observation, render_profiles
 
@@ -130,7 +132,7 @@ def run_deblending(
             flux=ones * f_t[p], i_mag=ones * TARGET_MAG, band=(ones * band).astype(np.int64),
             camera_state=(ones * state[p]).astype(np.int64), psf_fwhm=ones * fwhm[p],
             psf_beta=ones * beta[p], offset=np.zeros((m, 2)),
-            ccd_xy=np.tile([2048.0, 1024.0], (m, 1)),
+            ccd_xy=np.tile(np.asarray(CCD_SIZE, dtype=float) / 2, (m, 1)),
         )  # fmt: skip
         profile = np.broadcast_to(target, (m,) + target.shape[1:])
         obs = make_observation(targets, sources, profile, profile, sky, rng)
@@ -177,9 +179,9 @@ def _metrics(distance, rel_error, n_pairs, n_realisations, f_t, f_n) -> dict:
     }
     for name, rel in rel_error.items():
         med = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in rel])
-        q16 = np.array([np.nanpercentile(r, 15.865) if np.isfinite(r).any() else np.nan
+        q16 = np.array([np.nanpercentile(r, 100 * P16) if np.isfinite(r).any() else np.nan
                         for r in rel])  # fmt: skip
-        q84 = np.array([np.nanpercentile(r, 84.135) if np.isfinite(r).any() else np.nan
+        q84 = np.array([np.nanpercentile(r, 100 * P84) if np.isfinite(r).any() else np.nan
                         for r in rel])  # fmt: skip
         out["bias"][name] = med.tolist()
         out["q16"][name] = q16.tolist()

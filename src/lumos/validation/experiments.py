@@ -70,7 +70,7 @@ __all__ = [
 
 #: Experiments in report order.
 EXPERIMENTS = ("accuracy", "deblending", "artefacts", "repeats", "sensitivity", "snr_colours",
-               "catalogue_errors")  # fmt: skip
+               "catalogue_errors", "coadds")  # fmt: skip
 
 #: Fixed validation seeds, one per experiment: ``10_000_001 + k``.
 SEEDS = {name: 10_000_001 + k for k, name in enumerate(EXPERIMENTS)}
@@ -100,6 +100,8 @@ class ValidationSizes:
         Galaxies observed in two adjacent bands (experiment 7).
     catalogue_errors : int
         Galaxies of the accuracy set with catalogue errors (experiment 8).
+    coadds : int
+        Galaxies observed four times for the co-add and leakage tests (experiment 9).
     """
 
     accuracy: int = 20_000
@@ -113,11 +115,12 @@ class ValidationSizes:
     background_grid: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
     snr_colours: int = 4000
     catalogue_errors: int = 10_000
+    coadds: int = 2000
 
     def __post_init__(self) -> None:
         for name in ("accuracy", "deblend_pairs", "deblend_realisations", "deblend_max_distance",
                      "artefacts", "repeats", "sensitivity", "snr_colours",
-                     "catalogue_errors"):  # fmt: skip
+                     "catalogue_errors", "coadds"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(
@@ -147,6 +150,7 @@ class ValidationSizes:
             background_grid=(0.01, 0.03, 0.1),
             snr_colours=200,
             catalogue_errors=500,
+            coadds=200,
         )
 
 
@@ -280,6 +284,7 @@ def run_validation(
         "sensitivity": _sensitivity,
         "snr_colours": _snr_colours,
         "catalogue_errors": _catalogue_errors,
+        "coadds": _coadds,
     }
     for name in EXPERIMENTS:
         if name not in experiments:
@@ -390,6 +395,12 @@ def _repeats(model, sizes, seed, methods, out, progress):
                          out / "repeats_width.png")  # fmt: skip
     plot_pair_pull_distribution(_labelled(res.pull), out / "repeats_distribution.png")
     return m, ["repeats_width.png", "repeats_distribution.png"]
+
+
+def _coadds(model, sizes, seed, methods, out, progress):
+    from .coadds import run_coadds
+
+    return run_coadds(model, sizes.coadds, seed, progress=progress), []
 
 
 def _sensitivity(model, sizes, seed, methods, out, progress):

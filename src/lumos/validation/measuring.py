@@ -71,17 +71,36 @@ def measure_lumos(model, obs: Observation, chunk_size: int = 1024) -> dict[str, 
     dict of str to numpy.ndarray
         ``flux`` (PDF mean), ``flux_err`` (PDF standard deviation), ``flux_median``,
         ``flux_q16``, ``flux_q84``, ``flux_q025``, ``flux_q975`` (electrons), ``pit``
-        (``CDF(true flux)``, honouring the truncation at zero) and ``flags``.
+        (``CDF(true flux)``, honouring the truncation at zero) and ``flags``; for a
+        likelihood model also the likelihood columns of :mod:`lumos.bayes`
+        (``flux_like``, ``flux_like_err``, ``flux_shared_err``, ``like_weight``,
+        ``like_mean``, ``like_sigma``), the posterior taking the population prior.
     """
     keys = ("flux", "flux_err", "flux_median", "flux_q16", "flux_q84", "flux_q025",
             "flux_q975")  # fmt: skip
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys + ("pit", "flags")}
+    likelihood = getattr(getattr(model, "config", None), "likelihood", False)
+    like_keys = ("flux_like", "flux_like_err", "flux_shared_err", "like_weight", "like_mean",
+                 "like_sigma") if likelihood else ()  # fmt: skip
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys + like_keys + ("pit", "flags")}
     batch = obs.batch
     truth = torch.as_tensor(obs.truth, dtype=torch.float64)
     with torch.inference_mode():
         for lo in range(0, len(batch), chunk_size):
             sub = batch[lo : lo + chunk_size]
-            mix = _predict(model, sub)
+            if likelihood:
+                from ..bayes import predict_posterior, split_shared
+
+                like = model.predict(sub).to(torch.float64)
+                mix = predict_posterior(model, sub, likelihood=like)
+                per, shared = split_shared(like, model.config.shared_error)
+                arrays = per.numpy()
+                for k, v in (("flux_like", per.mean().numpy()), ("flux_like_err",
+                             per.std().numpy()), ("flux_shared_err", shared.numpy()),
+                             ("like_weight", arrays["weight"]), ("like_mean", arrays["mean"]),
+                             ("like_sigma", arrays["sigma"])):  # fmt: skip
+                    parts[k].append(np.asarray(v, dtype=float))
+            else:
+                mix = _predict(model, sub)
             summary = mix.summaries()
             for k in keys:
                 parts[k].append(np.asarray(summary[k], dtype=float))

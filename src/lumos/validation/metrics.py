@@ -5,21 +5,23 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
+from ..stats import P025, P16, P84, P975, sigma68
+
 __all__ = [
     "MAG_BINS",
-    "sigma68",
     "relative_error",
     "binned_accuracy",
     "pit_values",
     "pit_ks_distance",
     "interval_coverage",
     "CALIBRATION_TOLERANCES",
+    "COVERAGE68",
+    "COVERAGE95",
     "binned_statistic",
     "calibration_checks",
     "colour_error",
     "gaussian_pit",
     "outlier_fractions",
-    "pair_pull",
     "tolerance_for_error",
 ]
 
@@ -27,18 +29,12 @@ __all__ = [
 #: largest accepted deviations of the 68% and 95% interval coverages from nominal.
 CALIBRATION_TOLERANCES = {"pit_ks": 0.1, "coverage68": 0.08, "coverage95": 0.05}
 
+#: Nominal coverage of the central 68% interval (q16-q84) and of the 95% interval.
+COVERAGE68 = P84 - P16
+COVERAGE95 = P975 - P025
+
 #: i-magnitude bin edges used throughout (the paper's Fig. 7 range).
 MAG_BINS = np.arange(18.0, 23.01, 1.0)
-
-
-def sigma68(x: np.ndarray) -> float:
-    """Half the width of the central 68% of ``x``: (q84 - q16) / 2, ignoring NaN."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan")
-    q16, q84 = np.percentile(x, [15.865, 84.135])
-    return float(0.5 * (q84 - q16))
 
 
 def relative_error(flux: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -137,7 +133,8 @@ def calibration_checks(
     pit_ks : float
         KS distance of the PIT values to a uniform distribution (:func:`pit_ks_distance`).
     coverage68, coverage95 : float
-        Fractions of true values inside the central 68.3% and 95.4% intervals.
+        Fractions of true values inside the central 68.27% (``q16``-``q84``) and 95%
+        (``q2.5``-``q97.5``) intervals; nominal :data:`COVERAGE68` and :data:`COVERAGE95`.
     tolerances : dict, optional
         ``pit_ks``, ``coverage68``, ``coverage95`` (default :data:`CALIBRATION_TOLERANCES`).
 
@@ -149,8 +146,8 @@ def calibration_checks(
     tol = {**CALIBRATION_TOLERANCES, **(tolerances or {})}
     out = {
         "pit_ks": bool(np.isfinite(pit_ks) and pit_ks <= tol["pit_ks"]),
-        "coverage68": bool(abs(coverage68 - 0.6827) <= tol["coverage68"]),
-        "coverage95": bool(abs(coverage95 - 0.9545) <= tol["coverage95"]),
+        "coverage68": bool(abs(coverage68 - COVERAGE68) <= tol["coverage68"]),
+        "coverage95": bool(abs(coverage95 - COVERAGE95) <= tol["coverage95"]),
     }
     out["all"] = all(out.values())
     return out
@@ -181,16 +178,6 @@ def outlier_fractions(
         "failed": float(1.0 - ok.mean()),
         "n": n,
     }
-
-
-def pair_pull(f1: np.ndarray, s1: np.ndarray, f2: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    """D = (f1 - f2) / sqrt(s1^2 + s2^2) of two observations of the same galaxy (Eq. 19).
-
-    Unit width (sigma68 = 1) when the errors are calibrated and the fluxes unbiased.
-    """
-    f1, s1, f2, s2 = (np.asarray(a, dtype=float) for a in (f1, s1, f2, s2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (f1 - f2) / np.sqrt(s1**2 + s2**2)
 
 
 def colour_error(

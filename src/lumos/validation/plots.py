@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..instrument import PIXEL_SCALE
+from ..stats import P16, P84, sigma68
 from .metrics import MAG_BINS, binned_accuracy
 
 __all__ = [
@@ -137,7 +139,7 @@ def plot_deblending(
     distance: np.ndarray,
     rel_error: Mapping[str, np.ndarray],
     path: str | Path,
-    pixel_scale: float = 0.263,
+    pixel_scale: float = PIXEL_SCALE,
     title: str = "",
 ) -> Path:
     """Bias of the target's flux against the neighbour's distance (Fig. 8).
@@ -160,9 +162,9 @@ def plot_deblending(
     for name, rel in rel_error.items():
         rel = np.asarray(rel, dtype=float)
         med = np.array([np.nanmedian(r) if np.isfinite(r).any() else np.nan for r in rel])
-        lo = np.array([np.nanpercentile(r, 15.865) if np.isfinite(r).any() else np.nan
+        lo = np.array([np.nanpercentile(r, 100 * P16) if np.isfinite(r).any() else np.nan
                        for r in rel])  # fmt: skip
-        hi = np.array([np.nanpercentile(r, 84.135) if np.isfinite(r).any() else np.nan
+        hi = np.array([np.nanpercentile(r, 100 * P84) if np.isfinite(r).any() else np.nan
                        for r in rel])  # fmt: skip
         (line,) = ax.plot(distance, 100 * med, "o-", ms=3, label=f"{name} (median)")
         ax.fill_between(distance, 100 * lo, 100 * hi, color=line.get_color(), alpha=0.2,
@@ -333,8 +335,6 @@ def plot_colour_errors(
     split: float = 21.0,
 ) -> Path:  # fmt: skip
     """Histograms of measured minus true narrow-band colours (Fig. 10), bright and faint."""
-    from .metrics import sigma68
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     edges = np.linspace(-1.0, 1.0, 81)

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backgrounds import SyntheticSky
+from ..instrument import CCD_SIZE
+from ..stats import pair_pull, sigma68
 from .measuring import observe_and_measure
-from .metrics import MAG_BINS, binned_statistic, pair_pull, sigma68
-from .scenes import _experiment_rng, draw_targets
+from .metrics import MAG_BINS, binned_statistic
+from .scenes import draw_targets, experiment_rng
 
 __all__ = ["RepeatResult", "run_repeats"]
 
@@ -68,7 +70,7 @@ def run_repeats(
     -------
     RepeatResult
     """
-    rng = _experiment_rng("repeated-observation", n, seed)
+    rng = experiment_rng("repeated-observation", n, seed)
     first, _ = draw_targets(n, rng)
     _, meas = _observe_twice(model, first, rng, methods, progress, "repeats: exposure")
     pull = {
@@ -94,7 +96,7 @@ def _observe_twice(model, first, rng: np.random.Generator, methods, progress, la
         psf_fwhm=rng.uniform(0.6, 1.3, n),
         psf_beta=rng.uniform(2.5, 5.0, n),
         offset=rng.random((n, 2)) - 0.5,
-        ccd_xy=rng.random((n, 2)) * np.array([4096.0, 2048.0]),
+        ccd_xy=rng.random((n, 2)) * np.asarray(CCD_SIZE, dtype=float),
     )
     sky = SyntheticSky()
     meas = []

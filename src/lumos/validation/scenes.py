@@ -26,11 +26,12 @@ import torch
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
 from ..classical import ContextCutouts
 from ..flags import Flag
+from ..instrument import CCD_SIZE, PIXEL_SCALE
+from ..profiles import valid_profile_parameters
 from ..stamps import STAMP_SIZE, StampBatch
 
 __all__ = [
     "CONTEXT",
-    "PIXEL_SCALE",
     "Observation",
     "Targets",
     "clean_sky",
@@ -45,8 +46,6 @@ __all__ = [
 
 #: Side of the context canvas, pixels (room for the 30-45 pixel background annulus).
 CONTEXT = 100
-#: PAUCam pixel scale, arcsec per pixel.
-PIXEL_SCALE = 0.263
 _RENDER_CHUNK = 512
 
 _RENDERERS: dict[int, object] = {}
@@ -80,7 +79,7 @@ def clean_sky():
     )
 
 
-def _experiment_rng(experiment: str, n: int, seed: int) -> np.random.Generator:
+def experiment_rng(experiment: str, n: int, seed: int) -> np.random.Generator:
     """The random generator of an experiment on ``n`` galaxies, from ``seed``.
 
     Raises
@@ -362,7 +361,7 @@ def draw_targets(
         i_mag=gal.i_mag, band=band, camera_state=rng.integers(0, 2, n),
         psf_fwhm=rng.uniform(*psf_fwhm_range, n), psf_beta=rng.uniform(*psf_beta_range, n),
         offset=rng.random((n, 2)) - 0.5,
-        ccd_xy=rng.random((n, 2)) * np.array([4096.0, 2048.0]),
+        ccd_xy=rng.random((n, 2)) * np.asarray(CCD_SIZE, dtype=float),
     )  # fmt: skip
     return targets, gal
 
@@ -407,7 +406,7 @@ def make_observation(
     sky_model = np.asarray(bg.sky_model, dtype=np.float32)
     cat = catalogue or {"r50": targets.r50, "n": targets.n, "q": targets.q, "pa": targets.pa}
     flags = np.zeros(m, dtype=np.int64)
-    ok = (cat["r50"] > 0) & (cat["n"] >= 0.3) & (cat["n"] <= 6.2) & (cat["q"] > 0)
+    ok = valid_profile_parameters(cat["r50"], cat["n"], cat["q"], cat["pa"]).numpy()
     flags[~ok] |= int(Flag.BAD_PROFILE)
     cutouts = ContextCutouts(
         pixels=pixels, valid=np.isfinite(pixels), offset=targets.offset, r50=cat["r50"],

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..population import PopulationConfig
+from ..population import POPULATION_Q_RANGE, PopulationConfig
+from ..profiles import SERSIC_N_RANGE
 from .measuring import measure_all
 from .metrics import tolerance_for_error
-from .scenes import CONTEXT, _experiment_rng, clean_sky, draw_targets, observe, render_profiles
+from .scenes import CONTEXT, clean_sky, draw_targets, experiment_rng, observe, render_profiles
 
 __all__ = ["SensitivityResult", "run_sensitivity", "PARAMETERS", "ERROR_LEVEL"]
 
@@ -75,9 +76,9 @@ def _perturbed_shapes(targets, param: str, delta: float) -> tuple[np.ndarray, ..
     if param == "r50":
         r50 = t.r50 * (1 + delta)
     elif param == "sersic_n":
-        n = np.clip(t.n * (1 + delta), 0.3, 6.2)
+        n = np.clip(t.n * (1 + delta), *SERSIC_N_RANGE)
     elif param == "ellipticity":
-        q = np.clip(1.0 - (1.0 - t.q) * (1 + delta), 0.05, 1.0)
+        q = np.clip(1.0 - (1.0 - t.q) * (1 + delta), *POPULATION_Q_RANGE)
     elif param == "psf_fwhm":
         fwhm = t.psf_fwhm * (1 + delta)
     else:  # pragma: no cover - guarded by the caller
@@ -143,7 +144,7 @@ def run_sensitivity(
     -------
     SensitivityResult
     """
-    rng = _experiment_rng("sensitivity", n, seed)
+    rng = experiment_rng("sensitivity", n, seed)
     targets, _ = draw_targets(n, rng, population=PopulationConfig(mag_range=mag_range,
                                                                   mag_slope=0.0))  # fmt: skip
     base = observe(targets, clean_sky(), rng, size=CONTEXT)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
-from .metrics import MAG_BINS, binned_statistic, colour_error, sigma68
+from ..stats import sigma68
+from .metrics import MAG_BINS, binned_statistic, colour_error
 from .repeats import _observe_twice
-from .scenes import _experiment_rng, draw_targets, exposure_times
+from .scenes import draw_targets, experiment_rng, exposure_times
 
 __all__ = ["SnrColourResult", "run_snr_colours", "TRAYS"]
 
@@ -79,7 +80,7 @@ def run_snr_colours(
     -------
     SnrColourResult
     """
-    rng = _experiment_rng("SNR/colour", n, seed)
+    rng = experiment_rng("SNR/colour", n, seed)
     b1 = rng.integers(0, N_PAUS_BANDS - 1, n)
     first, gal = draw_targets(n, rng, band=b1)
     b2 = b1 + 1

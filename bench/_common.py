@@ -1,0 +1,59 @@
+"""Helpers shared by the benchmark scripts: data locations, robust summaries, timing.
+
+The scripts import lumos as installed (``bash run.sh`` installs the checkout into ``.venv``
+in editable mode) and this module as ``_common`` (Python puts the script's folder,
+``bench/``, first on the import path).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from lumos.stats import sigma68
+
+__all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "median_sigma68", "best_of"]
+
+#: The repository checkout.
+ROOT = Path(__file__).resolve().parents[1]
+#: Optional data beside the checkout (``../shared/data``); benches skip what is absent.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+#: The GalSim-rendered NB685 test exposure.
+FIELD_DIR = SHARED_DATA / "field-nb685"
+#: KiDS image cutouts used as real backgrounds.
+KIDS_DIR = SHARED_DATA / "kids"
+
+
+def median_sigma68(x, min_count: int = 2) -> tuple[float, float]:
+    """Median and :func:`lumos.stats.sigma68` of the finite values of ``x``.
+
+    Parameters
+    ----------
+    x : array_like
+        Values, e.g. ``(f - f_true) / f_true``.
+    min_count : int
+        Fewer finite values than this give ``(nan, nan)``.
+
+    Returns
+    -------
+    (float, float)
+        The median (bias) and sigma68 (dispersion).
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size < max(min_count, 1):
+        return float("nan"), float("nan")
+    return float(np.median(x)), sigma68(x)
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Best and median wall time (s) of ``repeat`` calls of ``fn`` (the machine is shared)."""
+    times = []
+    for _ in range(max(int(repeat), 1)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), float(np.median(times))
