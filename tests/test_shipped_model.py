@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from lumos.bayes import predict_posterior
 from lumos.model_io import default_model_path, load_default_model
 from lumos.simulate import Simulator
 from lumos.stats import sigma68
@@ -14,9 +15,14 @@ def test_shipped_model_is_small_loads_and_is_accurate_on_fresh_simulations():
     assert weights.stat().st_size < 20 * 1024**2
     model = load_default_model().eval()
     assert model.config.n_components == 5
+    assert model.config.likelihood and 0.0 < model.config.shared_error < 0.2
     batch = Simulator(seed=31_000_001).sample(300)  # a seed training never used
     with torch.inference_mode():
-        mixture = model(batch)
+        mixture = predict_posterior(model, batch)  # likelihood x population prior
+        like = model(batch)
+        shifted = model(batch.replace(i_mag=batch.i_mag + 0.5))
+    # the likelihood never sees the catalogue magnitude
+    assert torch.equal(like.means, shifted.means) and torch.equal(like.sigmas, shifted.sigmas)
     summary = mixture.summaries()
     truth = batch.truth.numpy()
     rel = (summary["flux"] - truth) / truth

@@ -36,6 +36,7 @@ METHOD_LABELS = {
     "weighted": "weighted sum",
     "weighted_oracle": "oracle weighted (linear limit)",
     "sep_auto": "sep AUTO",
+    "lumos_like": "lumos likelihood (flux_like)",
 }
 
 

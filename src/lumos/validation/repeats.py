@@ -9,7 +9,8 @@ shot noise and the artefacts of the synthetic sky. For lumos and aperture photom
 
 with ``s`` each method's flux error has unit width (sigma68 = 1) for calibrated errors;
 its width against magnitude (Fig. 11) and its distribution on a log scale (Fig. 12, the
-tails) are reported.
+tails) are reported. For a likelihood model D is also computed from ``flux_like`` and
+``flux_like_err`` (method ``lumos_like``), which share neither the prior nor the shared error.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def run_repeats(
                         meas[1][name]["flux"], meas[1][name]["flux_err"])  # fmt: skip
         for name in meas[0]
     }
+    if "flux_like" in meas[0].get("lumos", {}):  # a likelihood model: D of the likelihoods
+        a, b = meas[0]["lumos"], meas[1]["lumos"]
+        pull["lumos_like"] = pair_pull(a["flux_like"], a["flux_like_err"], b["flux_like"],
+                                       b["flux_like_err"])  # fmt: skip
     return RepeatResult(first.i_mag, pull, _metrics(first.i_mag, pull))
 
 

@@ -285,7 +285,9 @@ def _repeats(m: dict) -> list[str]:
         "catalogue magnitude (an input that acts as a prior, strongest at the faint end), the "
         "catalogue profile and, for i > 20.5, the truncation at zero, so a calibrated lumos "
         "gives sigma68(D) < 1, falling with magnitude (section 1 checks its calibration against "
-        "the truth directly); the classical methods use the pixels only.",
+        "the truth directly); the classical methods use the pixels only. For a likelihood model "
+        "the row `lumos likelihood` uses `flux_like` / `flux_like_err`, which hold only what "
+        "differs between exposures: there sigma68(D) = 1 is the target.",
         "",
     ]
     lines += _table(["method", "sigma68(D)", "median D", "abs(D) > 3 [%]", "abs(D) > 5 [%]"]
