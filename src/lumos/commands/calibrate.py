@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     training["calibration"] = {
         "command": f"lumos calibrate {args.model} --out {args.out} --n {args.n} "
                    f"--pairs {args.pairs} --seed {args.seed}",
+        "seed": args.seed, "n": args.n, "pairs": args.pairs,
         "sigma_scale": res.sigma_scale, "shared_error": res.shared_error,
         "coverage68_before": res.coverage_before, "coverage68_after": res.coverage_after,
         "d_sigma68_before": res.d_sigma68_before, "d_sigma68_after": res.d_sigma68_after,

@@ -157,7 +157,7 @@ class ValidationSizes:
 def check_seeds(model) -> None:
     """Raise ValueError if a validation seed equals a seed recorded with the model.
 
-    The model's metadata (written by ``lumos train`` and ``scripts/calibrate_model.py``)
+    The model's metadata (written by ``lumos train`` and ``lumos calibrate``)
     records the training base seed, the seed of its held-out validation stamps and the seed of
     its calibration set.
     """
