@@ -27,6 +27,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _simulation_inputs(p: argparse.ArgumentParser, survey_help: str) -> None:
+    """``--survey``, ``--backgrounds`` and ``--background-fraction`` (simulate and train)."""
+    p.add_argument("--survey", metavar="FILE", help=survey_help)
+    p.add_argument("--backgrounds", metavar="MANIFEST",
+                   help="table of real images (path, band or 'any', optional camera_state, "
+                   "hdu, psf_fwhm) whose random cutouts are the stamps' backgrounds")
+    p.add_argument("--background-fraction", type=float,
+                   help="fraction of stamps on real backgrounds, the rest on synthetic sky "
+                   "(default 1 with --backgrounds)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lumos`` command."""
     parser = _Parser(
@@ -95,14 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="number of stamps")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--survey", metavar="FILE",
-                   help="survey description (TOML) to simulate (default PAUS)")
-    p.add_argument("--backgrounds", metavar="MANIFEST",
-                   help="table of real images (path, band or 'any', optional camera_state, "
-                   "hdu, psf_fwhm) whose random cutouts are the stamps' backgrounds")
-    p.add_argument("--background-fraction", type=float,
-                   help="fraction of stamps on real backgrounds, the rest on synthetic sky "
-                   "(default 1 with --backgrounds)")
+    _simulation_inputs(p, "survey description (TOML) to simulate (default PAUS)")
 
     p = sub.add_parser("train", help="train a lumos model on on-the-fly simulations")
     p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")
@@ -130,15 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a likelihood model: no catalogue magnitude input, fluxes drawn "
                    "log-uniform, importance-weighted loss")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    p.add_argument("--survey", metavar="FILE",
-                   help="survey description (TOML) to train for (default PAUS); recorded in "
-                   "the model file")  # fmt: skip
-    p.add_argument("--backgrounds", metavar="MANIFEST",
-                   help="table of real images (path, band or 'any', optional camera_state, "
-                   "hdu, psf_fwhm) whose random cutouts are the stamps' backgrounds")
-    p.add_argument("--background-fraction", type=float,
-                   help="fraction of stamps on real backgrounds, the rest on synthetic sky "
-                   "(default 1 with --backgrounds)")
+    _simulation_inputs(p, "survey description (TOML) to train for (default PAUS); recorded "
+                       "in the model file")
 
     p = sub.add_parser("calibrate", help="fit a trained model's sigma scale (and shared error)")
     p.add_argument("model", help="trained, uncalibrated model")

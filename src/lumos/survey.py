@@ -413,6 +413,12 @@ class _Reader:
             raise self.fail(prefix + key, "must be a table")
         return value
 
+    def absent(self, field: str, default: Any) -> Any:
+        """``default`` for a missing optional field; a missing required one is an error."""
+        if default is ...:
+            raise self.fail(field, "is missing")
+        return default
+
     def check_fields(self, data: Mapping, allowed: set[str], prefix: str) -> None:
         unknown = sorted(set(data) - allowed)
         if unknown:
@@ -423,9 +429,7 @@ class _Reader:
                positive: bool = True, allow_zero: bool = False) -> float:
         field = prefix + key
         if key not in data:
-            if default is ...:
-                raise self.fail(field, "is missing")
-            return default
+            return self.absent(field, default)
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(field, f"must be a number, got {value!r}")
@@ -440,9 +444,7 @@ class _Reader:
     def string(self, data: Mapping, key: str, prefix: str = "", default: Any = ...) -> str:
         field = prefix + key
         if key not in data:
-            if default is ...:
-                raise self.fail(field, "is missing")
-            return default
+            return self.absent(field, default)
         value = data[key]
         if not isinstance(value, str) or not value.strip():
             raise self.fail(field, f"must be a non-empty string, got {value!r}")
@@ -452,9 +454,7 @@ class _Reader:
              integer: bool = False, increasing: bool = True) -> tuple:
         field = prefix + key
         if key not in data:
-            if default is ...:
-                raise self.fail(field, "is missing")
-            return default
+            return self.absent(field, default)
         value = data[key]
         kind = int if integer else (int, float)
         if (not isinstance(value, list) or len(value) != 2
