@@ -342,3 +342,15 @@ def test_coadds_of_a_likelihood_model_and_no_likelihood_leakage():
     for entry in r["leakage"].values():
         like = np.asarray(entry["flux_like"], float)
         assert np.all(like[np.isfinite(like)] == 0.0)  # the likelihood never sees i_mag
+
+
+def test_demo_report_bins_by_the_true_magnitude_when_tables_carry_i_mag():
+    from astropy.table import Table
+
+    from lumos.report import _matched
+
+    cat = Table({"id": [1, 2], "i_mag": [20.0, 21.0]})
+    truth = Table({"id": [1, 2], "flux_true": [10.0, 5.0], "i_mag": [20.1, 21.1]})
+    meas = Table({"id": [1, 2], "flux": [9.0, 6.0], "flags": [0, 0], "i_mag": [20.0, 21.0]})
+    m = _matched(cat, truth, meas)
+    assert list(m["i_mag"]) == [20.1, 21.1]

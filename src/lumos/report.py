@@ -23,6 +23,8 @@ __all__ = ["write_demo_report"]
 
 def _matched(catalogue: Table, truth: Table, table: Table) -> Table:
     """Measurements joined with the truth; binned by the true i magnitude when known."""
+    # binned by the truth's i magnitude when it has one, else by the catalogue's
+    table = table[[c for c in table.colnames if c != "i_mag"]]
     merged = join(table, truth, keys="id", join_type="inner")
     if "i_mag" not in truth.colnames:
         merged = join(merged, catalogue["id", "i_mag"], keys="id", join_type="inner")
