@@ -100,3 +100,21 @@ def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
     # calibrating twice is refused with one line
     assert main(["calibrate", str(tmp_path / "c"), "--out", str(tmp_path / "d")]) == 1
     assert "already calibrated" in capsys.readouterr().err
+
+
+def test_fluxes_beyond_the_training_range_are_out_of_range():
+    from lumos.bands import get_band
+    from lumos.flags import Flag
+    from lumos.imageio import ImageMeta
+    from lumos.measure import _flux_range_flag
+    from lumos.mixture import GaussianMixture
+
+    net = LumosNet(NetworkConfig.tiny().replace(likelihood=True))
+    meta = ImageMeta(band=get_band("NB685"), psf_fwhm=0.8, exposure_time=100.0)
+    mix = GaussianMixture.from_arrays([[1.0], [1.0]], [[5e4], [2e5]], [[10.0], [10.0]])
+    assert _flux_range_flag(net, mix, meta) == 0  # no training record: nothing to check
+    sim = SimulationConfig(flux_prior="loguniform", flux_range=(0.2, 1000.0))
+    net.metadata = {"simulation_config": sim.to_dict()}
+    assert net.max_flux_rate() == 1000.0
+    flags = _flux_range_flag(net, mix, meta)  # 1000 e-/s x 100 s = 1e5 e-
+    assert list(flags) == [0, int(Flag.OUT_OF_RANGE)]

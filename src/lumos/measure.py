@@ -385,10 +385,26 @@ def _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf) -> Callable[
         else:
             _fill_from_mixture(out, rows, mixture, meta.gain)
         extra = model.range_flags(batch) if hasattr(model, "range_flags") else 0
-        out["flags"][rows] = batch.flags.numpy() | np.asarray(extra) | image_flag
+        out["flags"][rows] = batch.flags.numpy() | np.asarray(extra) | image_flag \
+            | _flux_range_flag(model, mixture, meta)  # fmt: skip
         _flag_unusable(out, rows)
 
     return run
+
+
+#: Margin above the largest training flux before a measured flux counts as out of range.
+FLUX_RANGE_MARGIN = 1.2
+
+
+def _flux_range_flag(model, mixture, meta: ImageMeta) -> np.ndarray | int:
+    """``OUT_OF_RANGE`` where the measured flux exceeds the model's training fluxes by more
+    than :data:`FLUX_RANGE_MARGIN` (the network has not seen galaxies that bright)."""
+    rate_max = model.max_flux_rate() if hasattr(model, "max_flux_rate") else None
+    if rate_max is None or not meta.exposure_time:
+        return 0
+    flux = mixture.mean().detach().double().numpy()  # electrons
+    too_bright = flux > FLUX_RANGE_MARGIN * rate_max * float(meta.exposure_time)
+    return np.where(too_bright, int(Flag.OUT_OF_RANGE), 0)
 
 
 def _classical_chunk(electrons, catalogue, meta, method, out, mask, psf=None,

@@ -725,6 +725,24 @@ class LumosNet(nn.Module):
             out |= ~torch.isin(band, allowed)
         return out.long() * int(Flag.OUT_OF_RANGE) | missing.long() * int(Flag.BAD_MAGNITUDE)
 
+    def max_flux_rate(self) -> float | None:
+        """Largest band flux of the training simulations, electrons per second.
+
+        ``flux_range[1]`` of a log-uniform training flux distribution, else the
+        population's ``flux_max``, from ``metadata["simulation_config"]``; None for a model
+        that does not record it.
+        """
+        sim = (getattr(self, "metadata", None) or {}).get("simulation_config")
+        if not isinstance(sim, dict):
+            return None
+        if sim.get("flux_prior") == "loguniform" and isinstance(sim.get("flux_range"),
+                                                                  list | tuple):
+            return float(sim["flux_range"][1])
+        pop = sim.get("population")
+        if isinstance(pop, dict) and isinstance(pop.get("flux_max"), int | float):
+            return float(pop["flux_max"])
+        return None
+
     def observing_ranges(self) -> dict[str, tuple[float, float]]:
         """PSF and pixel-scale ranges of the training simulations.
 
