@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=4000,
                    help="simulated pairs for the shared error (likelihood models)")
     p.add_argument("--seed", type=int, default=20_000_001, help="calibration seed")
+    p.add_argument("--survey", metavar="FILE",
+                   help="survey file of a model trained with --survey (the same survey)")
+    p.add_argument("--backgrounds", metavar="MANIFEST",
+                   help="real-image backgrounds of the calibration stamps, as in training")
+    p.add_argument("--background-fraction", type=float,
+                   help="fraction of stamps on real backgrounds (default 1 with --backgrounds)")
 
     p = sub.add_parser("transfer", help="unsupervised transfer learning on pairs of exposures")
     p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")
