@@ -477,7 +477,11 @@ def simulate_pairs(
                 offset=torch.as_tensor(offset, dtype=torch.float32),
                 truth=torch.as_tensor(truth, dtype=torch.float32),
             ))
-    band_names = np.array([band_from_index(int(b))[0].name for b in np.concatenate(band_all)])
+    if bands._flux_bands is None:  # PAUS: band numbers
+        band_names = np.array([band_from_index(int(b))[0].name
+                               for b in np.concatenate(band_all)])  # fmt: skip
+    else:  # a survey: columns of its bands
+        band_names = np.array(bands._flux_bands)[np.concatenate(band_all)]
     return PairSet(
         first=StampBatch.concat(sides[0]),
         second=StampBatch.concat(sides[1]),
