@@ -10,7 +10,8 @@
 #    weight map and mask, with the network (MODEL, default the shipped lumos-decam) and with
 #    forced aperture photometry -> OUT/lumos/*.fits, OUT/aperture/*.fits;
 # 3. stacks them into OUT/lumos.fits and OUT/aperture.fits (one row per galaxy and exposure)
-#    and prints D (Eq. 19) over same-band pairs (combine.py).
+#    and prints D (Eq. 19) over same-band pairs (combine.py), then draws OUT/stamps.png and
+#    OUT/pdfs.png (plots.py).
 # Works from any directory. Python: $LUMOS_PYTHON if set, else the checkout's .venv (set up
 # by the repository's run.sh when it is missing).
 set -euo pipefail
@@ -61,3 +62,4 @@ while IFS=$'\t' read -r image weight mask psf band zpt exptime; do
 done < "$OUT/exposures.tsv"
 
 "$PY" "$HERE/combine.py" "$OUT"
+"$PY" -W ignore "$HERE/plots.py" "$OUT" > /dev/null || echo "run.sh: plots skipped" >&2
