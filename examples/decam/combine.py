@@ -9,7 +9,9 @@ It then prints, per band and method, D = (f1 - f2) / sqrt(s1^2 + s2^2) (Eq. 19,
 :func:`lumos.stats.pair_pull`) over every pair of exposures of one band in which a galaxy is
 measured without a flag, on fluxes in nanomaggies: ``flux_like`` / ``flux_like_err`` (the
 per-exposure likelihood; for aperture photometry these are its flux and error), and
-sigma68 of D (Eq. 14). The numbers are also written to ``OUT/summary.json``.
+sigma68 of D (Eq. 14), and the same on the pairs both methods measured (unflagged by lumos,
+and by aperture photometry but for ``EDGE``). The numbers are also written to
+``OUT/summary.json``.
 
 Usage::
 
@@ -59,8 +61,15 @@ def stack_tables(out: Path, method: str, exposures: list[dict]) -> Table:
     return vstack(parts, metadata_conflicts="silent")
 
 
-def pair_statistics(table: Table) -> dict[str, dict]:
+def pair_statistics(table: Table, good: np.ndarray | None = None) -> dict[str, dict]:
     """D over same-band pairs of unflagged measurements, per band.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Stacked measurements (``id, band, flags, flux_like, flux_like_err, to_nmgy``).
+    good : numpy.ndarray of bool, optional
+        The rows to use (default: ``flags == 0``); rows without a finite flux are dropped.
 
     Returns
     -------
@@ -68,7 +77,8 @@ def pair_statistics(table: Table) -> dict[str, dict]:
         Per band: ``pairs``, ``galaxies``, ``sigma68_D``, ``median_D`` and the D values.
     """
     result = {}
-    good = (table["flags"] == 0) & np.isfinite(table["flux_like"])
+    good = np.asarray(table["flags"] == 0) if good is None else np.asarray(good, dtype=bool)
+    good = good & np.isfinite(table["flux_like"])
     for band in sorted(set(table["band"])):
         d = []
         ids = set()
@@ -111,12 +121,21 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0])
     exposures = read_exposures(out)
     summary = {}
+    tables = {method: stack_tables(out, method, exposures) for method in METHODS}
+    for key in ("id", "image"):  # one row per catalogue galaxy and exposure, in one order
+        if not np.array_equal(tables["lumos"][key], tables["aperture"][key]):
+            raise SystemExit("combine.py: the lumos and aperture tables do not match row by row")
+    # the same pairs for both methods: unflagged by lumos, and by aperture photometry but
+    # for EDGE (its 100-pixel context cutout padded, the aperture itself on the image)
+    both = (np.asarray(tables["lumos"]["flags"]) == 0) & (
+        (np.asarray(tables["aperture"]["flags"]) & ~1) == 0)
     for method in METHODS:
-        table = stack_tables(out, method, exposures)
+        table = tables[method]
         table.write(out / f"{method}.fits", overwrite=True)
         stats = pair_statistics(table)
         clean = unflagged_everywhere(table)
-        summary[method] = {"pairs": stats, "unflagged": clean}
+        common = pair_statistics(table, both)
+        summary[method] = {"pairs": stats, "common_pairs": common, "unflagged": clean}
         print(f"{method}: {len(table)} rows ({len(set(table['id']))} galaxies x "
               f"{len(exposures)} exposures) -> {out / (method + '.fits')}")  # fmt: skip
         print(f"  unflagged in all {len(exposures)} exposures: {len(clean['every_exposure'])} "
@@ -124,7 +143,9 @@ def main(argv: list[str]) -> int:
               f"{len(clean['every_exposure_holding_the_stamp'])}")  # fmt: skip
         for band, s in stats.items():
             print(f"  {band}: {s['pairs']} same-band pairs of {s['galaxies']} galaxies, "
-                  f"sigma68(D) = {s['sigma68_D']:.3f}, median D = {s['median_D']:+.3f}")
+                  f"sigma68(D) = {s['sigma68_D']:.3f}, median D = {s['median_D']:+.3f}; "
+                  f"on the pairs common to both methods ({common[band]['pairs']}): "
+                  f"sigma68(D) = {common[band]['sigma68_D']:.3f}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0
 
