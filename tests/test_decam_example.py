@@ -216,3 +216,47 @@ def test_measure_two_exposures_with_aperture(decam_data, tmp_path, capsys):
     assert np.all(nmgy > 20) and abs(nmgy[0] / nmgy[1] - 1) < 0.15
     stats = combine.pair_statistics(stacked)["r"]
     assert stats["pairs"] >= 1 and np.all(np.isfinite(stats["D"]))
+
+
+def test_lumos_transfer_needs_and_uses_the_survey(decam_data, tmp_path, capsys):
+    """``lumos transfer --survey`` runs on pairs of two DECam exposures measured by the
+    shipped DECam model; without ``--survey`` it is a one-line error."""
+    from astropy.wcs import FITSFixedWarning
+
+    from lumos.imageio import read_image
+
+    model = ROOT / "src" / "lumos" / "data" / "model" / "lumos-decam"
+    found = [e for e in exposures.find_exposures(decam_data) if e.band == "z"][:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = read_image(found[0].image)[2]
+    x = [122.6, 118.6, 149.0, 160.4, 68.4]
+    y = [190.3, 39.4, 166.7, 115.2, 187.4]
+    ra, dec = wcs.celestial.all_pix2world(x, y, 0)
+    cat = tmp_path / "cat.fits"
+    Table({"id": np.arange(1, 6), "ra": ra, "dec": dec, "r50": [0.62, 0.16, 0.43, 0.19, 0.33],
+           "sersic_n": [1.75, 1, 1, 1, 1], "q": [0.29, 0.59, 0.2, 0.2, 0.2],
+           "pa": [165.3, 180.0, 147.6, 97.4, 55.0],
+           "i_mag": [18.56, 23.2, 23.29, 23.33, 22.95]}).write(cat)  # fmt: skip
+    tables, zp = [], []
+    for e in found:
+        table = tmp_path / f"{e.image.stem}.fits"
+        assert main(["measure", str(e.image), str(cat), "--out", str(table), "--survey",
+                     str(DECAM_TOML), "--model", str(model), "--psf", str(e.psf), "--weight",
+                     str(e.weight), "--mask", str(e.mask), "--workers", "1",
+                     "--prior", "none"]) == 0  # fmt: skip
+        tables.append(str(table))
+        zp.append(exposures.nanomaggies_per_unit(e.ccdzpt, e.exptime))
+    Table({"image": [e.image.name for e in found], "zp": zp}).write(tmp_path / "zp.csv")
+    capsys.readouterr()
+    common = ["transfer", *tables, "--model", str(model), "--catalogue", str(cat),
+              "--epochs", "1", "--reference-pairs", "0", "--holdout", "0.5"]
+    assert main([*common, "--out", str(tmp_path / "t0")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained for survey DECam: give --survey" in err[0]
+    assert not (tmp_path / "t0.json").exists()
+    assert main([*common, "--out", str(tmp_path / "t1"), "--survey", str(DECAM_TOML),
+                 "--zero-points", str(tmp_path / "zp.csv")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "pairs of observations" in out and "held-out sigma68(D)" in out
+    assert (tmp_path / "t1.json").exists()

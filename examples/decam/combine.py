@@ -11,7 +11,8 @@ measured without a flag, on fluxes in nanomaggies: ``flux_like`` / ``flux_like_e
 per-exposure likelihood; for aperture photometry these are its flux and error), and
 sigma68 of D (Eq. 14), and the same on the pairs both methods measured (unflagged by lumos,
 and by aperture photometry but for ``EDGE``). The numbers are also written to
-``OUT/summary.json``.
+``OUT/summary.json``, and each exposure's ``to_nmgy`` to ``OUT/zero_points.csv`` (the
+``--zero-points`` table of ``lumos transfer``).
 
 Usage::
 
@@ -147,6 +148,10 @@ def main(argv: list[str]) -> int:
                   f"on the pairs common to both methods ({common[band]['pairs']}): "
                   f"sigma68(D) = {common[band]['sigma68_D']:.3f}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    # per-image calibration of the ADU fluxes, for lumos transfer --zero-points
+    Table({"image": [Path(e["image"]).name for e in exposures],
+           "zp": [nanomaggies_per_unit(float(e["ccdzpt"]), float(e["exptime"]))
+                  for e in exposures]}).write(out / "zero_points.csv", overwrite=True)  # fmt: skip
     return 0
 
 

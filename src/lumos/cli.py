@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-pairs", type=int, default=2000,
                    help="simulated training-domain pairs giving the calibrated width of D "
                    "(0: skip)")  # fmt: skip
+    p.add_argument("--survey", metavar="FILE",
+                   help="survey file of a model trained with --survey (the same survey): its "
+                   "bands, and its sky for the simulated stamps")  # fmt: skip
 
     p = sub.add_parser("coadd", help="co-add per-exposure measurements per galaxy and band")
     p.add_argument("tables", nargs="+", help="measurement tables")

@@ -8,7 +8,7 @@ import time
 from ..errors import LumosError
 
 
-def _survey_simulation(args: argparse.Namespace, model) -> dict:
+def _survey_simulation(args: argparse.Namespace, model, label: str | None = None) -> dict:
     """Register the model's survey (``--survey``) and return the simulator's background.
 
     A model trained for another survey than PAUS needs its survey file, of the same name;
@@ -17,17 +17,18 @@ def _survey_simulation(args: argparse.Namespace, model) -> dict:
     from ..survey import load_survey, model_survey
     from .simulate import training_background
 
+    label = label or str(args.model)
     trained = str(model_survey(getattr(model, "metadata", None))["name"])
     path = getattr(args, "survey", None)
     if path is None:
         if trained.upper() != "PAUS":
-            raise LumosError(f"{args.model} was trained for survey {trained}: give --survey "
+            raise LumosError(f"{label} was trained for survey {trained}: give --survey "
                              "with its survey file")  # fmt: skip
         survey = load_survey(None)
     else:
         survey = load_survey(path)
         if survey.name.upper() != trained.upper():
-            raise LumosError(f"{args.model} was trained for survey {trained}, not for "
+            raise LumosError(f"{label} was trained for survey {trained}, not for "
                              f"{survey.name} ({path})")  # fmt: skip
     kwargs = training_background(args, survey)
     kwargs.pop("psf_factory", None)  # the recorded simulation draws the training's PSFs
