@@ -143,7 +143,8 @@ def fit_shared_error(model: LumosNet, first, second) -> tuple[float, float, floa
 
 
 def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
-                    seed: int = 20_000_001) -> tuple[LumosNet, CalibrationResult]:
+                    seed: int = 20_000_001, simulator_kwargs: dict | None = None,
+                    ) -> tuple[LumosNet, CalibrationResult]:
     """Fit ``sigma_scale`` (and ``shared_error`` for a likelihood model).
 
     Parameters
@@ -157,6 +158,9 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
         Simulated pairs for the shared error.
     seed : int
         Seed of the calibration simulations (pairs use ``seed + 1``).
+    simulator_kwargs : dict, optional
+        :class:`lumos.simulate.Simulator` keywords of the training (``background``, e.g.
+        another survey's sky or real cutouts); the pairs get the same ``background``.
 
     Returns
     -------
@@ -171,7 +175,8 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     if model.config.sigma_scale != 1.0:
         raise ValueError("the model is already calibrated (sigma_scale != 1)")
     sim = training_simulation(model)
-    batch = Simulator(sim, seed=seed).sample(int(n))
+    kwargs = dict(simulator_kwargs or {})
+    batch = Simulator(sim, seed=seed, **kwargs).sample(int(n))
     scale, cov0, cov1 = fit_sigma_scale(model, batch)
     out = LumosNet(model.config.replace(sigma_scale=scale))
     out.load_state_dict(model.state_dict())
@@ -182,7 +187,8 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
 
         pair_sim = replace(sim, flux_prior="population")
         pairs = simulate_pairs(int(n_pairs), seed=seed + 1,
-                               config=PairSimulation(simulation=pair_sim))  # fmt: skip
+                               config=PairSimulation(simulation=pair_sim),
+                               background=kwargs.get("background"))  # fmt: skip
         shared, d0, d1 = fit_shared_error(out, pairs.first, pairs.second)
         calibrated = LumosNet(out.config.replace(shared_error=shared))
         calibrated.load_state_dict(out.state_dict())

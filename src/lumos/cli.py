@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=4000,
                    help="simulated pairs for the shared error (likelihood models)")
     p.add_argument("--seed", type=int, default=20_000_001, help="calibration seed")
+    p.add_argument("--survey", metavar="FILE",
+                   help="survey file of a model trained with --survey (the same survey)")
+    p.add_argument("--backgrounds", metavar="MANIFEST",
+                   help="real-image backgrounds of the calibration stamps, as in training")
+    p.add_argument("--background-fraction", type=float,
+                   help="fraction of stamps on real backgrounds (default 1 with --backgrounds)")
 
     p = sub.add_parser("transfer", help="unsupervised transfer learning on pairs of exposures")
     p.add_argument("tables", nargs="+", help="measurement tables with repeated observations")
@@ -170,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-pairs", type=int, default=2000,
                    help="simulated training-domain pairs giving the calibrated width of D "
                    "(0: skip)")  # fmt: skip
+    p.add_argument("--survey", metavar="FILE",
+                   help="survey file of a model trained with --survey (the same survey): its "
+                   "bands, and its sky for the simulated stamps")  # fmt: skip
 
     p = sub.add_parser("coadd", help="co-add per-exposure measurements per galaxy and band")
     p.add_argument("tables", nargs="+", help="measurement tables")

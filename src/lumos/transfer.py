@@ -57,7 +57,7 @@ from astropy.table import Table
 from torch import Tensor, nn
 
 from . import __version__
-from .bands import N_PAUS_BANDS, PAUS_BANDS, band_from_index, get_band
+from .bands import band_from_index
 from .errors import LumosError
 from .flags import UNUSABLE, Flag
 from .mixture import GaussianMixture, mixture_nll, pair_nll
@@ -296,8 +296,13 @@ class PairSimulation:
 _STAR_R50, _STAR_N = 0.02, 0.5  # stars drawn as near-point Sersic profiles (as the simulator)
 
 
-def _neighbours(cfg, m: int, band: np.ndarray, exptime: np.ndarray, rng: np.random.Generator):
-    """Neighbours of ``m`` galaxies, fixed on the sky: host, relative position, shape, flux."""
+def _neighbours(cfg, m: int, band: np.ndarray, exptime: np.ndarray, rng: np.random.Generator,
+                bands=None):
+    """Neighbours of ``m`` galaxies, fixed on the sky: host, relative position, shape, flux.
+
+    ``bands`` is the :class:`lumos.simulate.Simulator` whose bands (PAUS or a survey's)
+    give the neighbours' fluxes; ``band`` indexes its flux columns.
+    """
     from .population import sample_population, sample_stars
 
     s = cfg.stamp_size
@@ -316,8 +321,13 @@ def _neighbours(cfg, m: int, band: np.ndarray, exptime: np.ndarray, rng: np.rand
     k = host.size
     star = rng.random(k) < cfg.star_fraction
     n_star = int(star.sum())
-    gal = sample_population(k - n_star, rng, config=cfg.neighbour_population)
-    stars = sample_stars(n_star, rng, mag_range=cfg.star_mag_range)
+    flux_bands = None if bands is None else bands._flux_bands
+    gal = sample_population(k - n_star, rng, bands=flux_bands, config=cfg.neighbour_population)
+    stars = sample_stars(n_star, rng, bands=flux_bands, mag_range=cfg.star_mag_range)
+    if bands is not None:
+        gal = bands._in_survey_units(gal)
+        if bands._flux_scale is not None:
+            stars.flux_e_per_s = stars.flux_e_per_s * bands._flux_scale
     r50, n, q, pa = np.full(k, _STAR_R50), np.full(k, _STAR_N), np.ones(k), np.zeros(k)
     rate = np.empty(k)
     g = ~star
@@ -383,7 +393,7 @@ def simulate_pairs(
     from .population import sample_population
     from .profiles import SersicRenderer, valid_profile_parameters
     from .psf import MoffatPSF
-    from .simulate import apply_catalogue_errors, default_background
+    from .simulate import Simulator, apply_catalogue_errors, default_background
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of pairs must be a positive integer, got {n!r}")
@@ -392,22 +402,25 @@ def simulate_pairs(
     background = default_background() if background is None else background
     psf_factory = psf_factory or MoffatPSF
     renderer = (renderer_factory or SersicRenderer)(cfg.stamp_size, cfg.pixel_scale)
-    names = cfg.bands or tuple(PAUS_BANDS)
-    numbers = np.array([get_band(b).number for b in names], dtype=np.int64)
-    exptimes = np.array([b.exposure_time for b in PAUS_BANDS.values()])
+    # the simulator's band bookkeeping: PAUS bands, or a survey's (its flux columns,
+    # zero points, exposure times and network slots)
+    bands = Simulator(cfg, background=background)
+    numbers = bands._band_numbers
     s = cfg.stamp_size
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0x50414952,)))
     sides: list[list[StampBatch]] = [[], []]
     band_all = []
     for start in range(0, int(n), cfg.chunk_size):
         m = min(cfg.chunk_size, int(n) - start)
-        gal = sample_population(m, rng, config=cfg.population)
+        gal = bands._in_survey_units(sample_population(m, rng, bands=bands._flux_bands,
+                                                       config=cfg.population))
         band = numbers[rng.integers(0, numbers.size, m)]
         state = (rng.random(m) < cfg.camera_state_prob).astype(np.int64)
-        band_idx = band + N_PAUS_BANDS * state
-        exptime = exptimes[band]
+        band_idx = bands._slot[band] + bands._n_slots * state
+        exptime = bands._exptime[band]
         truth = gal.flux_e_per_s[np.arange(m), band] * exptime
-        host, rel, nb_r50, nb_n, nb_q, nb_pa, nb_flux = _neighbours(cfg, m, band, exptime, rng)
+        host, rel, nb_r50, nb_n, nb_q, nb_pa, nb_flux = _neighbours(cfg, m, band, exptime, rng,
+                                                                    bands)  # fmt: skip
         # one catalogue per galaxy, shared by both exposures (exact unless the simulation
         # settings carry catalogue errors)
         cat = apply_catalogue_errors(cfg.catalogue_errors, gal.r50, gal.n, gal.q, gal.pa,
@@ -464,7 +477,11 @@ def simulate_pairs(
                 offset=torch.as_tensor(offset, dtype=torch.float32),
                 truth=torch.as_tensor(truth, dtype=torch.float32),
             ))
-    band_names = np.array([band_from_index(int(b))[0].name for b in np.concatenate(band_all)])
+    if bands._flux_bands is None:  # PAUS: band numbers
+        band_names = np.array([band_from_index(int(b))[0].name
+                               for b in np.concatenate(band_all)])  # fmt: skip
+    else:  # a survey: columns of its bands
+        band_names = np.array(bands._flux_bands)[np.concatenate(band_all)]
     return PairSet(
         first=StampBatch.concat(sides[0]),
         second=StampBatch.concat(sides[1]),

@@ -8,6 +8,33 @@ import time
 from ..errors import LumosError
 
 
+def _survey_simulation(args: argparse.Namespace, model, label: str | None = None) -> dict:
+    """Register the model's survey (``--survey``) and return the simulator's background.
+
+    A model trained for another survey than PAUS needs its survey file, of the same name;
+    the calibration stamps then get that survey's sky (or ``--backgrounds``), as in training.
+    """
+    from ..survey import load_survey, model_survey
+    from .simulate import training_background
+
+    label = label or str(args.model)
+    trained = str(model_survey(getattr(model, "metadata", None))["name"])
+    path = getattr(args, "survey", None)
+    if path is None:
+        if trained.upper() != "PAUS":
+            raise LumosError(f"{label} was trained for survey {trained}: give --survey "
+                             "with its survey file")  # fmt: skip
+        survey = load_survey(None)
+    else:
+        survey = load_survey(path)
+        if survey.name.upper() != trained.upper():
+            raise LumosError(f"{label} was trained for survey {trained}, not for "
+                             f"{survey.name} ({path})")  # fmt: skip
+    kwargs = training_background(args, survey)
+    kwargs.pop("psf_factory", None)  # the recorded simulation draws the training's PSFs
+    return kwargs
+
+
 def run(args: argparse.Namespace) -> int:
     from ..calibration import calibrate_model
     from ..model_io import load_model, save_model
@@ -15,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 100 or args.pairs < 100:
         raise LumosError("--n and --pairs must be at least 100")
     model = load_model(args.model)
+    simulator_kwargs = _survey_simulation(args, model)
     if model.config.sigma_scale != 1.0:
         raise LumosError(f"{args.model} is already calibrated (sigma_scale "
                          f"{model.config.sigma_scale:g}); calibrate the trained model")
     t0 = time.perf_counter()
     print(f"lumos calibrate: {args.n} stamps and {args.pairs} pairs, seed {args.seed}")
-    out, res = calibrate_model(model, n=args.n, n_pairs=args.pairs, seed=args.seed)
+    out, res = calibrate_model(model, n=args.n, n_pairs=args.pairs, seed=args.seed,
+                               simulator_kwargs=simulator_kwargs)
     print(f"lumos calibrate: sigma scale {res.sigma_scale:.4f} (68% coverage "
           f"{res.coverage_before:.3f} -> {res.coverage_after:.3f})")
     if model.config.likelihood:
@@ -29,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     training = dict(out.metadata)
     training["calibration"] = {
         "command": f"lumos calibrate {args.model} --out {args.out} --n {args.n} "
-                   f"--pairs {args.pairs} --seed {args.seed}",
+                   f"--pairs {args.pairs} --seed {args.seed}" + "".join(
+                       f" --{k.replace('_', '-')} {getattr(args, k)}"
+                       for k in ("survey", "backgrounds", "background_fraction")
+                       if getattr(args, k, None) is not None),
         "seed": args.seed, "n": args.n, "pairs": args.pairs,
         "sigma_scale": res.sigma_scale, "shared_error": res.shared_error,
         "coverage68_before": res.coverage_before, "coverage68_after": res.coverage_after,

@@ -69,10 +69,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise LumosError("--threads must be positive")
     torch.manual_seed(args.seed)
+    survey = load_survey(getattr(args, "survey", None))
+    # the model is trained on the survey's magnitudes: outside them OUT_OF_RANGE
+    mag_range = tuple(float(m) for m in survey.mag_range)
     start = getattr(args, "start", None)
     if start:
         base = load_model(start)
-        config = base.config.replace(sigma_scale=1.0)  # calibrate again afterwards
+        config = base.config.replace(sigma_scale=1.0,  # calibrate again afterwards
+                                     i_mag_range=mag_range)
         if args.likelihood:
             config = config.replace(likelihood=True)
         model = LumosNet(config)
@@ -80,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"lumos train: starting from {start}")
     else:
         config = {"default": NetworkConfig.default, "paper": NetworkConfig.paper,
-                  "tiny": NetworkConfig.tiny}[args.config]()  # fmt: skip
+                  "tiny": NetworkConfig.tiny}[args.config]().replace(
+                      i_mag_range=mag_range)  # fmt: skip
         if args.likelihood:
             config = config.replace(likelihood=True)
         model = LumosNet(config)
@@ -92,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
     announce_overwrite("train", *model_paths(args.out))
     errors = (CatalogueErrors.realistic() if args.catalogue_errors == "realistic"
               else CatalogueErrors())  # fmt: skip
-    survey = load_survey(getattr(args, "survey", None))
     sim_config = survey.simulation_config(
         catalogue_errors=errors,
         two_component_fraction=args.two_component_fraction,

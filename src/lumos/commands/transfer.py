@@ -4,7 +4,8 @@ Options beyond ``tables``, ``--model`` and ``--out`` are read with defaults when
 does not define them (``--images``, ``--catalogue``, ``--zero-points``, ``--pairing``,
 ``--max-pairs``, ``--epochs``, ``--batch-size``, ``--lr``, ``--lr-step``, ``--holdout``,
 ``--sim-pool``, ``--checkpoints``, ``--seed``, ``--hours``, ``--no-resume``,
-``--reference-pairs``).
+``--reference-pairs``, ``--survey``). A model trained for another survey than PAUS needs
+its survey file (``--survey``): its bands, and its sky for the simulated stamps.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _DEFAULTS = {
     "hours": None,
     "no_resume": False,
     "reference_pairs": 2000,
+    "survey": None,
 }
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar", ".joblib"}
 
@@ -92,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise LumosError(str(exc)) from None
     model = load_model(args.model) if args.model else load_default_model()
+    from .calibrate import _survey_simulation
+
+    # the model's survey: its bands registered, its sky for the simulated stamps
+    sim_kwargs = _survey_simulation(args, model, args.model or "the shipped model")
     configure_threads()
     t0 = time.perf_counter()
     pairs = pairs_from_measurements(
@@ -117,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
               "(the calibrated width of D; --reference-pairs 0 to skip)")
         t0 = time.perf_counter()
         reference = d_reference(model, simulate_pairs(
-            n_ref, seed=config.seed + 7919, config=PairSimulation(simulation=sim_config)))
+            n_ref, seed=config.seed + 7919, config=PairSimulation(simulation=sim_config),
+            background=sim_kwargs.get("background")))
         print(f"lumos transfer: training-domain width of D from {n_ref} simulated pairs in "
               f"{time.perf_counter() - t0:.0f} s: "
               + ", ".join(f"i {lo:g}-{hi:g} {w:.2f}" for lo, hi, w in
@@ -125,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
                               strict=True)))  # fmt: skip
     ckpt = _checkpoint_dir(out, _option(args, "checkpoints"))
     try:
-        model, history = transfer(model, pairs, simulator_stream(sim_config), config,
+        model, history = transfer(model, pairs, simulator_stream(sim_config, **sim_kwargs),
+                                  config,
                                   checkpoint_dir=ckpt,
                                   resume=not _option(args, "no_resume"), out=out,
                                   reference=reference)  # fmt: skip

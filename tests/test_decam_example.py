@@ -1,0 +1,262 @@
+"""The DECam worked example (examples/decam): its scripts, and the survey paths it needs.
+
+The tests reading ``../shared/data/decam-testcase4`` skip where it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.table import Table
+
+from lumos import bands
+from lumos.cli import main
+from lumos.survey import load_survey
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "decam"
+DECAM_TOML = EXAMPLE / "decam.toml"
+sys.path.insert(0, str(EXAMPLE))
+
+import build_catalogue  # noqa: E402
+import combine  # noqa: E402
+import exposures  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_band_registry():
+    """Survey files register bands globally: forget them after each test."""
+    saved = dict(bands._REGISTRY)
+    yield
+    bands._REGISTRY.clear()
+    bands._REGISTRY.update(saved)
+    from lumos.survey import _clear_population_tables
+
+    _clear_population_tables()
+
+
+@pytest.fixture
+def decam_data(shared_data) -> Path:
+    path = shared_data / "decam-testcase4"
+    if not (path / "images").is_dir():
+        pytest.skip("decam-testcase4 not available")
+    return path
+
+
+def test_sersic_fitter_recovers_a_psf_convolved_sersic():
+    from lumos.psf import MoffatPSF
+
+    fitter = build_catalogue.SersicFitter(size=31)
+    psf = MoffatPSF(torch.tensor([1.1], dtype=torch.float64), torch.tensor([3.0]))
+    truth = np.array([5.0, 0.3, -0.2, np.log(0.8), 1.5, 0.6, 30.0, 0.0])
+    rng = np.random.default_rng(4)
+    sigma = 0.002
+    data = fitter.model(truth, psf)[0] + sigma * rng.standard_normal((31, 31))
+    start = np.array([4.0, 0.0, 0.0, np.log(0.5), 2.5, 0.9, 10.0, 0.0])
+    p, chi2 = fitter.fit(data, np.full((31, 31), sigma**-2), psf, start)
+    assert p[0] == pytest.approx(5.0, rel=0.05)  # the free sky takes some of the wings
+    assert np.exp(p[3]) == pytest.approx(0.8, rel=0.05)
+    assert p[4] == pytest.approx(1.5, abs=0.25) and p[5] == pytest.approx(0.6, abs=0.03)
+    assert p[6] % 180 == pytest.approx(30.0, abs=3.0)
+    assert chi2 == pytest.approx(1.0, abs=0.15)
+    # fixed Sersic index: only the free parameters move
+    free = np.arange(8) != 4
+    p1, _ = fitter.fit(data, np.full((31, 31), sigma**-2), psf, start, free=free)
+    assert p1[4] == pytest.approx(2.5)
+
+
+def test_pair_statistics_on_fluxes_in_nanomaggies():
+    t = Table({
+        "id": [1, 1, 1, 2, 2], "band": ["r", "r", "r", "r", "r"], "flags": [0, 0, 0, 0, 4],
+        "flux_like": [100.0, 50.0, 100.0, 10.0, 12.0], "flux_like_err": [3.0, 1.5, 4.0, 1, 1],
+        "to_nmgy": [0.01, 0.02, 0.01, 0.01, 0.01], "image": ["a", "b", "c", "a", "b"],
+    })  # fmt: skip
+    stats = combine.pair_statistics(t)["r"]
+    # galaxy 1: 1 nmgy in each exposure (errors 0.03, 0.03, 0.04); galaxy 2 has one good row
+    assert stats["pairs"] == 3 and stats["galaxies"] == 1
+    assert np.allclose(stats["D"], 0.0)
+    clean = combine.unflagged_everywhere(t)
+    assert clean["every_exposure"] == [1] and clean["every_exposure_holding_the_stamp"] == [1]
+
+
+def test_lumos_train_records_the_survey_magnitude_range(tmp_path):
+    model = tmp_path / "decam-tiny"
+    assert main(["train", "--survey", str(DECAM_TOML), "--config", "tiny", "--epochs", "1",
+                 "--samples-per-epoch", "50", "--batch-size", "50", "--val-size", "20",
+                 "--out", str(model), "--threads", "1", "--likelihood"]) == 0  # fmt: skip
+    config = json.loads(model.with_suffix(".json").read_text())["network_config"]
+    assert config["i_mag_range"] == list(load_survey(DECAM_TOML).mag_range) == [17.0, 24.5]
+
+
+def _decam_likelihood_model(path: Path) -> Path:
+    from lumos.model_io import save_model
+    from lumos.network import LumosNet, NetworkConfig
+
+    survey = load_survey(DECAM_TOML)
+    sim = survey.simulation_config(flux_prior="loguniform", random_neighbours=0.0)
+    torch.manual_seed(3)
+    save_model(LumosNet(NetworkConfig.tiny().replace(likelihood=True)), path,
+               training={"simulation_config": sim.to_dict(), "survey": survey.to_dict()})
+    return path
+
+
+def test_lumos_calibrate_calibrates_a_survey_model(tmp_path, capsys):
+    from lumos.model_io import load_model
+
+    model = _decam_likelihood_model(tmp_path / "m")
+    bands._REGISTRY.clear()  # a fresh process: PAUS bands only
+    bands._REGISTRY.update(bands.PAUS_BANDS)
+    assert main(["calibrate", str(model), "--out", str(tmp_path / "c"), "--n", "100",
+                 "--pairs", "100", "--survey", str(DECAM_TOML)]) == 0  # fmt: skip
+    assert "shared error" in capsys.readouterr().out
+    cal = load_model(tmp_path / "c")
+    assert cal.config.sigma_scale != 1.0 and 0.0 <= cal.config.shared_error < 1.0
+    assert "--survey" in cal.metadata["calibration"]["command"]
+    # without its survey file, or with another survey's: one line, no output
+    other = tmp_path / "other.toml"
+    other.write_text(DECAM_TOML.read_text().replace('name = "DECam"', 'name = "Other"'))
+    for extra, message in (([], "trained for survey DECam: give --survey"),
+                           (["--survey", str(other)], "not for Other")):
+        out = tmp_path / "d"
+        assert main(["calibrate", str(model), "--out", str(out), *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and not out.with_suffix(".json").exists()
+
+
+def test_simulated_pairs_of_a_survey_are_in_its_bands():
+    from lumos.transfer import PairSimulation, simulate_pairs
+
+    survey = load_survey(DECAM_TOML)
+    sim = survey.simulation_config(random_neighbours=0.0)
+    pairs = simulate_pairs(30, seed=2, config=PairSimulation(simulation=sim),
+                           background=survey.background())  # fmt: skip
+    assert set(pairs.bands) <= {"g", "r", "z"} and len(set(pairs.bands)) > 1
+    assert set(pairs.first.band_idx.tolist()) <= {0, 1, 2}
+    assert torch.equal(pairs.first.truth, pairs.second.truth)
+    # DECam fluxes: r-band zero point 26.58 and 82.7 s, far above PAUS narrow-band fluxes
+    r = pairs.bands == "r"
+    mag = 26.58 - 2.5 * np.log10(pairs.first.truth.numpy()[r] / 82.7)
+    assert np.all((mag > 14.0) & (mag < 27.0))
+
+
+def test_exposures_of_the_test_patch(decam_data):
+    found = exposures.find_exposures(decam_data)
+    assert [e.band for e in found] == ["g"] * 2 + ["r"] * 3 + ["z"] * 4
+    assert all(e.weight.is_file() and e.mask.is_file() and e.psf.is_file() for e in found)
+    assert all(24.5 < e.ccdzpt < 25.5 and e.exptime > 50 for e in found)
+
+
+def test_catalogue_step_on_one_exposure(decam_data):
+    """Detect and fit on the deepest r exposure alone: the large galaxy is extended, the
+    brightest star is not."""
+    found = exposures.find_exposures(decam_data)
+    ref = build_catalogue.load_exposure(max((e for e in found if e.band == "r"),
+                                            key=lambda e: e.exptime))  # fmt: skip
+    noise = np.where(ref.weight > 0, 1.0 / np.sqrt(np.maximum(ref.weight, 1e-30)), np.inf)
+    sources, segmap = build_catalogue.detect(ref.data, noise, thresh=3.0)
+    fitter = build_catalogue.SersicFitter()
+    r50 = {}
+    for name, (x, y) in {"galaxy": (122.6, 190.3), "star": (83.8, 19.4)}.items():
+        k = int(np.argmin(np.hypot(sources["x"] - x, sources["y"] - y)))
+        x0, y0 = int(round(sources["x"][k])), int(round(sources["y"][k]))
+        data = build_catalogue._cutout(ref.data, x0, y0, fitter.size)
+        weight = build_catalogue._cutout(ref.weight, x0, y0, fitter.size)
+        seg = build_catalogue._cutout(segmap, x0, y0, fitter.size, fill=-1)
+        weight = np.where((seg == 0) | (seg == k + 1), weight, 0.0)
+        start = np.array([float(data.sum()), sources["x"][k] - x0, sources["y"][k] - y0,
+                          np.log(0.5), 1.5, 0.7, 0.0, 0.0])  # fmt: skip
+        p, chi2 = fitter.fit(data, weight, ref.psf.at([x], [y]), start)
+        r50[name] = np.exp(p[3])
+        assert chi2 < 1.5
+    assert r50["galaxy"] > 0.4 and r50["star"] < 0.1
+
+
+def test_measure_two_exposures_with_aperture(decam_data, tmp_path, capsys):
+    """``lumos measure --survey`` places ra/dec through each exposure's TPV WCS, and the
+    combining step stacks the exposures and pairs them."""
+    from astropy.wcs import FITSFixedWarning
+
+    from lumos.imageio import read_image
+
+    found = [e for e in exposures.find_exposures(decam_data) if e.band == "r"][:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = [read_image(e.image)[2] for e in found]
+    ra, dec = wcs[0].celestial.all_pix2world([122.6, 160.3], [190.3, 115.2], 0)
+    cat = Table({"id": [1, 2], "ra": ra, "dec": dec, "r50": [0.6, 0.3], "sersic_n": [1.7, 1.0],
+                 "q": [0.3, 0.5], "pa": [165.0, 97.0], "i_mag": [18.6, 23.3]})  # fmt: skip
+    cat.write(tmp_path / "cat.fits")
+    out = tmp_path / "out"
+    (out / "aperture").mkdir(parents=True)
+    lines = []
+    for e, w in zip(found, wcs, strict=True):
+        table = out / "aperture" / f"{e.image.stem}.fits"
+        assert main(["measure", str(e.image), str(tmp_path / "cat.fits"), "--out", str(table),
+                     "--survey", str(DECAM_TOML), "--method", "aperture", "--psf", str(e.psf),
+                     "--weight", str(e.weight), "--mask", str(e.mask),
+                     "--workers", "1"]) == 0  # fmt: skip
+        got = Table.read(table)
+        x, y = w.celestial.all_world2pix(ra, dec, 0)
+        assert np.allclose(got["x"], x, atol=1e-6) and np.allclose(got["y"], y, atol=1e-6)
+        lines.append("\t".join(str(v) for v in (e.image, e.weight, e.mask, e.psf, e.band,
+                                                e.ccdzpt, e.exptime)))  # fmt: skip
+    capsys.readouterr()
+    (out / "exposures.tsv").write_text("\n".join(lines) + "\n")
+    stacked = combine.stack_tables(out, "aperture", combine.read_exposures(out))
+    assert len(stacked) == 4 and set(stacked["image"]) == {e.image.name for e in found}
+    assert stacked["flags"][stacked["id"] == 1].tolist() == [0, 0]
+    good = stacked[stacked["id"] == 1]
+    nmgy = good["flux"] * good["to_nmgy"]  # the galaxy's r flux in nanomaggies, both exposures
+    assert np.all(nmgy > 20) and abs(nmgy[0] / nmgy[1] - 1) < 0.15
+    stats = combine.pair_statistics(stacked)["r"]
+    assert stats["pairs"] >= 1 and np.all(np.isfinite(stats["D"]))
+
+
+def test_lumos_transfer_needs_and_uses_the_survey(decam_data, tmp_path, capsys):
+    """``lumos transfer --survey`` runs on pairs of two DECam exposures measured by the
+    shipped DECam model; without ``--survey`` it is a one-line error."""
+    from astropy.wcs import FITSFixedWarning
+
+    from lumos.imageio import read_image
+
+    model = ROOT / "src" / "lumos" / "data" / "model" / "lumos-decam"
+    found = [e for e in exposures.find_exposures(decam_data) if e.band == "z"][:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = read_image(found[0].image)[2]
+    x = [122.6, 118.6, 149.0, 160.4, 68.4]
+    y = [190.3, 39.4, 166.7, 115.2, 187.4]
+    ra, dec = wcs.celestial.all_pix2world(x, y, 0)
+    cat = tmp_path / "cat.fits"
+    Table({"id": np.arange(1, 6), "ra": ra, "dec": dec, "r50": [0.62, 0.16, 0.43, 0.19, 0.33],
+           "sersic_n": [1.75, 1, 1, 1, 1], "q": [0.29, 0.59, 0.2, 0.2, 0.2],
+           "pa": [165.3, 180.0, 147.6, 97.4, 55.0],
+           "i_mag": [18.56, 23.2, 23.29, 23.33, 22.95]}).write(cat)  # fmt: skip
+    tables, zp = [], []
+    for e in found:
+        table = tmp_path / f"{e.image.stem}.fits"
+        assert main(["measure", str(e.image), str(cat), "--out", str(table), "--survey",
+                     str(DECAM_TOML), "--model", str(model), "--psf", str(e.psf), "--weight",
+                     str(e.weight), "--mask", str(e.mask), "--workers", "1",
+                     "--prior", "none"]) == 0  # fmt: skip
+        tables.append(str(table))
+        zp.append(exposures.nanomaggies_per_unit(e.ccdzpt, e.exptime))
+    Table({"image": [e.image.name for e in found], "zp": zp}).write(tmp_path / "zp.csv")
+    capsys.readouterr()
+    common = ["transfer", *tables, "--model", str(model), "--catalogue", str(cat),
+              "--epochs", "1", "--reference-pairs", "0", "--holdout", "0.5"]
+    assert main([*common, "--out", str(tmp_path / "t0")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained for survey DECam: give --survey" in err[0]
+    assert not (tmp_path / "t0.json").exists()
+    assert main([*common, "--out", str(tmp_path / "t1"), "--survey", str(DECAM_TOML),
+                 "--zero-points", str(tmp_path / "zp.csv")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "pairs of observations" in out and "held-out sigma68(D)" in out
+    assert (tmp_path / "t1.json").exists()
