@@ -34,7 +34,7 @@ case "$job" in
         exec "$VENV/bin/lumos" demo --out demo-output "$@"
         ;;
     test)
-        "$VENV/bin/ruff" check src tests bench scripts
+        "$VENV/bin/ruff" check src tests bench scripts examples
         exec "$VENV/bin/python" -m pytest -q "$@"
         ;;
     lumos)
