@@ -200,13 +200,15 @@ def test_simulate_to_file_in_chunks(tmp_path):
     cfg = _config()
     out = simulate_to_file(
         10, tmp_path / "f.h5", seed=11, config=cfg, chunk_size=4, progress=False,
-        background=FlatSky(),
+        background=FlatSky(), workers=1,
     )
     batch = read_hdf5(out)
     assert len(batch) == 10 and batch.truth is not None
     direct = Simulator(cfg, seed=11, background=FlatSky())
-    first = direct.sample(4)
+    first, _ = direct.file_chunk(4, 0)
+    last, _ = direct.file_chunk(2, 2)
     assert torch.equal(batch.pixels[:4], first.pixels)
+    assert torch.equal(batch.pixels[8:], last.pixels)
     attrs = read_attrs(out)
     assert SimulationConfig.from_dict(attrs["config"]) == cfg
     assert attrs["seed"] == 11
@@ -262,3 +264,14 @@ def test_two_component_galaxies_behind_a_single_sersic_catalogue():
                                extras.profile_catalogue[:, lo : lo + 60, lo : lo + 60])  # fmt: skip
     with pytest.raises(ValueError, match="two_component_fraction"):
         SimulationConfig(two_component_fraction=1.5)
+
+
+@pytest.mark.slow
+def test_simulate_to_file_is_the_same_with_two_processes(tmp_path):
+    cfg = _config()
+    one = simulate_to_file(10, tmp_path / "a.h5", seed=5, config=cfg, chunk_size=4,
+                           progress=False, background=FlatSky(), workers=1)  # fmt: skip
+    two = simulate_to_file(10, tmp_path / "b.h5", seed=5, config=cfg, chunk_size=4,
+                           progress=False, background=FlatSky(), workers=2)  # fmt: skip
+    a, b = read_hdf5(one), read_hdf5(two)
+    assert torch.equal(a.pixels, b.pixels) and torch.equal(a.truth, b.truth)

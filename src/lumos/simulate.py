@@ -34,7 +34,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -679,6 +681,26 @@ class Simulator:
             yield self._batch(batch_size, rng)
             k += 1
 
+    def file_chunk(self, n: int, k: int, context_size: int | None = None):
+        """Chunk ``k`` of :func:`simulate_to_file`: ``n`` stamps from the random stream
+        ``SeedSequence(seed, spawn_key=(2, k))`` (independent of other chunks and calls).
+
+        Returns
+        -------
+        tuple
+            ``(StampBatch, SimulationExtras or None)``; extras with context cutouts of
+            ``context_size`` when it is given.
+        """
+        n = self._check_n(n)
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(2, int(k))))
+        if context_size is None:
+            return self._batch(n, rng), None
+        saved, self.rng = self.rng, rng
+        try:
+            return self.sample_with_context(n, context_size)
+        finally:
+            self.rng = saved
+
     # -- internals --
 
     @staticmethod
@@ -1102,6 +1124,7 @@ def simulate_to_file(
     progress: bool = True,
     background=None,
     psf_factory=None,
+    workers: int | None = None,
 ) -> Path:
     """Simulate ``n`` stamps into an HDF5 file, chunk by chunk (bounded memory).
 
@@ -1131,6 +1154,10 @@ def simulate_to_file(
         Background source (default :func:`default_background`).
     psf_factory : callable, optional
         PSF factory of the :class:`Simulator` (default Moffat profiles).
+    workers : int, optional
+        Processes drawing chunks side by side, one torch thread each (default one per
+        core; 1 draws in this process). Chunk ``k`` has its own random stream
+        (:meth:`Simulator.file_chunk`), so the file is the same whatever ``workers`` is.
 
     Returns
     -------
@@ -1148,22 +1175,22 @@ def simulate_to_file(
     if not out.parent.exists():
         raise ValueError(f"output directory does not exist: {out.parent}")
     cfg = config or SimulationConfig()
-    sim = Simulator(cfg, seed=seed, background=background, psf_factory=psf_factory)
-    attrs = {"seed": int(seed), "n": int(n), "config": cfg.to_dict()}
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    attrs = {"seed": int(seed), "n": int(n), "config": cfg.to_dict(), "chunk_size": chunk_size}
     if context_size is not None:
         attrs["context_size"] = int(context_size)
+    sizes = [min(chunk_size, n - start) for start in range(0, n, chunk_size)]
+    job = _FileChunks(cfg, int(seed), background, psf_factory, context_size)
     done = 0
     with h5py.File(out, "w") as h5, tqdm(
         total=int(n), unit="stamp", desc="simulate", disable=not progress
-    ) as bar:
+    ) as bar, _chunk_pool(workers, job) as pool:
         _set_attrs(h5, attrs)
         datasets: dict[str, Any] = {}
-        while done < n:
-            m = min(chunk_size, n - done)
-            if context_size is None:
-                batch, extras = sim.sample(m), None
-            else:
-                batch, extras = sim.sample_with_context(m, context_size)
+        for batch, extras in pool(enumerate(sizes)):
+            m = len(batch)
             arrays = {("", k): v for k, v in _batch_arrays(batch).items()}
             if extras is not None:
                 arrays.update({("extras", k): v for k, v in _extras_arrays(extras).items()})
@@ -1181,3 +1208,53 @@ def simulate_to_file(
             done += m
             bar.update(m)
     return out
+
+
+class _FileChunks:
+    """Chunk ``k`` of a simulated file: its own random stream, ``SeedSequence(seed, (2, k))``,
+    so that the file does not depend on how many processes drew it."""
+
+    def __init__(self, config, seed, background, psf_factory, context_size) -> None:
+        self.args = (config, seed, background, psf_factory)
+        self.context_size = context_size
+        self._sim = None
+
+    def __call__(self, item: tuple[int, int]):
+        k, m = item
+        if self._sim is None:
+            config, seed, background, psf_factory = self.args
+            self._sim = Simulator(config, seed=seed, background=background,
+                                  psf_factory=psf_factory)  # fmt: skip
+        return self._sim.file_chunk(m, k, self.context_size)
+
+
+_WORKER_JOB: _FileChunks | None = None
+
+
+def _init_worker(job: _FileChunks) -> None:
+    global _WORKER_JOB
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_JOB = job
+
+
+def _run_worker(item: tuple[int, int]):
+    return _WORKER_JOB(item)
+
+
+@contextmanager
+def _chunk_pool(workers: int, job: _FileChunks):
+    """``map(item -> (batch, extras))`` in order: in this process, or in ``workers``
+    processes of one torch thread each (one per core draws ~1000 stamps/s)."""
+    if workers == 1:
+        yield lambda items: map(job, items)
+        return
+    import multiprocessing as mp
+
+    # fork where the platform has it (the workers start at once with the parent's imports;
+    # no torch thread pool has started in the parent yet), else spawn
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+        yield lambda items: pool.imap(_run_worker, items)
