@@ -67,6 +67,20 @@ def _one_torch_thread():
 
 
 @pytest.fixture
+def restore_band_registry():
+    """Survey files register bands globally: forget them after the test
+    (``pytestmark = pytest.mark.usefixtures("restore_band_registry")``)."""
+    from lumos import bands
+    from lumos.survey import clear_population_tables
+
+    saved = dict(bands._REGISTRY)
+    yield
+    bands._REGISTRY.clear()
+    bands._REGISTRY.update(saved)
+    clear_population_tables()
+
+
+@pytest.fixture
 def one_intra_op_thread():
     """One intra-op thread during each test, whatever earlier tests set (for modules of tiny
     tensors: much faster, and immune to CPU contention); use with

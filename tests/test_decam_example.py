@@ -28,17 +28,7 @@ import build_catalogue  # noqa: E402
 import combine  # noqa: E402
 import exposures  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _restore_band_registry():
-    """Survey files register bands globally: forget them after each test."""
-    saved = dict(bands._REGISTRY)
-    yield
-    bands._REGISTRY.clear()
-    bands._REGISTRY.update(saved)
-    from lumos.survey import _clear_population_tables
-
-    _clear_population_tables()
+pytestmark = pytest.mark.usefixtures("restore_band_registry")
 
 
 @pytest.fixture

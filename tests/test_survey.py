@@ -46,16 +46,7 @@ fwhm = 1400.0
 """
 
 
-@pytest.fixture(autouse=True)
-def _restore_band_registry():
-    """Survey files register bands globally: forget them after each test."""
-    saved = dict(bands._REGISTRY)
-    yield
-    bands._REGISTRY.clear()
-    bands._REGISTRY.update(saved)
-    from lumos.survey import _clear_population_tables
-
-    _clear_population_tables()
+pytestmark = pytest.mark.usefixtures("restore_band_registry")
 
 
 def _write(tmp_path: Path, text: str, name: str = "survey.toml") -> Path:

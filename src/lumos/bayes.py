@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
+from .coadd import inverse_variance_coadd
 from .errors import LumosError
 from .flags import UNUSABLE
 from .mixture import GaussianMixture, product
@@ -284,14 +285,9 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
                  "flux_ivar_err") + _SUMMARY_FLUX + ("eta",):
         out[name] = np.full(g, np.nan)
     # inverse-variance co-add of the likelihood estimates
-    e = np.asarray(allt["flux_like_err"], float)
     f = np.asarray(allt["flux_like"], float)
-    inv = np.where(use, 1.0 / np.where(use, e, 1.0) ** 2, 0.0)
-    sw = np.bincount(group, weights=inv, minlength=g)
-    swf = np.bincount(group, weights=np.where(use, f, 0.0) * inv, minlength=g)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["flux_ivar"] = np.where(sw > 0, swf / sw, np.nan)
-        out["flux_ivar_err"] = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+    out["flux_ivar"], out["flux_ivar_err"] = inverse_variance_coadd(
+        group, f, np.asarray(allt["flux_like_err"], float), use, g)
     if not use.any():
         out.meta["PRIOR"] = str(prior)
         return out

@@ -38,6 +38,15 @@ def _simulation_inputs(p: argparse.ArgumentParser, survey_help: str) -> None:
                    "(default 1 with --backgrounds)")
 
 
+def _schedule(p: argparse.ArgumentParser, epochs: tuple[int, str], batch: tuple[int, str],
+              lr: float, lr_step: int) -> None:
+    """``--epochs``, ``--batch-size``, ``--lr`` and ``--lr-step`` (train and transfer)."""
+    p.add_argument("--epochs", type=int, default=epochs[0], help=epochs[1])
+    p.add_argument("--batch-size", type=int, default=batch[0], help=batch[1])
+    p.add_argument("--lr", type=float, default=lr, help="initial Adam learning rate")
+    p.add_argument("--lr-step", type=int, default=lr_step, help="epochs between /10 decays")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lumos`` command."""
     parser = _Parser(
@@ -116,11 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="training seed")
     p.add_argument("--config", default="default", choices=("default", "paper", "tiny"),
                    help="network configuration")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=120, help="number of epochs")
+    _schedule(p, epochs=(120, "number of epochs"), batch=(500, "stamps per step"), lr=1e-4,
+              lr_step=40)
     p.add_argument("--samples-per-epoch", type=int, default=100_000, help="stamps per epoch")
-    p.add_argument("--batch-size", type=int, default=500, help="stamps per step")
-    p.add_argument("--lr", type=float, default=1e-4, help="initial Adam learning rate")
-    p.add_argument("--lr-step", type=int, default=40, help="epochs between /10 decays")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation stamps")
     p.add_argument("--no-resume", action="store_true",
                    help="start afresh: remove the checkpoints of an earlier run")
@@ -162,10 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairing", default="consecutive", choices=("consecutive", "all"),
                    help="how to pair repeated observations")  # fmt: skip
     p.add_argument("--max-pairs", type=int, default=4, help="pairs per galaxy and band")
-    p.add_argument("--epochs", type=int, default=100, help="passes over the pairs")
-    p.add_argument("--batch-size", type=int, default=256, help="pairs per step")
-    p.add_argument("--lr", type=float, default=1e-5, help="initial Adam learning rate")
-    p.add_argument("--lr-step", type=int, default=50, help="epochs between /10 decays")
+    _schedule(p, epochs=(100, "passes over the pairs"), batch=(256, "pairs per step"), lr=1e-5,
+              lr_step=50)
     p.add_argument("--holdout", type=float, default=0.2, help="fraction of pairs held out")
     p.add_argument("--sim-pool", type=int,
                    help="draw this many simulated stamps once and reuse them (faster)")  # fmt: skip

@@ -394,6 +394,32 @@ def check_exposures(
                          f"({where}): is a table given twice?")  # fmt: skip
 
 
+def inverse_variance_coadd(group: np.ndarray, flux: np.ndarray, err: np.ndarray,
+                           use: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 21 per group: ``sum(f / s^2) / sum(1 / s^2)`` and its error ``sum(1 / s^2)^-1/2``.
+
+    Parameters
+    ----------
+    group : numpy.ndarray of int, shape (N,)
+        Group (galaxy and band) of each measurement, 0 .. n_groups - 1.
+    flux, err : numpy.ndarray, shape (N,)
+        Measurements and their errors.
+    use : numpy.ndarray of bool, shape (N,)
+        Measurements to include (their flux and error finite, error > 0).
+    n_groups : int
+
+    Returns
+    -------
+    flux, err : numpy.ndarray, shape (n_groups,)
+        NaN for groups without a used measurement.
+    """
+    inv = np.where(use, 1.0 / np.where(use, err, 1.0) ** 2, 0.0)
+    sw = np.bincount(group, weights=inv, minlength=n_groups)
+    swf = np.bincount(group, weights=np.where(use, flux, 0.0) * inv, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sw > 0, swf / sw, np.nan), np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+
+
 def coadd_tables(
     tables: list[Table] | Table,
     zero_points: Table | None = None,
@@ -545,13 +571,8 @@ def coadd_tables(
     out["n_rejected"] = np.bincount(group, minlength=n_groups).astype(np.int64) - n_used
 
     if do_ivar:
-        take = usable & ivar_ok
-        inv = np.where(take, 1.0 / np.where(take, err, 1.0) ** 2, 0.0)
-        sw = np.bincount(group, weights=inv, minlength=n_groups)
-        swf = np.bincount(group, weights=np.where(take, flux, 0.0) * inv, minlength=n_groups)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["flux_ivar"] = np.where(sw > 0, swf / sw, np.nan)
-            out["flux_ivar_err"] = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+        out["flux_ivar"], out["flux_ivar_err"] = inverse_variance_coadd(
+            group, flux, err, usable & ivar_ok, n_groups)
         for name in ("flux_ivar", "flux_ivar_err"):
             out[name].unit = unit
 

@@ -482,14 +482,7 @@ class ImagePSF:
     """
 
     def __init__(self, image, pixel_scale: float, includes_pixel: bool = True) -> None:
-        img = torch.as_tensor(np.asarray(image, dtype=np.float64) if not torch.is_tensor(image)
-                              else image).detach().to("cpu", torch.float64)
-        if img.ndim == 2:
-            img = img[None]
-        if img.ndim != 3 or min(img.shape[1:]) < 2:
-            raise ValueError(f"image must have shape (H, W) or (N, H, W), got {tuple(img.shape)}")
-        if not bool(torch.all(torch.isfinite(img))):
-            raise ValueError("image contains non-finite values")
+        img = _image_stack(image, "image", "(H, W) or (N, H, W)")
         total = img.sum(dim=(1, 2))
         if not bool(torch.all(total > 0)):
             raise ValueError("image must have a positive sum")
@@ -557,6 +550,19 @@ class ImagePSF:
                           dtype=torch.float64)
 
 
+def _image_stack(images, name: str, shapes: str) -> Tensor:
+    """``images`` as a finite float64 CPU tensor of shape (K, H, W), H and W >= 2."""
+    t = torch.as_tensor(np.asarray(images, dtype=np.float64) if not torch.is_tensor(images)
+                        else images).detach().to("cpu", torch.float64)
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or min(t.shape[1:]) < 2:
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(t.shape)}")
+    if not bool(torch.all(torch.isfinite(t))):
+        raise ValueError(f"{name} contains non-finite values")
+    return t
+
+
 class _BasisTransforms:
     """Transforms of a set of basis images on wavenumber grids, kept per grid.
 
@@ -620,14 +626,7 @@ class BasisImagePSF:
 
     def __init__(self, basis, coefficients=None, pixel_scale: float = PIXEL_SCALE,
                  includes_pixel: bool = True) -> None:
-        b = torch.as_tensor(np.asarray(basis, dtype=np.float64) if not torch.is_tensor(basis)
-                            else basis).detach().to("cpu", torch.float64)
-        if b.ndim == 2:
-            b = b[None]
-        if b.ndim != 3 or min(b.shape[1:]) < 2:
-            raise ValueError(f"basis must have shape (T, H, W) or (H, W), got {tuple(b.shape)}")
-        if not bool(torch.all(torch.isfinite(b))):
-            raise ValueError("basis contains non-finite values")
+        b = _image_stack(basis, "basis", "(T, H, W) or (H, W)")
         if not (math.isfinite(pixel_scale) and pixel_scale > 0):
             raise ValueError("pixel_scale must be finite and > 0 arcsec/pixel")
         shared = _BasisTransforms(b, float(pixel_scale), bool(includes_pixel))

@@ -73,6 +73,9 @@ from .bands import (
 )
 from .errors import LumosError
 
+#: Marks a field missing from a survey file.
+_ABSENT = object()
+
 __all__ = [
     "SurveyBand",
     "SurveyPSF",
@@ -268,7 +271,7 @@ class Survey:
                               slots=len(self.bands), survey=self.name,
                               zero_point=b.zero_point, curve=b.curve, replace=True)  # fmt: skip
                 if old is not None:
-                    _clear_population_tables()
+                    clear_population_tables()
             out.append(get_band(b.name))
         return tuple(out)
 
@@ -413,11 +416,15 @@ class _Reader:
             raise self.fail(prefix + key, "must be a table")
         return value
 
-    def absent(self, field: str, default: Any) -> Any:
-        """``default`` for a missing optional field; a missing required one is an error."""
+    def get(self, data: Mapping, prefix: str, key: str, default: Any) -> tuple[str, Any]:
+        """``(field name, value)``; the value is ``_ABSENT`` for a missing optional field, and
+        a missing required one (``default`` is ``...``) is an error."""
+        field = prefix + key
+        if key in data:
+            return field, data[key]
         if default is ...:
             raise self.fail(field, "is missing")
-        return default
+        return field, _ABSENT
 
     def check_fields(self, data: Mapping, allowed: set[str], prefix: str) -> None:
         unknown = sorted(set(data) - allowed)
@@ -427,10 +434,9 @@ class _Reader:
 
     def number(self, data: Mapping, key: str, prefix: str = "", default: Any = ...,
                positive: bool = True, allow_zero: bool = False) -> float:
-        field = prefix + key
-        if key not in data:
-            return self.absent(field, default)
-        value = data[key]
+        field, value = self.get(data, prefix, key, default)
+        if value is _ABSENT:
+            return default
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(field, f"must be a number, got {value!r}")
         value = float(value)
@@ -442,20 +448,18 @@ class _Reader:
         return value
 
     def string(self, data: Mapping, key: str, prefix: str = "", default: Any = ...) -> str:
-        field = prefix + key
-        if key not in data:
-            return self.absent(field, default)
-        value = data[key]
+        field, value = self.get(data, prefix, key, default)
+        if value is _ABSENT:
+            return default
         if not isinstance(value, str) or not value.strip():
             raise self.fail(field, f"must be a non-empty string, got {value!r}")
         return value.strip()
 
     def pair(self, data: Mapping, key: str, prefix: str = "", default: Any = ...,
              integer: bool = False, increasing: bool = True) -> tuple:
-        field = prefix + key
-        if key not in data:
-            return self.absent(field, default)
-        value = data[key]
+        field, value = self.get(data, prefix, key, default)
+        if value is _ABSENT:
+            return default
         kind = int if integer else (int, float)
         if (not isinstance(value, list) or len(value) != 2
                 or any(isinstance(v, bool) or not isinstance(v, kind) for v in value)):
@@ -749,7 +753,7 @@ class SurveySky:
                        artefacts=np.zeros(n, dtype=np.int64))  # fmt: skip
 
 
-def _clear_population_tables() -> None:
+def clear_population_tables() -> None:
     """Forget the population's cached band tables (a band was redefined)."""
     from . import population
 

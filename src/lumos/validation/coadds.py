@@ -27,6 +27,7 @@ from astropy.table import Table
 
 from ..backgrounds import SyntheticSky
 from ..bands import PAUS_BANDS
+from ..coadd import inverse_variance_coadd
 from ..flags import UNUSABLE
 from ..instrument import CCD_SIZE
 from ..stats import pair_pull, sigma68
@@ -132,10 +133,8 @@ def run_coadds(model, n: int, seed: int, n_exposures: int = 4,
     e = np.array([a["flux_err"] for a in ap])
     ok = np.array([(a["flags"] & int(UNUSABLE)) == 0 for a in ap]) & np.isfinite(f) \
         & np.isfinite(e) & (e > 0)  # fmt: skip
-    w = np.where(ok, 1.0 / np.where(ok, e, 1.0) ** 2, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fc = (w * np.where(ok, f, 0.0)).sum(0) / w.sum(0)
-        ec = 1.0 / np.sqrt(w.sum(0))
+    group = np.broadcast_to(np.arange(n), f.shape).ravel()
+    fc, ec = inverse_variance_coadd(group, f.ravel(), e.ravel(), ok.ravel(), n)
     acc = _accuracy(i_mag, fc, fc - ec, fc + ec, truth)
     acc["sigma68_D"] = sigma68(pair_pull(f[0], e[0], f[1], e[1]))
     out["methods"]["aperture"] = acc
