@@ -143,3 +143,19 @@ def test_predict_posterior_applies_population_prior_to_likelihood_models():
     assert bool(post.truncated.all())
     assert not torch.allclose(post.mean().float(), like.mean().float())
     assert torch.allclose(plain.means, post_net.predict(batch).means.double())
+
+
+def test_zero_points_calibrate_each_exposure_before_the_product():
+    from lumos.coadd import zero_point_rows
+
+    a, b = _table([100.0], [10.0]), _table([50.0], [5.0])
+    a["image"], b["image"] = ["e1"], ["e2"]
+    zps = Table({"image": ["e1", "e2"], "zp": [1.0, 2.0], "zp_err": [0.0, 0.0]})
+    key, zp, _ = zero_point_rows(zps, [a, b])
+    assert key == "image" and list(zp) == [1.0, 2.0]
+    co = coadd_likelihoods([a, b], prior="none", zero_points=zps)
+    # both exposures measure 100 +- 10 after calibration
+    assert co["flux_like"][0] == pytest.approx(100.0, rel=1e-6)
+    assert co["flux_like_err"][0] == pytest.approx(10.0 / np.sqrt(2.0), rel=1e-6)
+    missing = Table({"image": ["e1"], "zp": [1.0]})
+    assert coadd_likelihoods([a, b], prior="none", zero_points=missing)["n_exposures"][0] == 1

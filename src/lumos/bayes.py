@@ -220,7 +220,7 @@ def apply_prior(table: Table, prior="auto", exposure_time: float | None = None,
 
 
 def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
-                      unusable: int = UNUSABLE) -> Table:
+                      unusable: int = UNUSABLE, zero_points: Table | None = None) -> Table:
     """Co-add per (id, band): the product of the exposures' likelihoods, the shared error
     and the prior once.
 
@@ -240,6 +240,11 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
         and ``GAIN`` in the tables' meta.
     unusable : int
         Flag bits that exclude an exposure.
+    zero_points : astropy Table, optional
+        Multiplicative calibrations (:func:`lumos.coadd.zero_point_rows`): each exposure's
+        likelihood is multiplied by ``zp`` and its components widened by ``flux * zp_err``
+        (the calibration error differs between exposures) before the product; exposures
+        without a zero point are left out.
 
     Returns
     -------
@@ -270,6 +275,10 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
     flags = np.asarray(allt["flags"], np.int64)
     use = ((flags & int(unusable)) == 0) & np.isfinite(np.asarray(allt["flux_like"], float)) \
         & np.isfinite(np.asarray(allt["flux_like_err"], float))  # fmt: skip
+    if zero_points is not None:
+        allt, good = _calibrated(allt, tables, zero_points)
+        use &= good
+        unit_row = unit_row * np.asarray(allt["zp_applied"], float)
     ids = np.asarray(allt["id"])
     bands = np.asarray(allt["band"]).astype(str)
     keys = np.array([f"{a}\x00{b}" for a, b in zip(ids, bands, strict=True)])
@@ -371,3 +380,24 @@ def predict_posterior(model, batch, prior: FluxPrior | None = None,
     mix, known = prior.mixture(names.astype(str), batch.i_mag.cpu().numpy(),
                                exptime if prior.per_second else 1.0)  # fmt: skip
     return posterior(like, mix, known, max_components=_POSTERIOR_COMPONENTS)
+
+
+def _calibrated(allt: Table, tables: list[Table], zero_points: Table) -> tuple[Table, np.ndarray]:
+    """Likelihood columns times each exposure's zero point, widened by its error."""
+    from .coadd import zero_point_rows
+
+    _, zp, zp_err = zero_point_rows(zero_points, tables)
+    good = np.isfinite(zp) & (zp > 0) & np.isfinite(zp_err) & (zp_err >= 0)
+    zp = np.where(good, zp, 1.0)
+    zp_err = np.where(good, zp_err, 0.0)
+    out = allt.copy()
+    mix = _mixture_columns(allt, "like").calibrate(torch.from_numpy(zp), torch.from_numpy(zp_err))
+    used = np.asarray(allt["like_weight"], float) > 0
+    out["like_mean"] = np.where(used, mix.means.numpy(), np.nan)
+    out["like_sigma"] = np.where(used, mix.sigmas.numpy(), np.nan)
+    flux = np.asarray(allt["flux_like"], float)
+    out["flux_like"] = flux * zp
+    out["flux_like_err"] = np.hypot(np.asarray(allt["flux_like_err"], float) * zp, flux * zp_err)
+    out["flux_shared_err"] = np.asarray(allt["flux_shared_err"], float) * zp
+    out["zp_applied"] = zp
+    return out, good

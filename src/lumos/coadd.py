@@ -301,10 +301,25 @@ def _flux_unit(tables: list[Table]):
     return units.pop() if units else None
 
 
-def _zero_point_lookup(
+def zero_point_rows(
     zero_points: Table, tables: list[Table]
 ) -> tuple[str, np.ndarray, np.ndarray]:
-    """Zero point and its error for every exposure row (NaN where there is none)."""
+    """Zero point and its error for every exposure row (NaN where there is none).
+
+    Parameters
+    ----------
+    zero_points : astropy Table
+        ``zp``, optional ``zp_err``, and the join key ``image`` (when every measurement
+        table has it) or ``band``.
+    tables : list of astropy Table
+
+    Returns
+    -------
+    key : str
+        The join key used.
+    zp, zp_err : numpy.ndarray
+        Per row of the stacked tables.
+    """
     if "zp" not in zero_points.colnames:
         raise LumosError("the zero-point table needs a 'zp' column")
     if "image" in zero_points.colnames and all("image" in t.colnames for t in tables):
@@ -509,7 +524,7 @@ def coadd_tables(
     zp_err = np.zeros(n_rows)
     zp_key = None
     if zero_points is not None:
-        zp_key, zp, zp_err = _zero_point_lookup(zero_points, tables)
+        zp_key, zp, zp_err = zero_point_rows(zero_points, tables)
         ok &= np.isfinite(zp) & (zp > 0) & np.isfinite(zp_err) & (zp_err >= 0)
         zp = np.where(ok, zp, 1.0)
         zp_err = np.where(ok, zp_err, 0.0)

@@ -35,11 +35,10 @@ def run(args: argparse.Namespace) -> int:
                          "co-add them separately")
     try:
         if all(likelihood):
-            if zero_points is not None:
-                raise LumosError("--zero-points is not supported for likelihood tables yet")
             from ..bayes import coadd_likelihoods
 
-            result = coadd_likelihoods(tables, prior=getattr(args, "prior", "auto"))
+            result = coadd_likelihoods(tables, prior=getattr(args, "prior", "auto"),
+                                       zero_points=zero_points)
             print(f"lumos coadd: likelihoods multiplied, shared error and the "
                   f"{result.meta['PRIOR']} prior applied once")
         else:
