@@ -121,3 +121,30 @@ def test_bic_prefers_one_component_for_one_gaussian_and_two_for_two():
     assert fit_mixture_bic(one, np.full(80, 0.5), k_max=3)[0].size == 1
     two = np.concatenate([rng.normal(0.0, 0.3, 200), rng.normal(5.0, 0.3, 200)])
     assert fit_mixture_bic(two, k_max=3)[0].size == 2
+
+
+def test_lumos_prior_command_population_and_learnt(tmp_path, capsys):
+    from astropy.table import Table
+
+    from lumos.cli import main
+
+    assert main(["prior", "--out", str(tmp_path / "pop.ecsv"), "--n", "2000"]) == 0
+    pop = FluxPrior.read(tmp_path / "pop.ecsv")
+    assert pop.kind == "table" and len(pop.bands) == 40 and pop.per_second
+    rng = np.random.default_rng(5)
+    n = 300
+    i_mag = rng.uniform(18.0, 23.0, n)
+    flux = 30.0 * magnitude_scale(i_mag) * (1 + 0.05 * rng.standard_normal(n))
+    t = Table({"band": np.full(n, "NB685"), "i_mag": i_mag, "flags": np.zeros(n, int),
+               "flux_like": flux, "flux_like_err": np.full(n, 1.0),
+               "flux_shared_err": np.zeros(n)})
+    t.write(tmp_path / "m.fits")
+    assert main(["prior", str(tmp_path / "m.fits"), "--out", str(tmp_path / "emp.ecsv")]) == 0
+    assert "empirical prior from 300 measured rows" in capsys.readouterr().out
+    emp = FluxPrior.read(tmp_path / "emp.ecsv")
+    mix, _ = emp.mixture(["NB685"], [20.0])
+    assert float(mix.mean()[0]) == pytest.approx(30.0, rel=0.05)
+    t.remove_column("flux_like")
+    t.write(tmp_path / "bad.fits")
+    assert main(["prior", str(tmp_path / "bad.fits"), "--out", str(tmp_path / "x.ecsv")]) == 1
+    assert "flux_like" in capsys.readouterr().err and not (tmp_path / "x.ecsv").exists()

@@ -117,7 +117,8 @@ def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float
 
 @lru_cache(maxsize=1)
 def default_population_prior() -> FluxPrior:
-    """The shipped TEAHUPOO population prior (``lumos/data/prior/population.ecsv``)."""
+    """The shipped TEAHUPOO population prior (``lumos/data/prior/population.ecsv``, written by
+    ``lumos prior --out population.ecsv``: 100,000 galaxies, seed 0)."""
     path = resources.files("lumos") / "data" / "prior" / "population.ecsv"
     with resources.as_file(path) as p:
         prior = FluxPrior.read(p)

@@ -144,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     _simulation_inputs(p, "survey description (TOML) to train for (default PAUS); recorded "
                        "in the model file")
 
+    p = sub.add_parser("prior", help="write a flux-prior table (population, or learnt from tables)")
+    p.add_argument("tables", nargs="*",
+                   help="measurement tables of a likelihood model to learn the prior from "
+                   "(none: the TEAHUPOO population prior)")
+    p.add_argument("--out", required=True, help="output prior table (.ecsv or .fits)")
+    p.add_argument("--n", type=int, default=100_000, help="population galaxies drawn")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+
     p = sub.add_parser("calibrate", help="fit a trained model's sigma scale (and shared error)")
     p.add_argument("model", help="trained, uncalibrated model")
     p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")

@@ -1,0 +1,48 @@
+"""``lumos prior``: a flux-prior table, from the simulation population or learnt from tables."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..errors import LumosError
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bayes import LIKELIHOOD_COLUMNS
+    from ..flags import UNUSABLE
+    from ..prior import empirical_prior, population_prior
+    from ..tableio import announce_overwrite, check_output_path, read_table
+
+    out = check_output_path(args.out)
+    if args.n < 1000:
+        raise LumosError("--n must be at least 1000")
+    announce_overwrite("prior", out)
+    if not args.tables:
+        prior = population_prior(n=args.n, seed=args.seed)
+        what = f"the TEAHUPOO population ({args.n} galaxies, seed {args.seed})"
+    else:
+        cols: dict[str, list] = {"flux": [], "flux_err": [], "i_mag": [], "band": []}
+        for path in args.tables:
+            t = read_table(path, "measurement table")
+            missing = [c for c in ("band", "i_mag", "flags") + LIKELIHOOD_COLUMNS[:3]
+                       if c not in t.colnames]  # fmt: skip
+            if missing:
+                raise LumosError(f"{path} lacks column(s) {', '.join(missing)} (measure with a "
+                                 "likelihood model)")  # fmt: skip
+            ok = (np.asarray(t["flags"], np.int64) & int(UNUSABLE)) == 0
+            cols["flux"].append(np.where(ok, np.asarray(t["flux_like"], float), np.nan))
+            cols["flux_err"].append(np.hypot(np.asarray(t["flux_like_err"], float),
+                                             np.nan_to_num(np.asarray(t["flux_shared_err"],
+                                                                      float))))
+            cols["i_mag"].append(np.asarray(t["i_mag"], float))
+            cols["band"].append(np.asarray(t["band"]).astype(str))
+        arrays = {k: np.concatenate(v) for k, v in cols.items()}
+        prior = empirical_prior(arrays["flux"], arrays["flux_err"], arrays["i_mag"],
+                                arrays["band"], seed=args.seed)  # fmt: skip
+        what = f"{len(arrays['flux'])} measured rows of {len(args.tables)} table(s)"
+    prior.write(out)
+    print(f"lumos prior: {prior.kind} prior from {what}: {len(prior.bands)} band(s), "
+          f"{len(prior.i_edges) - 1} i bin(s) -> {out}")
+    return 0
