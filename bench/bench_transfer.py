@@ -25,7 +25,7 @@ training domain. D is N(0, 1) only for independent errors; what the two observat
 (the catalogue magnitude used as a prior, the catalogue profile, fixed neighbours, the
 truncation at zero for i > 20.5) makes it narrower even for a calibrated model, most at the
 faint end. So the script also prints the width of D divided by its training-domain width at
-the same magnitude (``lumos.transfer.d_reference``), which is 1 for a model as well
+the same magnitude (``lumos.consistency.d_reference``), which is 1 for a model as well
 calibrated on the new domain as on its training domain, whatever the magnitude.
 
 Usage::
@@ -52,7 +52,9 @@ import numpy as np
 import torch
 from _common import KIDS_DIR, ROOT, median_sigma68
 
+from lumos.consistency import d_reference, pair_consistency
 from lumos.model_io import default_model_path, load_model, model_paths
+from lumos.pairs import PairSimulation, simulate_pairs
 from lumos.simulate import Simulator
 from lumos.stats import P16, P84, pair_pull
 from lumos.training import (
@@ -63,14 +65,7 @@ from lumos.training import (
     training_simulation,
     validation_seed,
 )
-from lumos.transfer import (
-    PairSimulation,
-    TransferConfig,
-    d_reference,
-    pair_consistency,
-    simulate_pairs,
-    transfer,
-)
+from lumos.transfer import TransferConfig, transfer
 
 MAG_BINS = ((17.0, 19.0), (19.0, 20.5), (20.5, 22.0), (22.0, 23.0))
 

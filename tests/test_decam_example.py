@@ -120,7 +120,7 @@ def test_lumos_calibrate_calibrates_a_survey_model(tmp_path, capsys):
 
 
 def test_simulated_pairs_of_a_survey_are_in_its_bands():
-    from lumos.transfer import PairSimulation, simulate_pairs
+    from lumos.pairs import PairSimulation, simulate_pairs
 
     survey = load_survey(DECAM_TOML)
     sim = survey.simulation_config(random_neighbours=0.0)

@@ -28,7 +28,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "simulation and measurement": ("lumos.simulate", "lumos.measure", "lumos.field",
                                    "lumos.manifest", "lumos.survey", "lumos.psf_pool",
                                    "lumos.background_manifest"),
-    "learning": ("lumos.training", "lumos.transfer", "lumos.calibration"),
+    "learning": ("lumos.training", "lumos.pairs", "lumos.pairs_measured", "lumos.consistency",
+                 "lumos.transfer", "lumos.calibration"),
     "validation": ("lumos.validation.*", "lumos.report"),
     "interface": ("lumos.commands.*", "lumos.cli"),
 }

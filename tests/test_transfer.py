@@ -12,27 +12,23 @@ import torch
 from astropy.io import fits
 from astropy.table import Table
 
+from lumos.consistency import DReference, d_reference, pair_consistency
 from lumos.errors import LumosError
 from lumos.flags import Flag
 from lumos.instrument import CCD_SIZE, PIXEL_SCALE
 from lumos.mixture import GaussianMixture
 from lumos.model_io import load_model, save_model
 from lumos.network import LumosNet, NetworkConfig
+from lumos.pairs import PairSet, PairSimulation, simulate_pairs
+from lumos.pairs_measured import pairs_from_measurements
 from lumos.stamps import StampBatch, cut_stamps
 from lumos.stats import sigma68
 from lumos.training import TrainingConfig, derive_seed, train
 from lumos.transfer import (
-    DReference,
-    PairSet,
-    PairSimulation,
     TransferConfig,
     _check_head_replay,
     _head_inputs,
     _raw_from_head,
-    d_reference,
-    pair_consistency,
-    pairs_from_measurements,
-    simulate_pairs,
     transfer,
 )
 

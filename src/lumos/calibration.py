@@ -9,7 +9,7 @@ use; the weights do not change:
   importance weighted as in training);
 * ``shared_error`` (likelihood models): the relative error shared by two exposures of one
   galaxy. Each galaxy is observed twice with one catalogue (its errors shared, the PSF,
-  offsets, sky and noise new, :func:`lumos.transfer.simulate_pairs`), and ``c`` is the
+  offsets, sky and noise new, :func:`lumos.pairs.simulate_pairs`), and ``c`` is the
   value for which ``D`` (Eq. 19) of the per-exposure likelihoods
   (:func:`lumos.bayes.split_shared`) has ``sigma68(D) = 1``.
 """
@@ -168,9 +168,9 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
         A calibrated copy, in ``eval()`` mode, with the input model's metadata.
     result : CalibrationResult
     """
+    from .pairs import PairSimulation, simulate_pairs
     from .simulate import Simulator
     from .training import training_simulation
-    from .transfer import PairSimulation, simulate_pairs
 
     if model.config.sigma_scale != 1.0:
         raise ValueError("the model is already calibrated (sigma_scale != 1)")

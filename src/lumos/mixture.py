@@ -1055,7 +1055,7 @@ def pair_nll(m1: GaussianMixture, m2: GaussianMixture, truncate=None, width=None
     width : Tensor [N] or float, optional
         Expected width of ``D = (f1 - f2) / sqrt(s1^2 + s2^2)`` for calibrated PDFs (1 for
         independent errors; less when the observations share information, see
-        :class:`lumos.transfer.DReference`). The difference density is evaluated with both
+        :class:`lumos.consistency.DReference`). The difference density is evaluated with both
         widths scaled by it (the truncation masses of each PDF keep their own widths), so
         that a model calibrated where ``width`` was measured has no incentive to change the
         widths of its PDFs.

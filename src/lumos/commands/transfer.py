@@ -62,16 +62,12 @@ def _summary(label: str, entry: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lumos transfer`` (see the module docstring); returns the exit status."""
+    from ..consistency import d_reference
     from ..model_io import load_default_model, load_model, model_paths
+    from ..pairs import PairSimulation, simulate_pairs
+    from ..pairs_measured import pairs_from_measurements
     from ..training import configure_threads, simulator_stream, training_simulation
-    from ..transfer import (
-        PairSimulation,
-        TransferConfig,
-        d_reference,
-        pairs_from_measurements,
-        simulate_pairs,
-        transfer,
-    )
+    from ..transfer import TransferConfig, transfer
 
     out = Path(args.out)
     if out.suffix.lower() in _PICKLE_SUFFIXES:

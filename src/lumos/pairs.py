@@ -1,0 +1,446 @@
+"""Pairs of observations of the same galaxies: :class:`PairSet` and simulated pairs.
+
+A :class:`PairSet` holds two aligned stamp batches (row ``i`` of both is one galaxy in one band
+on two exposures) with the zero points that calibrate them. :func:`simulate_pairs` observes
+simulated galaxies twice (the scene fixed on the sky, each exposure with its own PSF, offset,
+CCD position, background and noise), for transfer learning, calibration and benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .bands import band_from_index
+from .flags import Flag
+from .stamps import StampBatch
+
+__all__ = ["PairSet", "PairSimulation", "simulate_pairs", "PAIRINGS"]
+
+#: Ways of pairing the observations of one galaxy in one band.
+PAIRINGS = ("consecutive", "all")
+
+# =======================================================================================
+# pairs
+
+
+def _as_float64(value, n: int, name: str) -> Tensor:
+    t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+    if t.ndim == 0:
+        t = t.expand(n, 2).clone()
+    if t.shape != (n, 2):
+        raise ValueError(f"{name} must be a scalar or have shape [{n}, 2], got {tuple(t.shape)}")
+    return t
+
+
+@dataclass
+class PairSet:
+    """Pairs of observations of the same galaxies: two aligned stamp batches.
+
+    Row ``i`` of :attr:`first` and row ``i`` of :attr:`second` are the same galaxy in the
+    same band on two different images (exposures).
+
+    Attributes
+    ----------
+    first, second : StampBatch
+        The two observations (pixels in electrons). For simulated pairs both carry the
+        same ``truth`` (true flux, electrons).
+    zero_point, zero_point_err : torch.Tensor, float64, shape (N, 2)
+        Multiplicative calibration of each observation and its 1-sigma error: the
+        compared fluxes are ``zero_point * flux`` (see
+        :meth:`lumos.mixture.GaussianMixture.calibrate`). Default 1 and 0. For real data
+        this is the image's zero point divided by its gain (the stamps are in electrons,
+        zero points apply to image units).
+    ids : numpy.ndarray or None
+        Galaxy id of each pair (pairs of one galaxy are kept together when splitting).
+    bands : numpy.ndarray or None
+        Band name of each pair.
+    images : numpy.ndarray or None
+        Image names of the two observations, shape (N, 2).
+    source : dict
+        JSON-ready description of where the pairs come from (stored with the model).
+    """
+
+    first: StampBatch
+    second: StampBatch
+    zero_point: Tensor | None = None
+    zero_point_err: Tensor | None = None
+    ids: np.ndarray | None = None
+    bands: np.ndarray | None = None
+    images: np.ndarray | None = None
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.first)
+        if len(self.second) != n:
+            raise ValueError(
+                f"the two observations must have equal rows, got {n} and {len(self.second)}"
+            )
+        if self.first.pixels.shape[1:] != self.second.pixels.shape[1:]:
+            raise ValueError("the two observations must have stamps of the same size")
+        self.zero_point = _as_float64(1.0 if self.zero_point is None else self.zero_point, n,
+                                      "zero_point")
+        self.zero_point_err = _as_float64(
+            0.0 if self.zero_point_err is None else self.zero_point_err, n, "zero_point_err")
+        if not bool(torch.all(torch.isfinite(self.zero_point) & (self.zero_point > 0))):
+            raise ValueError("zero points must be finite and positive")
+        if not bool(torch.all(torch.isfinite(self.zero_point_err)
+                              & (self.zero_point_err >= 0))):
+            raise ValueError("zero-point errors must be finite and >= 0")
+        for name in ("ids", "bands"):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value)
+                if value.shape != (n,):
+                    raise ValueError(f"{name} must have shape [{n}], got {value.shape}")
+                setattr(self, name, value)
+        if self.images is not None:
+            self.images = np.asarray(self.images)
+            if self.images.shape != (n, 2):
+                raise ValueError(f"images must have shape [{n}, 2], got {self.images.shape}")
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    @property
+    def truth(self) -> Tensor | None:
+        """True flux of each pair (electrons), or None for real data."""
+        return self.first.truth
+
+    def __getitem__(self, index) -> PairSet:
+        """Select pairs with a slice, an integer array or a boolean mask."""
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1)
+        if not isinstance(index, slice):
+            index = torch.as_tensor(np.asarray(index))
+            if index.dtype == torch.bool:
+                index = torch.nonzero(index).flatten()
+            index = index.long()
+        np_index = index if isinstance(index, slice) else index.numpy()
+
+        def pick(a):
+            return None if a is None else a[np_index]
+
+        return PairSet(
+            first=self.first[index],
+            second=self.second[index],
+            zero_point=self.zero_point[index],
+            zero_point_err=self.zero_point_err[index],
+            ids=pick(self.ids),
+            bands=pick(self.bands),
+            images=pick(self.images),
+            source=dict(self.source),
+        )
+
+    def split(self, holdout_fraction: float, seed: int = 0) -> tuple[PairSet, PairSet]:
+        """Split into (training, held-out) pairs, keeping all pairs of a galaxy together.
+
+        Parameters
+        ----------
+        holdout_fraction : float
+            Fraction of pairs held out, in [0, 1).
+        seed : int
+            Seed of the random choice of held-out galaxies.
+
+        Returns
+        -------
+        (PairSet, PairSet)
+            Training and held-out pairs (the held-out set may be empty for fraction 0).
+        """
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+        train_idx, held_idx = _split_indices(self, holdout_fraction, seed)
+        return self[train_idx], self[held_idx]
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of the pixels, profiles and zero points (detects a changed set)."""
+        h = hashlib.sha256()
+        for t in (self.first.pixels, self.second.pixels, self.first.profile,
+                  self.second.profile, self.zero_point):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _split_indices(pairs: PairSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(pairs)
+    if fraction == 0.0 or n < 2:
+        return np.arange(n), np.arange(0)
+    if pairs.ids is not None:
+        keys = np.array([str(v) for v in pairs.ids])
+        _, group = np.unique(keys, return_inverse=True)
+    else:
+        group = np.arange(n)
+    n_groups = int(group.max()) + 1
+    if n_groups < 2:  # one galaxy: nothing can be held out without leaking it
+        return np.arange(n), np.arange(0)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x484F4C44]))
+    order = rng.permutation(n_groups)
+    sizes = np.bincount(group, minlength=n_groups)
+    target = max(1, int(round(fraction * n)))
+    cumulative = np.cumsum(sizes[order])
+    n_held_groups = int(np.searchsorted(cumulative, target) + 1)
+    n_held_groups = min(n_held_groups, n_groups - 1)  # keep something to train on
+    held_groups = np.zeros(n_groups, dtype=bool)
+    held_groups[order[:n_held_groups]] = True
+    held = held_groups[group]
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+# =======================================================================================
+# simulated pairs
+
+
+@dataclass(frozen=True)
+class PairSimulation:
+    """How :func:`simulate_pairs` observes a galaxy twice.
+
+    Parameters
+    ----------
+    simulation : lumos.simulate.SimulationConfig
+        Population, bands, neighbours, shot noise and the range of the *true* PSF (FWHM
+        and Moffat beta are drawn independently for each exposure).
+    profile_psf_beta : float or None
+        Moffat beta of the PSF used for the model-profile channel (the catalogue's nominal
+        PSF model). None: the true beta (a perfect PSF model).
+    profile_psf_fwhm_error : float
+        Log-normal fractional error of the FWHM given to the model-profile channel.
+    """
+
+    simulation: Any = None
+    profile_psf_beta: float | None = None
+    profile_psf_fwhm_error: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.simulation is None:
+            from .simulate import SimulationConfig
+
+            object.__setattr__(self, "simulation", SimulationConfig())
+        if self.profile_psf_beta is not None and not self.profile_psf_beta > 1.0:
+            raise ValueError(f"profile_psf_beta must be > 1, got {self.profile_psf_beta}")
+        if not (math.isfinite(self.profile_psf_fwhm_error) and self.profile_psf_fwhm_error >= 0):
+            raise ValueError("profile_psf_fwhm_error must be finite and >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description."""
+        return {
+            "simulation": self.simulation.to_dict(),
+            "profile_psf_beta": self.profile_psf_beta,
+            "profile_psf_fwhm_error": self.profile_psf_fwhm_error,
+        }
+
+
+_STAR_R50, _STAR_N = 0.02, 0.5  # stars drawn as near-point Sersic profiles (as the simulator)
+
+
+def _neighbours(cfg, m: int, band: np.ndarray, exptime: np.ndarray, rng: np.random.Generator,
+                bands=None):
+    """Neighbours of ``m`` galaxies, fixed on the sky: host, relative position, shape, flux.
+
+    ``bands`` is the :class:`lumos.simulate.Simulator` whose bands (PAUS or a survey's)
+    give the neighbours' fluxes; ``band`` indexes its flux columns.
+    """
+    from .population import sample_population, sample_stars
+
+    s = cfg.stamp_size
+    rows = np.arange(m)
+    close = rng.random(m) < cfg.close_neighbour_fraction
+    n_close = int(close.sum())
+    dist = rng.uniform(*cfg.close_neighbour_distance, n_close)
+    angle = rng.uniform(0.0, 2.0 * np.pi, n_close)
+    close_pos = np.column_stack([dist * np.cos(angle), dist * np.sin(angle)])
+    half = s / 2.0 + cfg.neighbour_margin
+    n_random = rng.poisson(cfg.random_neighbours * (2.0 * half / s) ** 2, m)
+    random_host = np.repeat(rows, n_random)
+    random_pos = rng.uniform(-half, half, (random_host.size, 2))
+    host = np.concatenate([rows[close], random_host]).astype(np.int64)
+    rel = np.concatenate([close_pos, random_pos])
+    k = host.size
+    star = rng.random(k) < cfg.star_fraction
+    n_star = int(star.sum())
+    flux_bands = None if bands is None else bands._flux_bands
+    gal = sample_population(k - n_star, rng, bands=flux_bands, config=cfg.neighbour_population)
+    stars = sample_stars(n_star, rng, bands=flux_bands, mag_range=cfg.star_mag_range)
+    if bands is not None:
+        gal = bands._in_survey_units(gal)
+        if bands._flux_scale is not None:
+            stars.flux_e_per_s = stars.flux_e_per_s * bands._flux_scale
+    r50, n, q, pa = np.full(k, _STAR_R50), np.full(k, _STAR_N), np.ones(k), np.zeros(k)
+    rate = np.empty(k)
+    g = ~star
+    r50[g], n[g], q[g], pa[g] = gal.r50, gal.n, gal.q, gal.pa
+    rate[g] = gal.flux_e_per_s[np.arange(k - n_star), band[host[g]]]
+    rate[star] = stars.flux_e_per_s[np.arange(n_star), band[host[star]]]
+    return host, rel, r50, n, q, pa, rate * exptime[host]
+
+
+def _shot_noise(expected: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
+    if mode == "poisson":
+        return rng.poisson(expected).astype(np.float32)
+    if mode == "gaussian":
+        return (expected + np.sqrt(expected) * rng.standard_normal(expected.shape)).astype(
+            np.float32)
+    return expected.astype(np.float32)
+
+
+def simulate_pairs(
+    n: int,
+    seed: int = 0,
+    config: PairSimulation | None = None,
+    background=None,
+    psf_factory: Callable | None = None,
+    renderer_factory: Callable | None = None,
+) -> PairSet:
+    """Simulate ``n`` galaxies each observed twice in the same band.
+
+    Every galaxy (and its neighbours, which are fixed on the sky) is observed on two
+    independent exposures: each has its own PSF (FWHM and beta drawn from the simulation
+    ranges), sub-pixel position, CCD position, background stamp and noise. The galaxy is
+    rendered through ``psf_factory(fwhm, beta)`` (the true PSF); the model-profile channel
+    is drawn with the catalogue's nominal PSF, a Moffat of beta
+    ``config.profile_psf_beta`` (see :class:`PairSimulation`), so a PSF the training never
+    saw can be simulated with an imperfect PSF model, as in real data. When
+    ``config.simulation.catalogue_errors`` are set, the profile channel and the i magnitude
+    come from one catalogue with those errors, shared by both exposures, and the PSF FWHM of
+    each exposure's profile channel has its own error.
+
+    Parameters
+    ----------
+    n : int
+        Number of pairs.
+    seed : int
+        Seed; the same seed gives identical pairs.
+    config : PairSimulation, optional
+        Settings (default: the training simulation, a perfect PSF model).
+    background : BackgroundSource, optional
+        Background stamps (default :func:`lumos.simulate.default_background`).
+    psf_factory : callable, optional
+        ``psf_factory(fwhm, beta)`` -> batched PSF of the galaxy and its neighbours
+        (default :class:`lumos.psf.MoffatPSF`).
+    renderer_factory : callable, optional
+        ``renderer_factory(size, pixel_scale)`` (default
+        :class:`lumos.profiles.SersicRenderer`).
+
+    Returns
+    -------
+    PairSet
+        With ``truth`` (true flux in electrons, equal for both observations), ids
+        0..n-1, band names, and image names ``"sim-1"``/``"sim-2"``.
+    """
+    from .population import sample_population
+    from .profiles import SersicRenderer, valid_profile_parameters
+    from .psf import MoffatPSF
+    from .simulate import Simulator, apply_catalogue_errors, default_background
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"number of pairs must be a positive integer, got {n!r}")
+    config = PairSimulation() if config is None else config
+    cfg = config.simulation
+    background = default_background() if background is None else background
+    psf_factory = psf_factory or MoffatPSF
+    renderer = (renderer_factory or SersicRenderer)(cfg.stamp_size, cfg.pixel_scale)
+    # the simulator's band bookkeeping: PAUS bands, or a survey's (its flux columns,
+    # zero points, exposure times and network slots)
+    bands = Simulator(cfg, background=background)
+    numbers = bands._band_numbers
+    s = cfg.stamp_size
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0x50414952,)))
+    sides: list[list[StampBatch]] = [[], []]
+    band_all = []
+    for start in range(0, int(n), cfg.chunk_size):
+        m = min(cfg.chunk_size, int(n) - start)
+        gal = bands._in_survey_units(sample_population(m, rng, bands=bands._flux_bands,
+                                                       config=cfg.population))
+        band = numbers[rng.integers(0, numbers.size, m)]
+        state = (rng.random(m) < cfg.camera_state_prob).astype(np.int64)
+        band_idx = bands._slot[band] + bands._n_slots * state
+        exptime = bands._exptime[band]
+        truth = gal.flux_e_per_s[np.arange(m), band] * exptime
+        host, rel, nb_r50, nb_n, nb_q, nb_pa, nb_flux = _neighbours(cfg, m, band, exptime, rng,
+                                                                    bands)  # fmt: skip
+        # one catalogue per galaxy, shared by both exposures (exact unless the simulation
+        # settings carry catalogue errors)
+        cat = apply_catalogue_errors(cfg.catalogue_errors, gal.r50, gal.n, gal.q, gal.pa,
+                                     gal.i_mag, np.ones(m), rng)  # fmt: skip
+        ok = valid_profile_parameters(torch.as_tensor(cat["r50"]), torch.as_tensor(cat["n"]),
+                                      torch.as_tensor(cat["q"]))
+        flags = np.where(np.asarray(ok), 0, int(Flag.BAD_PROFILE)).astype(np.int64)
+        band_all.append(band)
+        for side in range(2):
+            ccd_xy = rng.random((m, 2)) * np.asarray(cfg.ccd_size, dtype=float)
+            fwhm = rng.uniform(*cfg.psf_fwhm_range, m)
+            beta = rng.uniform(*cfg.psf_beta_range, m)
+            offset = rng.random((m, 2)) - 0.5
+            fwhm_err = rng.standard_normal(m)
+
+            def t(a):
+                return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
+
+            images = renderer.render(
+                t(np.concatenate([gal.r50, nb_r50])), t(np.concatenate([gal.n, nb_n])),
+                t(np.concatenate([gal.q, nb_q])), t(np.concatenate([gal.pa, nb_pa])),
+                psf_factory(t(np.concatenate([fwhm, fwhm[host]])),
+                            t(np.concatenate([beta, beta[host]]))),
+                offset=t(np.concatenate([offset, rel + offset[host]])),
+                flux=t(np.concatenate([np.ones(m), nb_flux])),
+            ).detach().to(torch.float32)
+            profile_true = images[:m]
+            neighbours = torch.zeros(m, s, s).index_add_(0, torch.as_tensor(host), images[m:])
+            mismatch = (config.profile_psf_beta is not None or config.profile_psf_fwhm_error > 0
+                        or psf_factory is not MoffatPSF or cfg.catalogue_errors.enabled)
+            if mismatch:
+                p_beta = beta if config.profile_psf_beta is None else np.full(
+                    m, config.profile_psf_beta)
+                fwhm_sigma = math.hypot(config.profile_psf_fwhm_error,
+                                        cfg.catalogue_errors.psf_fwhm_frac)
+                p_fwhm = fwhm * np.exp(fwhm_sigma * fwhm_err)
+                profile = renderer.render(t(cat["r50"]), t(cat["n"]), t(cat["q"]), t(cat["pa"]),
+                                          MoffatPSF(t(p_fwhm), t(p_beta)),
+                                          offset=t(offset)).detach().to(torch.float32)
+            else:
+                profile = profile_true
+            expected = (profile_true * torch.as_tensor(truth, dtype=torch.float32)[:, None, None]
+                        + neighbours).clamp_min(0.0).numpy()
+            sources = _shot_noise(expected, cfg.shot_noise, rng)
+            bg = background.sample(m, s, band_idx, ccd_xy, exptime, rng)
+            pixels = np.asarray(bg.pixels, dtype=np.float32) + sources
+            sides[side].append(StampBatch(
+                pixels=torch.from_numpy(pixels),
+                profile=profile.contiguous(),
+                i_mag=torch.as_tensor(cat["i_mag"], dtype=torch.float32),
+                ccd_xy=torch.as_tensor(ccd_xy, dtype=torch.float32),
+                band_idx=torch.as_tensor(band_idx, dtype=torch.int64),
+                flags=torch.as_tensor(flags),
+                offset=torch.as_tensor(offset, dtype=torch.float32),
+                truth=torch.as_tensor(truth, dtype=torch.float32),
+            ))
+    if bands._flux_bands is None:  # PAUS: band numbers
+        band_names = np.array([band_from_index(int(b))[0].name
+                               for b in np.concatenate(band_all)])  # fmt: skip
+    else:  # a survey: columns of its bands
+        band_names = np.array(bands._flux_bands)[np.concatenate(band_all)]
+    return PairSet(
+        first=StampBatch.concat(sides[0]),
+        second=StampBatch.concat(sides[1]),
+        ids=np.arange(int(n)),
+        bands=band_names,
+        images=np.tile(np.array(["sim-1", "sim-2"]), (int(n), 1)),
+        source={
+            "kind": "simulation",
+            "n_pairs": int(n),
+            "seed": int(seed),
+            "config": config.to_dict(),
+            "background": type(background).__name__,
+            "psf": getattr(psf_factory, "__name__", type(psf_factory).__name__),
+        },
+    )
+
+
+# =======================================================================================
+# pairs from measurement tables
