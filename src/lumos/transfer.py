@@ -28,9 +28,9 @@ simulated batches go through the frozen body without gradients.
 Optimiser: Adam, learning rate 1e-5 divided by 10 every 50 epochs (configurable); an
 epoch is one pass over the training pairs. A fraction of the pairs (grouped by galaxy) is
 held out; after every epoch :func:`lumos.consistency.pair_consistency` is reported on
-them: the width ``sigma68`` of ``D = (f1 - f2) / sqrt(s1^2 + s2^2)`` (paper Eq. 19; ``f`` the mixture mean,
-``s`` its standard deviation), 1 for calibrated PDFs. Checkpoints (one per epoch, written
-with the helpers of :mod:`lumos.training`) make the run resumable, bit for bit.
+them: the width ``sigma68`` of ``D = (f1 - f2) / sqrt(s1^2 + s2^2)`` (paper Eq. 19; ``f``
+the mixture mean, ``s`` its standard deviation), 1 for calibrated PDFs. Checkpoints (one per
+epoch, written with the helpers of :mod:`lumos.training`) make the run resumable, bit for bit.
 
 Pairs come from simulations (:func:`lumos.pairs.simulate_pairs`, for tests and benchmarks,
 optionally with a PSF and background the training never saw) or from real measurement tables
