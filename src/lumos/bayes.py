@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from .coadd import inverse_variance_coadd
+from .coadd import group_by_id_and_band, group_slots, inverse_variance_coadd
 from .errors import LumosError
 from .flags import UNUSABLE
 from .mixture import GaussianMixture, product
@@ -200,17 +200,17 @@ def apply_prior(table: Table, prior="auto", exposure_time: float | None = None,
     astropy Table
         ``table``, with ``meta["PRIOR"]`` naming the prior used.
     """
-    ok = _usable(table) & np.isfinite(np.asarray(table["i_mag"], float))
     rows = np.flatnonzero(_usable(table))
-    like = {"flux": np.where(ok, table["flux_like"], np.nan),
-            "flux_err": np.hypot(np.asarray(table["flux_like_err"], float),
-                                 np.nan_to_num(np.asarray(table["flux_shared_err"], float))),
-            "i_mag": np.asarray(table["i_mag"], float),
-            "band": np.asarray(table["band"]).astype(str)}  # fmt: skip
+    i_mag = np.asarray(table["i_mag"], float)[rows]
+    sub = {"flux": np.where(np.isfinite(i_mag), np.asarray(table["flux_like"], float)[rows],
+                            np.nan),
+           "flux_err": np.hypot(np.asarray(table["flux_like_err"], float)[rows],
+                                np.nan_to_num(np.asarray(table["flux_shared_err"], float)[rows])),
+           "i_mag": i_mag,
+           "band": np.asarray(table["band"]).astype(str)[rows]}  # fmt: skip
     unit = (exposure_time or 1.0) / float(gain)
-    sub = {k: v[rows] for k, v in like.items()}
-    prior_mix, known, kind = _prior_for(sub | {"flux": like["flux"][rows]}, prior, unit) \
-        if rows.size else (None, np.zeros(0, bool), str(prior))  # fmt: skip
+    prior_mix, known, kind = _prior_for(sub, prior, unit) if rows.size \
+        else (None, np.zeros(0, bool), str(prior))  # fmt: skip
     if rows.size:
         full = _with_shared(_mixture_columns(table[rows], "like"),
                             np.asarray(table["flux_shared_err"], float)[rows])  # fmt: skip
@@ -282,9 +282,8 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
         unit_row = unit_row * np.asarray(allt["zp_applied"], float)
     ids = np.asarray(allt["id"])
     bands = np.asarray(allt["band"]).astype(str)
-    keys = np.array([f"{a}\x00{b}" for a, b in zip(ids, bands, strict=True)])
-    ukey, first, group = np.unique(keys, return_index=True, return_inverse=True)
-    g = len(ukey)
+    group, first = group_by_id_and_band(ids, bands)
+    g = len(first)
     out = Table()
     out["id"] = ids[first]
     out["band"] = bands[first]
@@ -307,11 +306,9 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
     rel = np.where(use & np.isfinite(rel), rel, 0.0)
     c_group = np.zeros(g)
     np.maximum.at(c_group, group, rel)
-    order = np.flatnonzero(use)
-    order = order[np.argsort(group[order], kind="stable")]
-    counts = np.bincount(group[order], minlength=g)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.arange(order.size) - starts[group[order]]
+    rows = np.flatnonzero(use)
+    order, slot, counts = group_slots(group[rows], g)
+    order = rows[order]
     k = mix.n_components
     has = np.flatnonzero(counts > 0)
     factors = []

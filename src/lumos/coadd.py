@@ -409,6 +409,46 @@ def check_exposures(
                          f"({where}): is a table given twice?")  # fmt: skip
 
 
+def group_by_id_and_band(ids: np.ndarray, bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of rows with one (id, band), numbered in the order of id, then band.
+
+    Parameters
+    ----------
+    ids, bands : numpy.ndarray, shape (N,)
+
+    Returns
+    -------
+    group : numpy.ndarray of int, shape (N,)
+        Group number of each row.
+    first : numpy.ndarray of int, shape (G,)
+        A row of each group (its ``id`` and ``band`` label the group).
+    """
+    uid, id_inv = np.unique(ids, return_inverse=True)
+    uband, band_inv = np.unique(bands, return_inverse=True)
+    code = id_inv.astype(np.int64) * max(len(uband), 1) + band_inv
+    _, first, group = np.unique(code, return_index=True, return_inverse=True)
+    return group.reshape(-1), first
+
+
+def group_slots(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows sorted by group and each row's position within its group.
+
+    Returns
+    -------
+    order : numpy.ndarray of int
+        Row indices, grouped (stable within a group).
+    slot : numpy.ndarray of int
+        Position of row ``order[i]`` in its group, 0 .. count - 1.
+    counts : numpy.ndarray of int, shape (n_groups,)
+        Rows per group.
+    """
+    order = np.argsort(group, kind="stable")
+    g_sorted = group[order]
+    counts = np.bincount(g_sorted, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return order, np.arange(g_sorted.size) - starts[g_sorted], counts
+
+
 def inverse_variance_coadd(group: np.ndarray, flux: np.ndarray, err: np.ndarray,
                            use: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 21 per group: ``sum(f / s^2) / sum(1 / s^2)`` and its error ``sum(1 / s^2)^-1/2``.
@@ -572,15 +612,11 @@ def coadd_tables(
     else:
         usable = ok & ivar_ok
 
-    # groups (id, band), sorted by id then band
-    uid, id_inv = np.unique(ids, return_inverse=True)
-    uband, band_inv = np.unique(bands, return_inverse=True)
-    code = id_inv.astype(np.int64) * max(len(uband), 1) + band_inv
-    ucode, group = np.unique(code, return_inverse=True)
-    n_groups = len(ucode)
+    group, first = group_by_id_and_band(ids, bands)
+    n_groups = len(first)
     out = Table()
-    out["id"] = uid[ucode // max(len(uband), 1)] if n_groups else ids[:0]
-    out["band"] = uband[ucode % max(len(uband), 1)] if n_groups else bands[:0]
+    out["id"] = ids[first]
+    out["band"] = bands[first]
     n_used = np.bincount(group, weights=usable, minlength=n_groups).astype(np.int64)
     out["n_exposures"] = n_used
     out["n_rejected"] = np.bincount(group, minlength=n_groups).astype(np.int64) - n_used
@@ -609,11 +645,8 @@ def _pdf_coadd(group, n_groups, w, mu, sg, trunc, grid_points):
     k = w.shape[1] if w.ndim == 2 else 1
     if group.size == 0:
         return {key: np.full(n_groups, np.nan) for key in _PDF_KEYS}
-    order = np.argsort(group, kind="stable")
+    order, slot, counts = group_slots(group, n_groups)
     g_sorted = group[order]
-    counts = np.bincount(g_sorted, minlength=n_groups)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.arange(g_sorted.size) - starts[g_sorted]
     n_max = int(counts.max())
     shape = (n_groups, n_max, k)
     W = np.zeros(shape)

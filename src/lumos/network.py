@@ -725,6 +725,11 @@ class LumosNet(nn.Module):
             out |= ~torch.isin(band, allowed)
         return out.long() * int(Flag.OUT_OF_RANGE) | missing.long() * int(Flag.BAD_MAGNITUDE)
 
+    def _training_simulation(self) -> dict | None:
+        """``metadata["simulation_config"]`` of the model file (None if it has none)."""
+        sim = (getattr(self, "metadata", None) or {}).get("simulation_config")
+        return sim if isinstance(sim, dict) else None
+
     def max_flux_rate(self) -> float | None:
         """Largest band flux of the training simulations, electrons per second.
 
@@ -732,8 +737,8 @@ class LumosNet(nn.Module):
         population's ``flux_max``, from ``metadata["simulation_config"]``; None for a model
         that does not record it.
         """
-        sim = (getattr(self, "metadata", None) or {}).get("simulation_config")
-        if not isinstance(sim, dict):
+        sim = self._training_simulation()
+        if sim is None:
             return None
         if sim.get("flux_prior") == "loguniform" and isinstance(sim.get("flux_range"),
                                                                   list | tuple):
@@ -757,8 +762,8 @@ class LumosNet(nn.Module):
             ``{"psf_fwhm": (lo, hi), "psf_beta": (lo, hi), "pixel_scale": (lo, hi)}``,
             only the items the model records (empty for a model without that metadata).
         """
-        sim = (getattr(self, "metadata", None) or {}).get("simulation_config")
-        if not isinstance(sim, dict):
+        sim = self._training_simulation()
+        if sim is None:
             return {}
         out: dict[str, tuple[float, float]] = {}
         for item in ("psf_fwhm", "psf_beta"):

@@ -324,11 +324,7 @@ def population_prior(bands=None, n: int = 200_000, seed: int = 0, k: int = 3,
     from .population import sample_population
 
     gal = sample_population(int(n), np.random.default_rng(seed), bands=bands)
-    names = tuple(gal.bands) if hasattr(gal, "bands") else tuple(bands or ())
-    if not names:
-        from .bands import PAUS_BANDS
-
-        names = tuple(PAUS_BANDS)
+    names = tuple(gal.bands)
     edges = np.asarray(i_edges, dtype=float)
     nbin = edges.size - 1
     shape = (len(names), nbin, k)
