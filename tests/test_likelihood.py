@@ -96,7 +96,16 @@ def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
     cal = load_model(tmp_path / "c")
     assert cal.config.sigma_scale != 1.0 and cal.config.likelihood
     assert 0.0 <= cal.config.shared_error < 1.0
+    # the default shared error is a curve of the relative likelihood width
+    assert len(cal.config.shared_error_widths) == 6
+    assert len(cal.config.shared_error_values) == 6
+    assert np.all(np.diff(cal.config.shared_error_widths) > 0)
     assert "calibration" in cal.metadata
+    assert main(["calibrate", str(tmp_path / "m"), "--out", str(tmp_path / "k"), "--n", "200",
+                 "--pairs", "100", "--seed", "5", "--shared-error", "constant"]) == 0
+    const = load_model(tmp_path / "k")
+    assert const.config.shared_error_widths == ()
+    assert const.config.shared_error == pytest.approx(cal.config.shared_error)
     # calibrating twice is refused with one line
     assert main(["calibrate", str(tmp_path / "c"), "--out", str(tmp_path / "d")]) == 1
     assert "already calibrated" in capsys.readouterr().err
@@ -118,3 +127,27 @@ def test_fluxes_beyond_the_training_range_are_out_of_range():
     assert net.max_flux_rate() == 1000.0
     flags = _flux_range_flag(net, mix, meta)  # 1000 e-/s x 100 s = 1e5 e-
     assert list(flags) == [0, int(Flag.OUT_OF_RANGE)]
+
+
+def test_train_start_resets_the_calibration_and_records_the_bulge_disk_model(tmp_path):
+    import json
+
+    from lumos.cli import main
+    from lumos.model_io import save_model
+
+    torch.manual_seed(4)
+    cfg = NetworkConfig.tiny().replace(likelihood=True, sigma_scale=1.1, shared_error=0.04,
+                                       shared_error_widths=(0.05, 0.1),
+                                       shared_error_values=(0.02, 0.03))  # fmt: skip
+    save_model(LumosNet(cfg), tmp_path / "base",
+               training={"simulation_config": SimulationConfig().to_dict()})
+    assert main(["train", "--start", str(tmp_path / "base"), "--out", str(tmp_path / "s"),
+                 "--likelihood", "--two-component-fraction", "0.5",
+                 "--two-component-model", "fit", "--epochs", "1", "--samples-per-epoch", "50",
+                 "--batch-size", "50", "--val-size", "20", "--threads", "1"]) == 0  # fmt: skip
+    meta = json.loads((tmp_path / "s.json").read_text())
+    net = meta["network_config"]
+    assert net["sigma_scale"] == 1.0 and net["shared_error"] == 0.0
+    assert net["shared_error_widths"] == [] and net["shared_error_values"] == []
+    sim = meta["training"]["simulation_config"]
+    assert sim["two_component_model"] == "fit" and sim["two_component_fraction"] == 0.5

@@ -7,7 +7,8 @@ width holds two kinds of error:
 * what differs between exposures (photon and sky noise, cosmic rays, the PSF), and
 * what every exposure of the galaxy shares: the catalogue's profile and its errors, which
   move every exposure's flux the same way. It is modelled as a relative error
-  ``sigma_shared = c |f|`` with ``c = NetworkConfig.shared_error``.
+  ``sigma_shared = c |f|``, with ``c`` one number or a curve of the exposure's relative
+  likelihood width (:class:`SharedError`, fitted by :mod:`lumos.calibration`).
 
 Measurement tables keep them apart (columns of :data:`LIKELIHOOD_COLUMNS`):
 
@@ -28,6 +29,7 @@ adds the shared variance once, and applies the prior once.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -45,6 +47,7 @@ __all__ = [
     "LIKELIHOOD_COLUMNS",
     "SHARED_FLOOR",
     "PRIOR_CHOICES",
+    "SharedError",
     "split_shared",
     "fill_likelihood",
     "default_population_prior",
@@ -63,7 +66,64 @@ _SUMMARY_FLUX = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "fl
                  "sigma68", "sigma95")  # fmt: skip
 
 
-def split_shared(mixture: GaussianMixture, shared_error: float
+@dataclass(frozen=True)
+class SharedError:
+    """The relative flux error shared by every exposure of a galaxy, ``c``.
+
+    ``sigma_shared = c |f|``. ``c`` is one number (``constant``), or, when ``widths`` is
+    given, a curve of the exposure's relative likelihood width ``w = std / |mean|`` (its
+    own precision: photon noise, sky, PSF and the profile; the catalogue magnitude plays no
+    part): ``c(w)`` is linear in ``log w`` between the nodes ``(widths[k], values[k])`` and
+    constant beyond the first and the last.
+
+    Parameters
+    ----------
+    constant : float
+        ``c`` when no curve is given, in [0, 1).
+    widths : tuple of float
+        Increasing relative widths of the nodes (> 0).
+    values : tuple of float
+        ``c`` at the nodes, each in [0, 1).
+    """
+
+    constant: float = 0.0
+    widths: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.constant < 1.0:
+            raise ValueError(f"shared error must be in [0, 1), got {self.constant}")
+        if len(self.widths) != len(self.values):
+            raise ValueError(f"shared-error curve has {len(self.widths)} widths and "
+                             f"{len(self.values)} values")  # fmt: skip
+        w = np.asarray(self.widths, float)
+        if w.size and (np.any(~(w > 0)) or np.any(np.diff(w) <= 0)):
+            raise ValueError(f"shared-error widths must be positive and increasing, got "
+                             f"{list(self.widths)}")  # fmt: skip
+        if any(not 0.0 <= v < 1.0 for v in self.values):
+            raise ValueError(f"shared-error values must be in [0, 1), got {list(self.values)}")
+
+    @classmethod
+    def of(cls, config) -> SharedError:
+        """The shared error a model's :class:`lumos.network.NetworkConfig` records."""
+        return cls(float(config.shared_error),
+                   tuple(getattr(config, "shared_error_widths", ()) or ()),
+                   tuple(getattr(config, "shared_error_values", ()) or ()))  # fmt: skip
+
+    def relative(self, mixture: GaussianMixture) -> torch.Tensor:
+        """``c`` of each row of a likelihood mixture, shape (N,), float64."""
+        n = mixture.means.shape[0]
+        if not self.widths:
+            return torch.full((n,), float(self.constant), dtype=torch.float64)
+        mean = mixture.mean().to(torch.float64)
+        rel = mixture.std().to(torch.float64) / mean.abs().clamp_min(1e-300)
+        x = np.log(np.clip(np.nan_to_num(rel.numpy(), nan=1.0, posinf=1e6), 1e-12, 1e12))
+        c = np.interp(x, np.log(np.asarray(self.widths, float)),
+                      np.asarray(self.values, float))  # fmt: skip
+        return torch.from_numpy(c)
+
+
+def split_shared(mixture: GaussianMixture, shared_error: float | SharedError
                  ) -> tuple[GaussianMixture, torch.Tensor]:
     """Remove the shared relative error from a likelihood mixture.
 
@@ -71,8 +131,9 @@ def split_shared(mixture: GaussianMixture, shared_error: float
     ----------
     mixture : GaussianMixture
         Likelihood mixtures (untruncated), N rows.
-    shared_error : float
-        Relative shared error ``c`` (0 leaves the mixture unchanged).
+    shared_error : float or SharedError
+        Relative shared error ``c`` (0 leaves the mixture unchanged), one number or a
+        :class:`SharedError`.
 
     Returns
     -------
@@ -81,14 +142,17 @@ def split_shared(mixture: GaussianMixture, shared_error: float
     sigma_shared : torch.Tensor, shape (N,)
         ``c |mean|`` of each row.
     """
+    if not isinstance(shared_error, SharedError):
+        shared_error = SharedError(float(shared_error))
     mean = mixture.mean()
-    shared = float(shared_error) * mean.abs()
+    c = shared_error.relative(mixture).to(mean.dtype)
+    shared = c * mean.abs()
     s2 = mixture.sigmas**2 - shared[:, None] ** 2
     sig = torch.sqrt(torch.maximum(s2, (SHARED_FLOOR * mixture.sigmas) ** 2))
     return GaussianMixture(mixture.log_weights, mixture.means, sig, None), shared
 
 
-def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float,
+def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float | SharedError,
                     to_image_units: float) -> None:
     """Write the likelihood columns of ``rows`` of a measurement table.
 
@@ -99,8 +163,8 @@ def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float
     rows : slice
     like : GaussianMixture
         The model's likelihood mixtures (electrons).
-    shared_error : float
-        The model's ``shared_error``.
+    shared_error : float or SharedError
+        The model's shared error (:meth:`SharedError.of` its configuration).
     to_image_units : float
         Electrons per image unit (the gain).
     """

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, minimize_scalar
 
-from .bayes import split_shared
+from .bayes import SharedError, split_shared
 from .mixture import GaussianMixture, mixture_nll
 from .network import LumosNet
 from .stats import P16, P84, sigma68
 
-__all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "calibrate_model"]
+__all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "fit_shared_error_curve",
+           "calibrate_model"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class CalibrationResult:
     d_sigma68_before, d_sigma68_after : float
         sigma68 of D on the simulated pairs with the full and with the per-exposure
         errors (NaN for a posterior model).
+    shared_error_widths, shared_error_values : tuple of float
+        The shared-error curve (:class:`lumos.bayes.SharedError`; empty for a constant).
+    d_sigma68_bins : tuple of float
+        sigma68 of D with the curve in each of its width bins.
     """
 
     sigma_scale: float
@@ -51,6 +56,9 @@ class CalibrationResult:
     coverage_after: float
     d_sigma68_before: float
     d_sigma68_after: float
+    shared_error_widths: tuple[float, ...] = ()
+    shared_error_values: tuple[float, ...] = ()
+    d_sigma68_bins: tuple[float, ...] = ()
 
 
 def _raw(model: LumosNet, batch, chunk: int = 1000):
@@ -103,11 +111,34 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
     return scale, coverage(1.0), coverage(scale)
 
 
-def _pair_d(m1: GaussianMixture, m2: GaussianMixture, c: float) -> np.ndarray:
+def _pair_d(m1: GaussianMixture, m2: GaussianMixture, c: float | SharedError) -> np.ndarray:
     p1, _ = split_shared(m1, c)
     p2, _ = split_shared(m2, c)
     d = (p1.mean() - p2.mean()) / torch.sqrt(p1.variance() + p2.variance())
     return d.numpy()
+
+
+def _unit_width_c(m1: GaussianMixture, m2: GaussianMixture, hi: float = 0.5
+                  ) -> tuple[float, float, float]:
+    """``c`` with sigma68(D) = 1 on these pairs (0 if D is already wide enough)."""
+
+    def width(c: float) -> float:
+        return sigma68(_pair_d(m1, m2, c))
+
+    before = width(0.0)
+    if before >= 1.0:
+        return 0.0, before, before
+    if width(hi) < 1.0:
+        return hi, before, width(hi)
+    c = float(brentq(lambda v: width(v) - 1.0, 0.0, hi, xtol=1e-4))
+    return c, before, width(c)
+
+
+def _pair_mixtures(model: LumosNet, first, second) -> tuple[GaussianMixture, GaussianMixture]:
+    with torch.inference_mode():
+        m1 = model.eval().predict(first).to(torch.float64)
+        m2 = model.predict(second).to(torch.float64)
+    return m1, m2
 
 
 def fit_shared_error(model: LumosNet, first, second) -> tuple[float, float, float]:
@@ -125,26 +156,62 @@ def fit_shared_error(model: LumosNet, first, second) -> tuple[float, float, floa
     c, d_sigma68_before, d_sigma68_after : float
         ``c`` is 0 when D is already at least 1 wide without a shared error.
     """
-    with torch.inference_mode():
-        m1 = model.eval().predict(first).to(torch.float64)
-        m2 = model.predict(second).to(torch.float64)
+    return _unit_width_c(*_pair_mixtures(model, first, second))
 
-    def width(c: float) -> float:
-        return sigma68(_pair_d(m1, m2, c))
 
-    before = width(0.0)
-    if before >= 1.0:
-        return 0.0, before, before
-    hi = 0.5
-    if width(hi) < 1.0:
-        return hi, before, width(hi)
-    c = float(brentq(lambda v: width(v) - 1.0, 0.0, hi, xtol=1e-4))
-    return c, before, width(c)
+def fit_shared_error_curve(model: LumosNet, first, second, bins: int = 6
+                           ) -> tuple[SharedError, list[float]]:
+    """The shared error as a curve of the exposures' relative likelihood width.
+
+    The pairs are split into ``bins`` equal-count bins of ``sqrt(w1 w2)``, the geometric
+    mean of the two exposures' relative widths ``w = std / |mean|``; in each bin ``c`` is the
+    value for which sigma68 of D is 1 (0 where D is already at least 1 wide), placed at the
+    bin's median width.
+
+    Parameters
+    ----------
+    model : LumosNet
+        A likelihood model (its ``sigma_scale`` applied).
+    first, second : StampBatch
+        The two observations of each galaxy.
+    bins : int
+        Number of width bins (at least 1; each should hold a few hundred pairs).
+
+    Returns
+    -------
+    curve : SharedError
+    d_sigma68 : list of float
+        sigma68 of D in each bin with the curve.
+    """
+    return _fit_curve(*_pair_mixtures(model, first, second), bins)
+
+
+def _fit_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int
+               ) -> tuple[SharedError, list[float]]:
+    w = np.sqrt(_relative_width(m1) * _relative_width(m2))
+    good = np.isfinite(w) & (w > 0)
+    edges = np.quantile(w[good], np.linspace(0.0, 1.0, int(bins) + 1))
+    nodes, values = [], []
+    for k in range(int(bins)):
+        sel = good & (w >= edges[k]) & ((w < edges[k + 1]) if k < bins - 1 else (w <= edges[k + 1]))
+        idx = torch.from_numpy(np.flatnonzero(sel))
+        c, _, _ = _unit_width_c(m1[idx], m2[idx])
+        nodes.append(float(np.median(w[sel])))
+        values.append(c)
+    curve = SharedError(_unit_width_c(m1, m2)[0], tuple(nodes), tuple(values))
+    d = _pair_d(m1, m2, curve)
+    per_bin = [float(sigma68(d[good & (w >= edges[k]) & (w <= edges[k + 1])]))
+               for k in range(int(bins))]  # fmt: skip
+    return curve, per_bin
+
+
+def _relative_width(m: GaussianMixture) -> np.ndarray:
+    return (m.std() / m.mean().abs().clamp_min(1e-300)).numpy()
 
 
 def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
                     seed: int = 20_000_001, simulator_kwargs: dict | None = None,
-                    ) -> tuple[LumosNet, CalibrationResult]:
+                    shared: str = "curve") -> tuple[LumosNet, CalibrationResult]:
     """Fit ``sigma_scale`` (and ``shared_error`` for a likelihood model).
 
     Parameters
@@ -161,6 +228,9 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     simulator_kwargs : dict, optional
         :class:`lumos.simulate.Simulator` keywords of the training (``background``, e.g.
         another survey's sky or real cutouts); the pairs get the same ``background``.
+    shared : {"curve", "constant"}
+        The shared error as a curve of the relative likelihood width
+        (:func:`fit_shared_error_curve`) or one number (:func:`fit_shared_error`).
 
     Returns
     -------
@@ -181,7 +251,10 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     out = LumosNet(model.config.replace(sigma_scale=scale))
     out.load_state_dict(model.state_dict())
     out.metadata = dict(getattr(model, "metadata", {}) or {})
-    shared, d0, d1 = 0.0, float("nan"), float("nan")
+    if shared not in ("curve", "constant"):
+        raise ValueError(f"shared must be 'curve' or 'constant', got {shared!r}")
+    shared_c, d0, d1 = 0.0, float("nan"), float("nan")
+    extra: dict = {}
     if model.config.likelihood:
         from dataclasses import replace
 
@@ -189,9 +262,17 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
         pairs = simulate_pairs(int(n_pairs), seed=seed + 1,
                                config=PairSimulation(simulation=pair_sim),
                                background=kwargs.get("background"))  # fmt: skip
-        shared, d0, d1 = fit_shared_error(out, pairs.first, pairs.second)
-        calibrated = LumosNet(out.config.replace(shared_error=shared))
+        m1, m2 = _pair_mixtures(out, pairs.first, pairs.second)
+        shared_c, d0, d1 = _unit_width_c(m1, m2)
+        changes = {"shared_error": shared_c}
+        if shared == "curve":
+            curve, bins = _fit_curve(m1, m2, 6)
+            changes.update(shared_error_widths=curve.widths, shared_error_values=curve.values)
+            d1 = sigma68(_pair_d(m1, m2, curve))
+            extra = {"shared_error_widths": curve.widths,
+                     "shared_error_values": curve.values, "d_sigma68_bins": tuple(bins)}
+        calibrated = LumosNet(out.config.replace(**changes))
         calibrated.load_state_dict(out.state_dict())
         calibrated.metadata = out.metadata
         out = calibrated
-    return out.eval(), CalibrationResult(scale, shared, cov0, cov1, d0, d1)
+    return out.eval(), CalibrationResult(scale, shared_c, cov0, cov1, d0, d1, **extra)

@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--two-component-fraction", type=float, default=0.0,
                    help="fraction of bulge + disk galaxies behind single-Sersic catalogue "
                    "entries")
+    p.add_argument("--two-component-model", choices=("matched", "fit"), default="matched",
+                   help="bulge + disk galaxies matched to the catalogue's single Sersic "
+                   "(matched), or with their own component shapes and a catalogue that is the "
+                   "single-Sersic fit of their light (fit)")
     p.add_argument("--likelihood", action="store_true",
                    help="train a likelihood model: no catalogue magnitude input, fluxes drawn "
                    "log-uniform, importance-weighted loss")
@@ -159,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=4000,
                    help="simulated pairs for the shared error (likelihood models)")
     p.add_argument("--seed", type=int, default=20_000_001, help="calibration seed")
+    p.add_argument("--shared-error", choices=("curve", "constant"), default="curve",
+                   help="shared error of a likelihood model: a curve of the exposure's "
+                   "relative likelihood width (default) or one number")
     p.add_argument("--survey", metavar="FILE",
                    help="survey file of a model trained with --survey (the same survey)")
     p.add_argument("--backgrounds", metavar="MANIFEST",

@@ -379,9 +379,9 @@ def _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf) -> Callable[
         with torch.inference_mode():
             mixture = model(batch)
         if _is_likelihood(model):
-            from .bayes import fill_likelihood
+            from .bayes import SharedError, fill_likelihood
 
-            fill_likelihood(out, rows, mixture, model.config.shared_error, meta.gain)
+            fill_likelihood(out, rows, mixture, SharedError.of(model.config), meta.gain)
         else:
             _fill_from_mixture(out, rows, mixture, meta.gain)
         extra = model.range_flags(batch) if hasattr(model, "range_flags") else 0

@@ -148,6 +148,10 @@ class NetworkConfig:
         on simulated pairs of exposures. The mixture's width holds it; the per-exposure
         likelihood (:func:`lumos.bayes.split_shared`) removes it so that differences
         between exposures are N(0, 1), and co-adds add it back once.
+    shared_error_widths, shared_error_values : tuple of float
+        Optionally, the shared error as a curve of the exposure's relative likelihood
+        width (nodes and values of :class:`lumos.bayes.SharedError`; empty: the constant
+        ``shared_error``).
     """
 
     conv_channels: tuple[int, ...] = (16, 32, 64, 64, 32)
@@ -177,6 +181,8 @@ class NetworkConfig:
     sigma_scale: float = 1.0
     likelihood: bool = False
     shared_error: float = 0.0
+    shared_error_widths: tuple[float, ...] = ()
+    shared_error_values: tuple[float, ...] = ()
 
     @classmethod
     def default(cls) -> NetworkConfig:
@@ -236,6 +242,8 @@ class NetworkConfig:
             raise ValueError(f"sigma_scale must be positive, got {self.sigma_scale}")
         if not 0.0 <= self.shared_error < 1.0:
             raise ValueError(f"shared_error must be in [0, 1), got {self.shared_error}")
+        if len(self.shared_error_widths) != len(self.shared_error_values):
+            raise ValueError("shared_error_widths and shared_error_values differ in length")
         if self.sigma_floor <= 0 or self.systematic_scale < 0:
             raise ValueError("sigma_floor must be > 0 and systematic_scale >= 0")
         if not 0 < 2 * self.border_width < self.stamp_size:

@@ -37,7 +37,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import torch
 
 from . import __version__
 from .bands import N_PAUS_BANDS, PAUS_BANDS, get_band
+from .bulgedisk import describe_bank
 from .flags import Flag
 from .instrument import CCD_SIZE, PIXEL_SCALE
 from .population import (
@@ -212,6 +213,13 @@ class SimulationConfig:
         Fraction of central galaxies drawn as a bulge + disk that the catalogue describes
         with its single-Sersic parameters (:func:`lumos.population.two_component_galaxies`;
         default 0: every galaxy is the single Sersic profile of its catalogue entry).
+    two_component_model : {"matched", "fit"}
+        How a bulge + disk galaxy and its catalogue entry are related: ``"matched"``, the
+        components are drawn to match the population's single-Sersic parameters (composite
+        half-light radius and flux-weighted axis ratio, one position angle); ``"fit"``, the
+        components have their own sizes, axis ratios and misaligned position angles and the
+        catalogue describes the galaxy by the single Sersic profile that fits its light
+        (:mod:`lumos.bulgedisk`), as a catalogue from deeper imaging would.
     flux_prior : {"population", "loguniform"}
         Where the central galaxy's flux in the observed band comes from: its template
         spectrum (``"population"``, the TEAHUPOO colours at its i magnitude), or a draw
@@ -250,6 +258,7 @@ class SimulationConfig:
     shot_noise: str = "poisson"
     catalogue_errors: CatalogueErrors = field(default_factory=CatalogueErrors)
     two_component_fraction: float = 0.0
+    two_component_model: str = "matched"
     flux_prior: str = "population"
     flux_range: tuple[float, float] = (0.2, 1000.0)
     population: PopulationConfig = field(default_factory=PopulationConfig)
@@ -281,6 +290,10 @@ class SimulationConfig:
             raise ValueError(
                 f"shot_noise must be one of {', '.join(_SHOT_NOISE_MODES)}, got {self.shot_noise!r}"
             )
+        if self.two_component_model not in _TWO_COMPONENT_MODELS:
+            raise ValueError(f"two_component_model must be one of "
+                             f"{', '.join(_TWO_COMPONENT_MODELS)}, got "
+                             f"{self.two_component_model!r}")  # fmt: skip
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.flux_prior not in _FLUX_PRIORS:
@@ -522,6 +535,7 @@ def _sum_by_host(images: np.ndarray, host: np.ndarray, m: int) -> np.ndarray:
 
 _SHOT_NOISE_MODES = ("poisson", "gaussian", "none")
 _FLUX_PRIORS = ("population", "loguniform")
+_TWO_COMPONENT_MODELS = ("matched", "fit")
 _FIELD_DTYPES = {
     "i_mag": np.float32,
     "ccd_xy": np.float32,
@@ -810,25 +824,21 @@ class Simulator:
         nb_rate[is_star] = stars.flux_e_per_s[np.arange(n_star), band[host[is_star]]]
         nb_flux = nb_rate * exptime[host]
 
-        # the catalogue
-        cat = self._catalogue(gal, fwhm, rng)
-
         # galaxies that are a bulge + disk, described by the catalogue as one Sersic profile
-        two = np.zeros(m, dtype=bool)
-        if cfg.two_component_fraction > 0:
-            two = rng.random(m) < cfg.two_component_fraction
-        comp = two_component_galaxies(gal.r50[two], gal.n[two], gal.q[two], rng)
+        gal, cat, two, comp = self._bulge_disk(gal, fwhm, rng)
         n_two = int(two.sum())
         render_cat = err.enabled or n_two > 0
 
         # one renderer call for everything
         c_r50, c_n, c_q, c_flux = gal.r50.copy(), gal.n.copy(), gal.q.copy(), np.ones(m)
+        c_pa = gal.pa.copy()
         c_r50[two], c_n[two], c_q[two] = comp["r50_disk"], 1.0, comp["q_disk"]
+        c_pa[two] = comp["pa_disk"]
         c_flux[two] = 1.0 - comp["bulge_fraction"]
         r50 = [c_r50, nb_r50, comp["r50_bulge"]]
         sersic = [c_n, nb_n, np.full(n_two, 4.0)]
         q = [c_q, nb_q, comp["q_bulge"]]
-        pa = [gal.pa, nb_pa, gal.pa[two]]
+        pa = [c_pa, nb_pa, comp["pa_bulge"]]
         pos = [offset, nb_pos, offset[two]]
         flux = [c_flux, nb_flux, comp["bulge_fraction"]]
         psf_f = [fwhm, fwhm[host], fwhm[two]]
@@ -938,6 +948,33 @@ class Simulator:
             ref = np.maximum(gal.flux_e_per_s[:, self._ref_column], 1e-6)
             changes["i_mag"] = POPULATION_ZERO_POINT - 2.5 * np.log10(ref)
         return dataclasses.replace(gal, **changes)
+
+    def _bulge_disk(self, gal, fwhm: np.ndarray, rng: np.random.Generator):
+        """The catalogue, and which galaxies are a bulge + disk with which components.
+
+        ``"matched"``: the catalogue is drawn first and the components are matched to the
+        population's single-Sersic parameters (:func:`lumos.population.two_component_galaxies`).
+        ``"fit"``: the components come from the bank of fitted shapes
+        (:func:`lumos.bulgedisk.describe_bank`), the galaxy's single-Sersic parameters become
+        their fit, and the catalogue (with its errors) is drawn from that fit.
+        """
+        cfg = self.config
+        m = gal.r50.size
+        two = np.zeros(m, dtype=bool)
+        if cfg.two_component_model == "matched":
+            cat = self._catalogue(gal, fwhm, rng)
+            if cfg.two_component_fraction > 0:
+                two = rng.random(m) < cfg.two_component_fraction
+            comp = two_component_galaxies(gal.r50[two], gal.n[two], gal.q[two], rng)
+            comp["pa_bulge"] = comp["pa_disk"] = gal.pa[two]
+            return gal, cat, two, comp
+        if cfg.two_component_fraction > 0:
+            two = rng.random(m) < cfg.two_component_fraction
+        comp = describe_bank(gal.r50[two], gal.n[two], gal.q[two], gal.pa[two], rng)
+        n, q = gal.n.copy(), gal.q.copy()
+        n[two], q[two] = comp["n"], comp["q"]
+        gal = replace(gal, n=n, q=q)
+        return gal, self._catalogue(gal, fwhm, rng), two, comp
 
     def _catalogue(self, gal, fwhm: np.ndarray, rng: np.random.Generator) -> dict:
         """Catalogue parameters: the truth, or the truth with errors."""

@@ -49,21 +49,32 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"lumos calibrate: {args.n} stamps and {args.pairs} pairs, seed {args.seed}")
     out, res = calibrate_model(model, n=args.n, n_pairs=args.pairs, seed=args.seed,
-                               simulator_kwargs=simulator_kwargs)
+                               simulator_kwargs=simulator_kwargs, shared=args.shared_error)
     print(f"lumos calibrate: sigma scale {res.sigma_scale:.4f} (68% coverage "
           f"{res.coverage_before:.3f} -> {res.coverage_after:.3f})")
     if model.config.likelihood:
-        print(f"lumos calibrate: shared error {res.shared_error:.4f} (sigma68 of D on pairs "
-              f"{res.d_sigma68_before:.3f} -> {res.d_sigma68_after:.3f})")
+        if res.shared_error_widths:
+            nodes = ", ".join(f"{w:.3f}: {c:.4f}" for w, c in
+                              zip(res.shared_error_widths, res.shared_error_values, strict=True))
+            print(f"lumos calibrate: shared error by relative width {{{nodes}}} (sigma68 of D "
+                  f"on pairs {res.d_sigma68_before:.3f} -> {res.d_sigma68_after:.3f}; per width "
+                  f"bin {', '.join(f'{d:.3f}' for d in res.d_sigma68_bins)})")
+        else:
+            print(f"lumos calibrate: shared error {res.shared_error:.4f} (sigma68 of D on "
+                  f"pairs {res.d_sigma68_before:.3f} -> {res.d_sigma68_after:.3f})")
     training = dict(out.metadata)
     training["calibration"] = {
         "command": f"lumos calibrate {args.model} --out {args.out} --n {args.n} "
-                   f"--pairs {args.pairs} --seed {args.seed}" + "".join(
+                   f"--pairs {args.pairs} --seed {args.seed} "
+                   f"--shared-error {args.shared_error}" + "".join(
                        f" --{k.replace('_', '-')} {getattr(args, k)}"
                        for k in ("survey", "backgrounds", "background_fraction")
                        if getattr(args, k, None) is not None),
         "seed": args.seed, "n": args.n, "pairs": args.pairs,
         "sigma_scale": res.sigma_scale, "shared_error": res.shared_error,
+        "shared_error_widths": list(res.shared_error_widths),
+        "shared_error_values": list(res.shared_error_values),
+        "d_sigma68_bins": list(res.d_sigma68_bins),
         "coverage68_before": res.coverage_before, "coverage68_after": res.coverage_after,
         "d_sigma68_before": res.d_sigma68_before, "d_sigma68_after": res.d_sigma68_after,
         "seconds": time.perf_counter() - t0, "source_model": str(args.model),

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if start:
         base = load_model(start)
         config = base.config.replace(sigma_scale=1.0,  # calibrate again afterwards
-                                     i_mag_range=mag_range)
+                                     shared_error=0.0, shared_error_widths=(),
+                                     shared_error_values=(), i_mag_range=mag_range)
         if args.likelihood:
             config = config.replace(likelihood=True)
         model = LumosNet(config)
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     sim_config = survey.simulation_config(
         catalogue_errors=errors,
         two_component_fraction=args.two_component_fraction,
+        two_component_model=getattr(args, "two_component_model", "matched"),
         flux_prior="loguniform" if args.likelihood else "population",
     )
     sim_kwargs = training_background(args, survey)

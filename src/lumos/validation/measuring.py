@@ -89,11 +89,11 @@ def measure_lumos(model, obs: Observation, chunk_size: int = 1024) -> dict[str, 
         for lo in range(0, len(batch), chunk_size):
             sub = batch[lo : lo + chunk_size]
             if likelihood:
-                from ..bayes import predict_posterior, split_shared
+                from ..bayes import SharedError, predict_posterior, split_shared
 
                 like = model.predict(sub).to(torch.float64)
                 mix = predict_posterior(model, sub, likelihood=like)
-                per, shared = split_shared(like, model.config.shared_error)
+                per, shared = split_shared(like, SharedError.of(model.config))
                 arrays = per.numpy()
                 for k, v in (("flux_like", per.mean().numpy()), ("flux_like_err",
                              per.std().numpy()), ("flux_shared_err", shared.numpy()),
