@@ -8,6 +8,7 @@ from scipy.stats import ks_2samp
 
 from lumos import population as pop
 from lumos.bands import PAUS_BANDS, band_response
+from lumos.spectra import template_dir
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_fluxes_match_galsim_photometry():
         return galsim.Bandpass(table, wave_type="Angstrom").withZeropoint("AB")
 
     i_bp = bandpass(pop.i_band_response(wave))
-    path = pop._sed_dir() / "CWW_Sbc_ext.sed"
+    path = template_dir() / "CWW_Sbc_ext.sed"
     z, i_mag = 0.4, 20.5
     sed = galsim.SED(str(path), wave_type="Ang", flux_type="flambda").atRedshift(z)
     sed = sed.withMagnitude(i_mag, i_bp)
@@ -138,7 +139,7 @@ def test_bad_input_raises_clear_errors():
 
 
 def test_two_component_galaxies_keep_the_catalogue_half_light_radius():
-    from lumos.population import bulge_disk_half_light_radius, two_component_galaxies
+    from lumos.bulgedisk import bulge_disk_half_light_radius, two_component_galaxies
 
     rng = np.random.default_rng(4)
     r50 = rng.uniform(0.1, 1.5, 500)

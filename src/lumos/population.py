@@ -20,7 +20,7 @@ Magnitudes
     bright galaxies (14% have i < 19 instead of ~3%). ``mag_slope = 0`` is uniform in
     magnitude.
 
-Spectra and band fluxes
+Spectra and band fluxes (:mod:`lumos.spectra`)
     Each galaxy's spectrum is a mixture of two adjacent CWW templates (E, Sbc, Scd, Im,
     the ``*_ext.sed`` files shipped with GalSim) along a continuous type ``t`` in [0, 3]
     whose mean follows the Sersic index (high ``n`` -> early type), plus nebular emission
@@ -40,11 +40,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 
-from .bands import PAUS_BANDS, band_response, get_band
+from .spectra import (
+    STAR_TEMPERATURE_RANGE,
+    TEMPLATE_NAMES,
+    Z_MAX,
+    ZERO_POINT,
+    band_names,
+    galaxy_band_fluxes,
+    i_band_response,
+    mag_to_flux,
+    star_band_fluxes,
+)
 
 __all__ = [
     "PopulationConfig",
@@ -61,29 +70,12 @@ __all__ = [
     "sample_shapes",
     "sample_template_weights",
     "sample_spectra",
-    "two_component_galaxies",
-    "bulge_disk_half_light_radius",
     "galaxy_band_fluxes",
     "star_band_fluxes",
     "mag_to_flux",
     "i_band_response",
+    "ZERO_POINT",
 ]
-
-#: CWW templates, earliest type first (GalSim share/SEDs).
-TEMPLATE_NAMES = ("CWW_E_ext", "CWW_Sbc_ext", "CWW_Scd_ext", "CWW_Im_ext")
-#: Rest-frame H-alpha equivalent width (Angstrom) of each template's emission lines.
-_HALPHA_EW = np.array([0.0, 15.0, 40.0, 80.0])
-#: Emission lines: rest wavelength (Angstrom, air) and flux relative to H-alpha.
-_LINES = (
-    (3727.4, 0.8),  # [OII] doublet
-    (4861.3, 0.3),  # H-beta (with typical dust)
-    (4958.9, 0.13),  # [OIII]
-    (5006.8, 0.4),  # [OIII]
-    (6562.8, 1.0),  # H-alpha
-    (6583.5, 0.3),  # [NII]
-)
-_LINE_SIGMA = 3.0  # rest-frame Gaussian line width, Angstrom
-ZERO_POINT = 24.5  # AB magnitude of 1 e-/s in a PAUS narrow band
 
 # --- COSMOS fit (scripts/fit_cosmos_population.py, k chosen by BIC) -----------------------
 # Columns: i_mag, ln r50 [arcsec], ln n, logit q, ln(1 + z).
@@ -127,13 +119,6 @@ POPULATION_R50_RANGE = (0.05, 5.0)
 POPULATION_N_RANGE = (0.3, 6.2)
 POPULATION_Q_RANGE = (0.05, 1.0)
 
-# Grids of the precomputed flux tables.
-_Z_STEP = 0.005
-_Z_MAX_TABLE = 1.5
-_WAVE_OBS = np.arange(4000.0, 9301.0, 1.0)  # Angstrom
-_STAR_T_GRID = np.linspace(3000.0, 12000.0, 91)  # Kelvin
-
-
 @dataclass(frozen=True)
 class PopulationConfig:
     """Settings of the simulated galaxy population.
@@ -171,8 +156,8 @@ class PopulationConfig:
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             raise ValueError(f"mag_range must be finite and increasing, got {self.mag_range}")
         zlo, zhi = self.z_range
-        if not (0.0 <= zlo < zhi <= _Z_MAX_TABLE):
-            raise ValueError(f"z_range must satisfy 0 <= zmin < zmax <= {_Z_MAX_TABLE}")
+        if not (0.0 <= zlo < zhi <= Z_MAX):
+            raise ValueError(f"z_range must satisfy 0 <= zmin < zmax <= {Z_MAX}")
         if self.type_scatter < 0 or self.line_scatter_dex < 0:
             raise ValueError("type_scatter and line_scatter_dex must be non-negative")
         if not self.flux_max > 0:
@@ -255,104 +240,6 @@ class StarPopulation:
 
     def __len__(self) -> int:
         return int(self.i_mag.shape[0])
-
-
-def i_band_response(wavelength: np.ndarray) -> np.ndarray:
-    """The broad i band used to normalise spectra: flat-topped, 6950-8450 Angstrom at half power.
-
-    Parameters
-    ----------
-    wavelength : array_like
-        Wavelength in Angstrom.
-
-    Returns
-    -------
-    numpy.ndarray
-        Transmission in [0, 1].
-    """
-    x = (np.asarray(wavelength, dtype=float) - 7700.0) / 750.0
-    return np.exp(-np.log(2.0) * x**8)
-
-
-def mag_to_flux(mag: np.ndarray, zero_point: float = ZERO_POINT) -> np.ndarray:
-    """AB magnitude to electrons per second: ``10**(-0.4 * (mag - zero_point))``."""
-    return 10.0 ** (-0.4 * (np.asarray(mag, dtype=float) - zero_point))
-
-
-def _band_tuple(bands) -> tuple[str, ...]:
-    if bands is None:
-        return tuple(PAUS_BANDS)
-    if isinstance(bands, str):
-        bands = (bands,)
-    names = tuple(get_band(b).name for b in bands)
-    if not names:
-        raise ValueError("bands must name at least one band")
-    return names
-
-
-def _response_matrix(bands: tuple[str, ...]) -> np.ndarray:
-    """Photon-counting AB weights on the observed grid, shape (L, B + 1); last column i band.
-
-    ``<f_nu> = sum(f_lambda * lambda * R) / sum(R / lambda)`` up to a constant common to all
-    bands, so band-to-band ratios of these sums are ratios of AB fluxes.
-    """
-    wave = _WAVE_OBS
-    responses = [band_response(b, wave) for b in bands] + [i_band_response(wave)]
-    cols = [wave * r / np.sum(r / wave) for r in responses]
-    return np.stack(cols, axis=1)
-
-
-def _sed_dir() -> Path:
-    import galsim.meta_data  # noqa: PLC0415 - heavy import, only when tables are built
-
-    return Path(galsim.meta_data.share_dir) / "SEDs"
-
-
-@functools.lru_cache(maxsize=8)
-def _galaxy_tables(bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Band fluxes relative to the i-band continuum on the redshift grid.
-
-    Returns
-    -------
-    continuum : numpy.ndarray, shape (Z, T, B + 1)
-        AB flux of each template's continuum in each band (last column: i band, = 1).
-    lines : numpy.ndarray, shape (Z, T, B + 1)
-        AB flux of each template's emission lines (line strength 1), same normalisation.
-    """
-    sed_dir = _sed_dir()
-    z_grid = np.arange(0.0, _Z_MAX_TABLE + 0.5 * _Z_STEP, _Z_STEP)
-    weights = _response_matrix(bands)
-    cont = np.empty((z_grid.size, len(TEMPLATE_NAMES), len(bands) + 1))
-    line = np.empty_like(cont)
-    for t, name in enumerate(TEMPLATE_NAMES):
-        path = sed_dir / f"{name}.sed"
-        if not path.is_file():
-            raise FileNotFoundError(f"GalSim SED template not found: {path}")
-        data = np.loadtxt(path)
-        wave_rest, flam = data[:, 0], data[:, 1]
-        halpha_continuum = np.interp(6562.8, wave_rest, flam)
-        rest = _WAVE_OBS[None, :] / (1.0 + z_grid[:, None])  # (Z, L)
-        spec = np.interp(rest, wave_rest, flam)
-        lines = np.zeros_like(rest)
-        for centre, ratio in _LINES:
-            amplitude = _HALPHA_EW[t] * halpha_continuum * ratio
-            amplitude /= np.sqrt(2 * np.pi) * _LINE_SIGMA
-            lines += amplitude * np.exp(-0.5 * ((rest - centre) / _LINE_SIGMA) ** 2)
-        c = spec @ weights  # (Z, B + 1)
-        li = lines @ weights
-        cont[:, t] = c / c[:, -1:]
-        line[:, t] = li / c[:, -1:]
-    return cont, line
-
-
-@functools.lru_cache(maxsize=8)
-def _star_table(bands: tuple[str, ...]) -> np.ndarray:
-    """Black-body band fluxes relative to the i band on the temperature grid, shape (T, B)."""
-    hc_over_k = 1.438777e8  # Angstrom Kelvin
-    wave = _WAVE_OBS
-    flam = wave[None, :] ** -5 / np.expm1(hc_over_k / (wave[None, :] * _STAR_T_GRID[:, None]))
-    c = flam @ _response_matrix(bands)
-    return c[:, :-1] / c[:, -1:]
 
 
 def sample_i_mag(
@@ -514,158 +401,6 @@ def sample_spectra(
     return weights, strength
 
 
-def _sersic_enclosed(r: np.ndarray, r50: np.ndarray, n: float) -> np.ndarray:
-    """Fraction of a circular Sersic profile's light inside radius ``r``."""
-    from scipy.special import gammainc, gammaincinv
-
-    b = gammaincinv(2.0 * n, 0.5)
-    return gammainc(2.0 * n, b * (r / r50) ** (1.0 / n))
-
-
-def bulge_disk_half_light_radius(bulge_fraction, ratio) -> np.ndarray:
-    """Half-light radius of an n = 4 bulge plus an n = 1 disk of unit half-light radius.
-
-    Parameters
-    ----------
-    bulge_fraction : numpy.ndarray
-        Bulge-to-total flux ratio, shape (N,).
-    ratio : numpy.ndarray
-        Bulge half-light radius over the disk's, shape (N,).
-
-    Returns
-    -------
-    numpy.ndarray, shape (N,)
-        The radius enclosing half the light (circular components), in disk radii.
-    """
-    bt = np.asarray(bulge_fraction, dtype=float)
-    rho = np.asarray(ratio, dtype=float)
-    lo = np.minimum(rho, 1.0) * 0.5
-    hi = np.maximum(rho, 1.0) * 2.0
-    for _ in range(60):  # bisection: the enclosed light grows with r
-        mid = 0.5 * (lo + hi)
-        light = bt * _sersic_enclosed(mid, rho, 4.0) + (1 - bt) * _sersic_enclosed(mid, 1.0, 1.0)
-        below = light < 0.5
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
-
-
-def two_component_galaxies(r50, sersic_n, q, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Bulge + disk galaxies that a single-Sersic catalogue describes as (r50, n, q).
-
-    Real galaxies are not single Sersic profiles; a catalogue fits them with one. This draws,
-    for each single-Sersic description, a two-component galaxy consistent with it: the
-    bulge-to-total ratio grows with n (``0.15 + 0.2 (n - 1)`` with a scatter of 0.1, clipped
-    to 0.05-0.85), the bulge (n = 4) has 0.2-0.6 times the disk's (n = 1) half-light radius,
-    both are scaled so that the composite half-light radius equals ``r50``, the bulge axis
-    ratio is drawn in 0.6-1 and the disk's is set so that the flux-weighted axis ratio is
-    ``q``; both share the position angle.
-
-    Parameters
-    ----------
-    r50, sersic_n, q : numpy.ndarray, shape (N,)
-        The catalogue's single-Sersic description (arcsec, index, axis ratio).
-    rng : numpy.random.Generator
-        Random generator.
-
-    Returns
-    -------
-    dict
-        ``bulge_fraction``, ``r50_bulge``, ``q_bulge``, ``r50_disk``, ``q_disk``.
-    """
-    r50 = np.asarray(r50, dtype=float)
-    n = np.asarray(sersic_n, dtype=float)
-    q = np.asarray(q, dtype=float)
-    m = r50.size
-    bt = np.clip(0.15 + 0.2 * (n - 1.0) + 0.1 * rng.standard_normal(m), 0.05, 0.85)
-    rho = rng.uniform(0.2, 0.6, m)
-    q_bulge = rng.uniform(0.6, 1.0, m)
-    r50_disk = r50 / bulge_disk_half_light_radius(bt, rho)
-    q_disk = np.clip((q - bt * q_bulge) / (1.0 - bt), 0.1, 1.0)
-    return {"bulge_fraction": bt, "r50_bulge": rho * r50_disk, "q_bulge": q_bulge,
-            "r50_disk": r50_disk, "q_disk": q_disk}  # fmt: skip
-
-
-def galaxy_band_fluxes(
-    i_mag: np.ndarray,
-    z: np.ndarray,
-    template_weights: np.ndarray,
-    line_strength: np.ndarray | None = None,
-    bands=None,
-    flux_max: float = 1000.0,
-) -> np.ndarray:
-    """Narrow-band fluxes (e-/s) of galaxies of given i magnitude, redshift and spectrum.
-
-    Parameters
-    ----------
-    i_mag : numpy.ndarray
-        i-band AB magnitudes, shape (N,).
-    z : numpy.ndarray
-        Redshifts in [0, 1.5], shape (N,).
-    template_weights : numpy.ndarray, shape (N, 4)
-        Weights of the CWW templates (normalised to the observed i-band continuum).
-    line_strength : numpy.ndarray, optional
-        Emission-line strength multiplier, shape (N,); None for no lines.
-    bands : sequence of str, optional
-        Band names (default the 40 PAUS narrow bands).
-    flux_max : float
-        Upper clip, e-/s.
-
-    Returns
-    -------
-    numpy.ndarray, shape (N, B)
-        Fluxes in e-/s, clipped to [0, flux_max].
-    """
-    names = _band_tuple(bands)
-    cont, line = _galaxy_tables(names)
-    z = np.asarray(z, dtype=float)
-    if np.any(~np.isfinite(z)) or np.any(z < 0) or np.any(z > _Z_MAX_TABLE):
-        raise ValueError(f"redshifts must lie in [0, {_Z_MAX_TABLE}]")
-    pos = z / _Z_STEP
-    i0 = np.minimum(np.floor(pos).astype(np.int64), cont.shape[0] - 2)
-    f = (pos - i0)[:, None]
-    w = np.asarray(template_weights, dtype=float)
-    if line_strength is not None:
-        table = np.concatenate([cont, line], axis=1)  # (Z, 2T, B + 1)
-        w = np.concatenate([w, np.asarray(line_strength, dtype=float)[:, None] * w], axis=1)
-    else:
-        table = cont
-    total = np.matmul(((1.0 - f) * w)[:, None, :], table[i0])[:, 0]
-    total += np.matmul((f * w)[:, None, :], table[i0 + 1])[:, 0]
-    ratio = total[:, :-1] / total[:, -1:]
-    flux = mag_to_flux(i_mag)[:, None] * ratio
-    return np.clip(flux, 0.0, flux_max)
-
-
-def star_band_fluxes(
-    i_mag: np.ndarray, temperature: np.ndarray, bands=None, flux_max: float = 1000.0
-) -> np.ndarray:
-    """Narrow-band fluxes (e-/s) of black-body stars of given i magnitude and temperature.
-
-    Parameters
-    ----------
-    i_mag : numpy.ndarray
-        i-band AB magnitudes, shape (N,).
-    temperature : numpy.ndarray
-        Temperatures in Kelvin (3000-12000), shape (N,).
-    bands : sequence of str, optional
-        Band names (default the 40 PAUS narrow bands).
-    flux_max : float
-        Upper clip, e-/s.
-
-    Returns
-    -------
-    numpy.ndarray, shape (N, B)
-    """
-    names = _band_tuple(bands)
-    table = _star_table(names)
-    temperature = np.asarray(temperature, dtype=float)
-    ratio = np.stack(
-        [np.interp(temperature, _STAR_T_GRID, table[:, b]) for b in range(len(names))], axis=1
-    )
-    return np.clip(mag_to_flux(i_mag)[:, None] * ratio, 0.0, flux_max)
-
-
 def sample_population(
     n: int,
     rng: np.random.Generator,
@@ -693,7 +428,7 @@ def sample_population(
         raise ValueError(f"number of galaxies must be non-negative, got {n}")
     n = int(n)
     cfg = config or PopulationConfig()
-    names = _band_tuple(bands)
+    names = band_names(bands)
     i_mag = sample_i_mag(n, rng, cfg.mag_range, cfg.mag_slope)
     r50, sersic_n, q, z = sample_shapes(i_mag, rng, cfg.z_range)
     pa = rng.uniform(0.0, 180.0, n)
@@ -742,9 +477,9 @@ def sample_stars(
     -------
     StarPopulation
     """
-    names = _band_tuple(bands)
+    names = band_names(bands)
     lo, hi = temperature_range
-    if not (_STAR_T_GRID[0] <= lo <= hi <= _STAR_T_GRID[-1]):
+    if not (STAR_TEMPERATURE_RANGE[0] <= lo <= hi <= STAR_TEMPERATURE_RANGE[1]):
         raise ValueError(f"temperature_range must lie within 3000-12000 K, got {temperature_range}")
     i_mag = rng.uniform(mag_range[0], mag_range[1], int(n))
     temperature = rng.uniform(lo, hi, int(n))
@@ -769,7 +504,7 @@ class Population:
         self, seed: int | None = None, config: PopulationConfig | None = None, bands=None
     ) -> None:
         self.config = config or PopulationConfig()
-        self.bands = _band_tuple(bands)
+        self.bands = band_names(bands)
         self.rng = np.random.default_rng(seed)
 
     def sample(self, n: int) -> GalaxyPopulation:

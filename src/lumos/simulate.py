@@ -46,7 +46,7 @@ import torch
 
 from . import __version__
 from .bands import N_PAUS_BANDS, PAUS_BANDS, get_band
-from .bulgedisk import describe_bank
+from .bulgedisk import describe_bank, two_component_galaxies
 from .flags import Flag
 from .instrument import CCD_SIZE, PIXEL_SCALE
 from .population import (
@@ -56,7 +56,6 @@ from .population import (
     PopulationConfig,
     sample_population,
     sample_stars,
-    two_component_galaxies,
 )
 from .population import ZERO_POINT as POPULATION_ZERO_POINT
 from .stamps import StampBatch
@@ -211,7 +210,7 @@ class SimulationConfig:
         Errors of the profile-channel parameters (default none).
     two_component_fraction : float
         Fraction of central galaxies drawn as a bulge + disk that the catalogue describes
-        with its single-Sersic parameters (:func:`lumos.population.two_component_galaxies`;
+        with its single-Sersic parameters (:func:`lumos.bulgedisk.two_component_galaxies`;
         default 0: every galaxy is the single Sersic profile of its catalogue entry).
     two_component_model : {"matched", "fit"}
         How a bulge + disk galaxy and its catalogue entry are related: ``"matched"``, the
@@ -953,7 +952,7 @@ class Simulator:
         """The catalogue, and which galaxies are a bulge + disk with which components.
 
         ``"matched"``: the catalogue is drawn first and the components are matched to the
-        population's single-Sersic parameters (:func:`lumos.population.two_component_galaxies`).
+        population's single-Sersic parameters (:func:`lumos.bulgedisk.two_component_galaxies`).
         ``"fit"``: the components come from the bank of fitted shapes
         (:func:`lumos.bulgedisk.describe_bank`), the galaxy's single-Sersic parameters become
         their fit, and the catalogue (with its errors) is drawn from that fit.

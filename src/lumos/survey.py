@@ -72,6 +72,7 @@ from .bands import (
     register_band,
 )
 from .errors import LumosError
+from .spectra import clear_flux_tables
 
 #: Marks a field missing from a survey file.
 _ABSENT = object()
@@ -755,8 +756,5 @@ class SurveySky:
 
 def clear_population_tables() -> None:
     """Forget the population's cached band tables (a band was redefined)."""
-    from . import population
-
-    population._galaxy_tables.cache_clear()
-    population._star_table.cache_clear()
+    clear_flux_tables()
 
