@@ -26,7 +26,10 @@ The model-profile channel is drawn by the same renderer from the *catalogue* par
 the catalogue's mistakes, unless asked to.
 
 Everything is vectorised over stamps and rendered in chunks; the same seed gives identical
-batches.
+batches. The pieces live in their own modules: the settings in :mod:`lumos.simconfig`, the
+galaxies, neighbours and stars in :mod:`lumos.scene`, the exposure (PSF, offsets, noise,
+background, stamp assembly) in :mod:`lumos.observe`, the file format in :mod:`lumos.simfile`;
+this module's :class:`Simulator` draws them in one fixed order.
 """
 
 from __future__ import annotations
