@@ -15,7 +15,8 @@ import numpy as np
 
 from lumos.stats import sigma68
 
-__all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "median_sigma68", "best_of"]
+__all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "median_sigma68", "best_of",
+           "galsim_toysim"]
 
 #: The repository checkout.
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +58,14 @@ def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times), float(np.median(times))
+
+
+def galsim_toysim():
+    """The GalSim reference simulation of the tests (``tests/galsim_toysim.py``), as a module."""
+    import importlib.util  # noqa: PLC0415
+
+    path = ROOT / "tests" / "galsim_toysim.py"
+    spec = importlib.util.spec_from_file_location("galsim_toysim", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -10,7 +10,7 @@ Prints
   Cramer-Rao bound of the true profile, sky and flux.
 
 Simulations: ``--sim toy`` (default) draws Sersic * Moffat galaxies with GalSim
-(:mod:`lumos.classical.toysim`; NB685, 90 s, sky 190 e-/pixel, read noise 5 e-, PSF FWHM 0.85
+(``tests/galsim_toysim.py``; NB685, 90 s, sky 190 e-/pixel, read noise 5 e-, PSF FWHM 0.85
 arcsec, beta 3.5); ``--sim lumos`` uses the project simulator :mod:`lumos.simulate` (TEAHUPOO
 population, NB685, flat sky, no neighbours unless ``--neighbours``).
 
@@ -26,10 +26,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _common import FIELD_DIR
+from _common import FIELD_DIR, galsim_toysim
 
 from lumos.classical import ContextCutouts, cramer_rao_sigma, measure_classical
-from lumos.classical.toysim import simulate_cutouts
 from lumos.flags import Flag
 from lumos.stats import sigma68
 
@@ -50,7 +49,7 @@ _SHARED: dict = {}  # cutouts inherited by forked workers (no pickling of the pi
 
 def toy_simulation(n: int, seed: int, n_profiles: int):
     """GalSim simulation: cutouts, true i magnitudes, true profiles, true sky per pixel."""
-    sim = simulate_cutouts(n, seed=seed, n_profiles=n_profiles, size=100)
+    sim = galsim_toysim().simulate_cutouts(n, seed=seed, n_profiles=n_profiles, size=100)
     c = sim.cutouts
     return c, sim.i_mag, c.profile, np.full(len(c), 190.0)
 
@@ -91,7 +90,6 @@ def field_cutouts(folder: Path):
     from astropy.io import fits
     from astropy.table import Table
 
-    from lumos.classical.toysim import draw_profiles
     from lumos.stamps import cut_stamps
 
     with warnings.catch_warnings():
@@ -104,7 +102,7 @@ def field_cutouts(folder: Path):
         raise SystemExit("field-nb685: catalogue and truth rows differ")
     cut = cut_stamps(image, np.asarray(cat["x"]), np.asarray(cat["y"]), size=100)
     r50, n, q, pa = (np.asarray(cat[k], dtype=float) for k in ("r50", "sersic_n", "q", "pa"))
-    profile = draw_profiles(
+    profile = galsim_toysim().draw_profiles(
         r50,
         n,
         q,

@@ -19,6 +19,7 @@ import time
 import torch
 
 from lumos import simulate as sim_mod
+from lumos.observe import default_renderer
 from lumos.simulate import FlatSky, SimulationConfig, Simulator
 
 
@@ -93,7 +94,7 @@ def main() -> None:
         if args.renderer == "blob":
             inner = _BlobRenderer(size, pixel_scale)
         else:
-            inner = sim_mod._default_renderer_factory(size, pixel_scale)
+            inner = default_renderer(size, pixel_scale)
         r = _Timed(inner, "render")
         renderers.append(r)
         return r

@@ -112,3 +112,27 @@ def test_fit_mode_simulation_describes_galaxies_by_their_fit():
     assert np.median(diff) > 1e-3 and diff.max() > 0.02 and np.median(diff) < 0.3
     with pytest.raises(ValueError, match="two_component_model"):
         SimulationConfig(two_component_model="spiral")
+
+
+def test_pairs_observe_the_same_bulge_disk_galaxies_behind_their_fit():
+    """Both exposures of a pair show one bulge + disk galaxy; the profile channel is its
+    single-Sersic fit, so without noise the pixels are not truth x profile, and the
+    galaxy light (pixels / truth) is the same on the sky in both exposures."""
+    from lumos.pairs import PairSimulation, simulate_pairs
+    from lumos.simulate import SimulationConfig
+    from lumos.sky.flat import FlatSky
+
+    base = dict(shot_noise="none", chunk_size=8, close_neighbour_fraction=0.0,
+                random_neighbours=0.0, psf_fwhm_range=(0.9, 0.9), psf_beta_range=(3.0, 3.0))
+    cfg = PairSimulation(SimulationConfig(two_component_fraction=1.0, two_component_model="fit",
+                                          **base))  # fmt: skip
+    pairs = simulate_pairs(6, seed=3, config=cfg, background=FlatSky(0.0, 0.0))
+    for side in (pairs.first, pairs.second):
+        light = side.pixels / side.truth[:, None, None]
+        resid = (light - side.profile).abs().sum(dim=(1, 2))
+        assert float(resid.max()) > 1e-3  # the galaxy is not its catalogue profile
+        np.testing.assert_allclose(light.sum(dim=(1, 2)).numpy(), 1.0, atol=0.05)
+    plain = simulate_pairs(6, seed=3, config=PairSimulation(SimulationConfig(**base)),
+                           background=FlatSky(0.0, 0.0))  # fmt: skip
+    light = plain.first.pixels / plain.first.truth[:, None, None]
+    assert float((light - plain.first.profile).abs().max()) < 1e-4

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sep
+from galsim_toysim import gaussian_profiles, simulate_cutouts
 from photutils.aperture import EllipticalAperture, aperture_photometry
 
 from lumos.classical import aperture_photometry as lumos_aperture
 from lumos.classical import aperture_semi_major
 from lumos.classical.geometry import aperture_sum
-from lumos.classical.toysim import gaussian_profiles, simulate_cutouts
 from lumos.flags import Flag
 from lumos.instrument import PIXEL_SCALE
 

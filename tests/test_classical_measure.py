@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from galsim_toysim import gaussian_profiles, simulate_cutouts
 
 from lumos.classical import METHODS, ContextCutouts, measure_classical
-from lumos.classical.toysim import gaussian_profiles, simulate_cutouts
 from lumos.flags import Flag
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from galsim_toysim import simulate_cutouts
 
 from lumos.classical import fit_amplitude, fit_amplitude_nelder_mead, modelfit_photometry
 from lumos.classical.modelfit import _gradient, _objective
-from lumos.classical.toysim import simulate_cutouts
 from lumos.flags import Flag
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sep
+from galsim_toysim import simulate_cutouts
 from photutils.aperture import EllipticalAperture, aperture_photometry
 
 from lumos.classical import sep_auto_cutouts, sep_auto_photometry
 from lumos.classical.geometry import aperture_sum
-from lumos.classical.toysim import simulate_cutouts
 from lumos.flags import Flag
 
 

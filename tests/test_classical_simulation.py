@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from galsim_toysim import simulate_cutouts
 
 from lumos.classical import measure_classical
-from lumos.classical.toysim import simulate_cutouts
 from lumos.stats import sigma68
 
 BINS = [(18, 19), (19, 20), (20, 21), (21, 22), (22, 23)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from galsim_toysim import draw_profiles, magnitude_to_electrons, simulate_cutouts
 
 from lumos.classical import ContextCutouts, cramer_rao_sigma, weighted_photometry
-from lumos.classical.toysim import draw_profiles, magnitude_to_electrons, simulate_cutouts
 from lumos.flags import Flag
 
 

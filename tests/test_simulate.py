@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lumos import simulate as sim_mod
+from lumos import observe
 from lumos.bands import get_band
 from lumos.instrument import CCD_HEIGHT, CCD_WIDTH, PIXEL_SCALE
 from lumos.simulate import (
@@ -30,8 +30,8 @@ def _renderer_works() -> bool:
     if importlib.util.find_spec("lumos.profiles") is None:
         return False
     try:
-        image = sim_mod._default_renderer_factory(60, PIXEL_SCALE).render(
-            [0.3], [1.0], [0.7], [10.0], sim_mod._default_psf_factory([0.9], [3.0])
+        image = observe.default_renderer(60, PIXEL_SCALE).render(
+            [0.3], [1.0], [0.7], [10.0], observe.moffat_psf([0.9], [3.0])
         )
     except Exception:  # noqa: BLE001 - renderer not ready: fall back to the stand-in
         return False
@@ -75,8 +75,8 @@ def renderer(monkeypatch):
     """Use lumos.profiles when present, else the GalSim stand-in."""
     if not HAVE_RENDERER:
         pytest.importorskip("galsim")
-        monkeypatch.setattr(sim_mod, "_default_renderer_factory", _GalSimRenderer)
-        monkeypatch.setattr(sim_mod, "_default_psf_factory", _GalSimPSF)
+        monkeypatch.setattr(observe, "default_renderer", _GalSimRenderer)
+        monkeypatch.setattr(observe, "moffat_psf", _GalSimPSF)
 
 
 def _config(**kw) -> SimulationConfig:

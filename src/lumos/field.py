@@ -18,6 +18,11 @@ from astropy.table import Table
 
 from .bands import get_band
 from .instrument import CCD_SHAPE, PIXEL_SCALE
+from .observe import default_renderer
+from .population import sample_population
+from .psf import MoffatPSF
+from .simconfig import apply_catalogue_errors
+from .sky import SyntheticSky
 from .stamps import stamp_origin
 
 __all__ = ["SimulatedField", "simulate_field"]
@@ -98,7 +103,7 @@ def simulate_field(
         Galaxies are placed at least this many pixels inside the image.
     progress : bool
         Show a progress bar while rendering.
-    catalogue_errors : lumos.simulate.CatalogueErrors, optional
+    catalogue_errors : lumos.simconfig.CatalogueErrors, optional
         Errors of the catalogue's r50, n, q, pa and i mag and of the header's PSF FWHM (one
         draw for the exposure), as an external catalogue and a PSF model have them; the
         image is the same with or without them (their draws come from their own stream).
@@ -109,11 +114,6 @@ def simulate_field(
     SimulatedField
     """
     from tqdm.auto import tqdm
-
-    from .population import sample_population
-    from .profiles import SersicRenderer
-    from .psf import MoffatPSF
-    from .sky import SyntheticSky
 
     rng = np.random.default_rng(seed)
     b = get_band(band)
@@ -132,7 +132,7 @@ def simulate_field(
     model = np.zeros_like(image)
     bar = tqdm(total=n_galaxies, desc="rendering field", unit="gal", disable=not progress)
     for size in np.unique(sizes):
-        renderer = SersicRenderer(size=int(size), pixel_scale=PIXEL_SCALE)
+        renderer = default_renderer(int(size), PIXEL_SCALE)
         for start in range(0, n_galaxies, 256):
             idx = np.flatnonzero(sizes == size)[start : start + 256]
             if idx.size == 0:
@@ -164,8 +164,6 @@ def simulate_field(
     ids = np.arange(1, n_galaxies + 1)
     cat = {"r50": pop.r50, "n": pop.n, "q": pop.q, "pa": pop.pa, "i_mag": pop.i_mag}
     if catalogue_errors is not None and catalogue_errors.enabled:
-        from .simulate import apply_catalogue_errors
-
         err_rng = np.random.default_rng([seed, 1])
         cat = apply_catalogue_errors(catalogue_errors, pop.r50, pop.n, pop.q, pop.pa,
                                      pop.i_mag, np.full(n_galaxies, psf_fwhm), err_rng)  # fmt: skip

@@ -18,8 +18,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .bands import band_from_index
-from .flags import Flag
+from .observe import (
+    Exposure,
+    default_background,
+    default_renderer,
+    draw_pointing,
+    expose,
+    moffat_psf,
+    profile_flags,
+    render,
+    stamp_batch,
+    sum_by_host,
+)
+from .psf import MoffatPSF
+from .scene import Scene, SimulatedBands, draw_neighbours, fitted_bulge_disks, galaxy_components
+from .simconfig import SimulationConfig, apply_catalogue_errors
 from .stamps import StampBatch
 
 __all__ = ["PairSet", "PairSimulation", "simulate_pairs", "PAIRINGS"]
@@ -219,8 +232,6 @@ class PairSimulation:
 
     def __post_init__(self) -> None:
         if self.simulation is None:
-            from .simulate import SimulationConfig
-
             object.__setattr__(self, "simulation", SimulationConfig())
         if self.profile_psf_beta is not None and not self.profile_psf_beta > 1.0:
             raise ValueError(f"profile_psf_beta must be > 1, got {self.profile_psf_beta}")
@@ -234,59 +245,6 @@ class PairSimulation:
             "profile_psf_beta": self.profile_psf_beta,
             "profile_psf_fwhm_error": self.profile_psf_fwhm_error,
         }
-
-
-_STAR_R50, _STAR_N = 0.02, 0.5  # stars drawn as near-point Sersic profiles (as the simulator)
-
-
-def _neighbours(cfg, m: int, band: np.ndarray, exptime: np.ndarray, rng: np.random.Generator,
-                bands=None):
-    """Neighbours of ``m`` galaxies, fixed on the sky: host, relative position, shape, flux.
-
-    ``bands`` is the :class:`lumos.simulate.Simulator` whose bands (PAUS or a survey's)
-    give the neighbours' fluxes; ``band`` indexes its flux columns.
-    """
-    from .population import sample_population, sample_stars
-
-    s = cfg.stamp_size
-    rows = np.arange(m)
-    close = rng.random(m) < cfg.close_neighbour_fraction
-    n_close = int(close.sum())
-    dist = rng.uniform(*cfg.close_neighbour_distance, n_close)
-    angle = rng.uniform(0.0, 2.0 * np.pi, n_close)
-    close_pos = np.column_stack([dist * np.cos(angle), dist * np.sin(angle)])
-    half = s / 2.0 + cfg.neighbour_margin
-    n_random = rng.poisson(cfg.random_neighbours * (2.0 * half / s) ** 2, m)
-    random_host = np.repeat(rows, n_random)
-    random_pos = rng.uniform(-half, half, (random_host.size, 2))
-    host = np.concatenate([rows[close], random_host]).astype(np.int64)
-    rel = np.concatenate([close_pos, random_pos])
-    k = host.size
-    star = rng.random(k) < cfg.star_fraction
-    n_star = int(star.sum())
-    flux_bands = None if bands is None else bands._flux_bands
-    gal = sample_population(k - n_star, rng, bands=flux_bands, config=cfg.neighbour_population)
-    stars = sample_stars(n_star, rng, bands=flux_bands, mag_range=cfg.star_mag_range)
-    if bands is not None:
-        gal = bands._in_survey_units(gal)
-        if bands._flux_scale is not None:
-            stars.flux_e_per_s = stars.flux_e_per_s * bands._flux_scale
-    r50, n, q, pa = np.full(k, _STAR_R50), np.full(k, _STAR_N), np.ones(k), np.zeros(k)
-    rate = np.empty(k)
-    g = ~star
-    r50[g], n[g], q[g], pa[g] = gal.r50, gal.n, gal.q, gal.pa
-    rate[g] = gal.flux_e_per_s[np.arange(k - n_star), band[host[g]]]
-    rate[star] = stars.flux_e_per_s[np.arange(n_star), band[host[star]]]
-    return host, rel, r50, n, q, pa, rate * exptime[host]
-
-
-def _shot_noise(expected: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
-    if mode == "poisson":
-        return rng.poisson(expected).astype(np.float32)
-    if mode == "gaussian":
-        return (expected + np.sqrt(expected) * rng.standard_normal(expected.shape)).astype(
-            np.float32)
-    return expected.astype(np.float32)
 
 
 def simulate_pairs(
@@ -319,13 +277,13 @@ def simulate_pairs(
     config : PairSimulation, optional
         Settings (default: the training simulation, a perfect PSF model).
     background : BackgroundSource, optional
-        Background stamps (default :func:`lumos.simulate.default_background`).
+        Background stamps (default :func:`lumos.observe.default_background`).
     psf_factory : callable, optional
         ``psf_factory(fwhm, beta)`` -> batched PSF of the galaxy and its neighbours
         (default :class:`lumos.psf.MoffatPSF`).
     renderer_factory : callable, optional
-        ``renderer_factory(size, pixel_scale)`` (default
-        :class:`lumos.profiles.SersicRenderer`).
+        ``renderer_factory(size, pixel_scale)`` (default the shared
+        :func:`lumos.observe.default_renderer`).
 
     Returns
     -------
@@ -333,103 +291,35 @@ def simulate_pairs(
         With ``truth`` (true flux in electrons, equal for both observations), ids
         0..n-1, band names, and image names ``"sim-1"``/``"sim-2"``.
     """
-    from .population import sample_population
-    from .profiles import SersicRenderer, valid_profile_parameters
-    from .psf import MoffatPSF
-    from .simulate import Simulator, apply_catalogue_errors, default_background
-
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of pairs must be a positive integer, got {n!r}")
     config = PairSimulation() if config is None else config
     cfg = config.simulation
     background = default_background() if background is None else background
     psf_factory = psf_factory or MoffatPSF
-    renderer = (renderer_factory or SersicRenderer)(cfg.stamp_size, cfg.pixel_scale)
-    # the simulator's band bookkeeping: PAUS bands, or a survey's (its flux columns,
-    # zero points, exposure times and network slots)
-    bands = Simulator(cfg, background=background)
-    numbers = bands._band_numbers
     s = cfg.stamp_size
+    renderer = (renderer_factory or default_renderer)(s, cfg.pixel_scale)
+    bands = SimulatedBands(cfg.bands, cfg.reference_band)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0x50414952,)))
     sides: list[list[StampBatch]] = [[], []]
     band_all = []
     for start in range(0, int(n), cfg.chunk_size):
         m = min(cfg.chunk_size, int(n) - start)
-        gal = bands._in_survey_units(sample_population(m, rng, bands=bands._flux_bands,
-                                                       config=cfg.population))
-        band = numbers[rng.integers(0, numbers.size, m)]
-        state = (rng.random(m) < cfg.camera_state_prob).astype(np.int64)
-        band_idx = bands._slot[band] + bands._n_slots * state
-        exptime = bands._exptime[band]
-        truth = gal.flux_e_per_s[np.arange(m), band] * exptime
-        host, rel, nb_r50, nb_n, nb_q, nb_pa, nb_flux = _neighbours(cfg, m, band, exptime, rng,
-                                                                    bands)  # fmt: skip
-        # one catalogue per galaxy, shared by both exposures (exact unless the simulation
-        # settings carry catalogue errors)
-        cat = apply_catalogue_errors(cfg.catalogue_errors, gal.r50, gal.n, gal.q, gal.pa,
-                                     gal.i_mag, np.ones(m), rng)  # fmt: skip
-        ok = valid_profile_parameters(torch.as_tensor(cat["r50"]), torch.as_tensor(cat["n"]),
-                                      torch.as_tensor(cat["q"]))
-        flags = np.where(np.asarray(ok), 0, int(Flag.BAD_PROFILE)).astype(np.int64)
+        scene, band, state, truth = _draw_scene(cfg, m, bands, rng)
         band_all.append(band)
         for side in range(2):
-            ccd_xy = rng.random((m, 2)) * np.asarray(cfg.ccd_size, dtype=float)
-            fwhm = rng.uniform(*cfg.psf_fwhm_range, m)
-            beta = rng.uniform(*cfg.psf_beta_range, m)
-            offset = rng.random((m, 2)) - 0.5
-            fwhm_err = rng.standard_normal(m)
-
-            def t(a):
-                return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
-
-            images = renderer.render(
-                t(np.concatenate([gal.r50, nb_r50])), t(np.concatenate([gal.n, nb_n])),
-                t(np.concatenate([gal.q, nb_q])), t(np.concatenate([gal.pa, nb_pa])),
-                psf_factory(t(np.concatenate([fwhm, fwhm[host]])),
-                            t(np.concatenate([beta, beta[host]]))),
-                offset=t(np.concatenate([offset, rel + offset[host]])),
-                flux=t(np.concatenate([np.ones(m), nb_flux])),
-            ).detach().to(torch.float32)
-            profile_true = images[:m]
-            neighbours = torch.zeros(m, s, s).index_add_(0, torch.as_tensor(host), images[m:])
-            mismatch = (config.profile_psf_beta is not None or config.profile_psf_fwhm_error > 0
-                        or psf_factory is not MoffatPSF or cfg.catalogue_errors.enabled)
-            if mismatch:
-                p_beta = beta if config.profile_psf_beta is None else np.full(
-                    m, config.profile_psf_beta)
-                fwhm_sigma = math.hypot(config.profile_psf_fwhm_error,
-                                        cfg.catalogue_errors.psf_fwhm_frac)
-                p_fwhm = fwhm * np.exp(fwhm_sigma * fwhm_err)
-                profile = renderer.render(t(cat["r50"]), t(cat["n"]), t(cat["q"]), t(cat["pa"]),
-                                          MoffatPSF(t(p_fwhm), t(p_beta)),
-                                          offset=t(offset)).detach().to(torch.float32)
-            else:
-                profile = profile_true
-            expected = (profile_true * torch.as_tensor(truth, dtype=torch.float32)[:, None, None]
-                        + neighbours).clamp_min(0.0).numpy()
-            sources = _shot_noise(expected, cfg.shot_noise, rng)
-            bg = background.sample(m, s, band_idx, ccd_xy, exptime, rng)
-            pixels = np.asarray(bg.pixels, dtype=np.float32) + sources
-            sides[side].append(StampBatch(
-                pixels=torch.from_numpy(pixels),
-                profile=profile.contiguous(),
-                i_mag=torch.as_tensor(cat["i_mag"], dtype=torch.float32),
-                ccd_xy=torch.as_tensor(ccd_xy, dtype=torch.float32),
-                band_idx=torch.as_tensor(band_idx, dtype=torch.int64),
-                flags=torch.as_tensor(flags),
-                offset=torch.as_tensor(offset, dtype=torch.float32),
-                truth=torch.as_tensor(truth, dtype=torch.float32),
-            ))
-    if bands._flux_bands is None:  # PAUS: band numbers
-        band_names = np.array([band_from_index(int(b))[0].name
-                               for b in np.concatenate(band_all)])  # fmt: skip
-    else:  # a survey: columns of its bands
-        band_names = np.array(bands._flux_bands)[np.concatenate(band_all)]
+            ccd_xy, fwhm, beta, offset = draw_pointing(m, cfg, rng)
+            exposure = Exposure(band=band, camera_state=state,
+                                band_idx=bands.band_index(band, state),
+                                exposure_time=bands.exposure_time(band), ccd_xy=ccd_xy,
+                                psf_fwhm=fwhm, psf_beta=beta, offset=offset)  # fmt: skip
+            sides[side].append(_observe_scene(scene, exposure, truth, config, renderer,
+                                              psf_factory, background, rng))  # fmt: skip
     return PairSet(
         first=StampBatch.concat(sides[0]),
         second=StampBatch.concat(sides[1]),
         ids=np.arange(int(n)),
-        bands=band_names,
+        bands=bands.names(np.concatenate(band_all)),
         images=np.tile(np.array(["sim-1", "sim-2"]), (int(n), 1)),
         source={
             "kind": "simulation",
@@ -442,5 +332,62 @@ def simulate_pairs(
     )
 
 
-# =======================================================================================
-# pairs from measurement tables
+def _draw_scene(cfg, m: int, bands: SimulatedBands, rng: np.random.Generator):
+    """``m`` galaxies fixed on the sky with their neighbours and one catalogue (shared by
+    both exposures, exact unless the settings carry catalogue errors), and the band and
+    camera state they are observed in. Returns ``(scene, band, state, truth)``."""
+    gal = bands.galaxies(m, rng, cfg.population)
+    band, state = bands.draw(m, cfg.camera_state_prob, rng)
+    truth = gal.flux_e_per_s[np.arange(m), band] * bands.exposure_time(band)
+    nb = draw_neighbours(cfg, m, cfg.stamp_size, bands, rng, on_sky=True)
+    fitted = None
+    if cfg.two_component_model == "fit":
+        gal, fitted = fitted_bulge_disks(cfg, gal, rng)
+    cat = apply_catalogue_errors(cfg.catalogue_errors, gal.r50, gal.n, gal.q, gal.pa,
+                                 gal.i_mag, np.ones(m), rng)  # fmt: skip
+    return Scene(gal, nb, cat, galaxy_components(cfg, gal, rng, fitted)), band, state, truth
+
+
+def _observe_scene(scene: Scene, exposure: Exposure, truth: np.ndarray,
+                   config: PairSimulation, renderer, psf_factory: Callable, background,
+                   rng: np.random.Generator) -> StampBatch:
+    """One exposure of a scene: the galaxies and neighbours through the true PSF, the
+    profile channel through the catalogue's PSF model, shot noise and a background."""
+    cfg = config.simulation
+    gal, nb, cat = scene.galaxies, scene.neighbours, scene.catalogue
+    m, host = len(gal), nb.host
+    fwhm, beta, offset = exposure.psf_fwhm, exposure.psf_beta, exposure.offset
+    c = scene.components
+    two, k = c.two, len(nb)
+    fwhm_err = rng.standard_normal(m)
+    images = render(renderer, psf_factory, np.concatenate([c.r50, nb.r50, c.bulge_r50]),
+                    np.concatenate([c.n, nb.n, np.full(c.n_two, 4.0)]),
+                    np.concatenate([c.q, nb.q, c.bulge_q]),
+                    np.concatenate([c.pa, nb.pa, c.bulge_pa]),
+                    np.concatenate([offset, nb.canvas_position(offset), offset[two]]),
+                    np.concatenate([c.flux, nb.flux(exposure.band, exposure.exposure_time),
+                                    c.bulge_flux]),
+                    np.concatenate([fwhm, fwhm[host], fwhm[two]]),
+                    np.concatenate([beta, beta[host], beta[two]]))  # fmt: skip
+    profile_true = images[:m]
+    profile_true[two] += images[m + k :]
+    neighbours = sum_by_host(images[m : m + k], host, m)
+    mismatch = (config.profile_psf_beta is not None or config.profile_psf_fwhm_error > 0
+                or psf_factory not in (moffat_psf, MoffatPSF) or cfg.catalogue_errors.enabled
+                or c.n_two > 0)
+    if mismatch:
+        p_beta = beta if config.profile_psf_beta is None else np.full(m, config.profile_psf_beta)
+        fwhm_sigma = math.hypot(config.profile_psf_fwhm_error, cfg.catalogue_errors.psf_fwhm_frac)
+        p_fwhm = fwhm * np.exp(fwhm_sigma * fwhm_err)
+        profile = render(renderer, moffat_psf, cat["r50"], cat["n"], cat["q"], cat["pa"], offset,
+                         np.ones(m), p_fwhm, p_beta)  # fmt: skip
+    else:
+        profile = profile_true
+    light = profile_true * truth.astype(np.float32)[:, None, None] + neighbours
+    sources, bg = expose(light, cfg.shot_noise, background, exposure, rng)
+    pixels = np.asarray(bg.pixels, dtype=np.float32) + sources
+    return stamp_batch(pixels, profile, i_mag=cat["i_mag"], ccd_xy=exposure.ccd_xy,
+                       band_idx=exposure.band_idx,
+                       flags=profile_flags(cat["r50"], cat["n"], cat["q"]), offset=offset,
+                       truth=truth)  # fmt: skip
+

@@ -3,7 +3,8 @@
 Modules: :mod:`~lumos.sky.base` (sample type, protocol, artefact bits),
 :mod:`~lumos.sky.noise` (robust noise estimate), :mod:`~lumos.sky.synthetic` (PAUCam-like
 synthetic sky), :mod:`~lumos.sky.artefacts` (cosmic rays, defects, saturated stars),
-:mod:`~lumos.sky.real` (cutouts of real images), :mod:`~lumos.sky.composite` (mixtures).
+:mod:`~lumos.sky.real` (cutouts of real images), :mod:`~lumos.sky.composite` (mixtures),
+:mod:`~lumos.sky.flat` (a flat sky with Gaussian noise).
 """
 
 from lumos.sky.base import (
@@ -12,6 +13,7 @@ from lumos.sky.base import (
     BackgroundSource,
 )
 from lumos.sky.composite import CompositeBackground
+from lumos.sky.flat import FlatSky
 from lumos.sky.noise import robust_sigma
 from lumos.sky.real import RealImageBackground
 from lumos.sky.synthetic import ScatteredLight, SyntheticSky
@@ -21,6 +23,7 @@ __all__ = [
     "BackgroundSample",
     "BackgroundSource",
     "SyntheticSky",
+    "FlatSky",
     "ScatteredLight",
     "RealImageBackground",
     "CompositeBackground",

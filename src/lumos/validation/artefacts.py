@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..observe import shot_noise
 from ..population import PopulationConfig, sample_population
 from ..sky.artefacts import add_cosmic_rays
 from ..sky.base import Artefact
@@ -193,7 +194,7 @@ def _measure_sets(model, t, rng: np.random.Generator, methods: Sequence[str]) ->
         "cosmic_rays": clean.with_pixels(inject_cosmic_rays(pixels, rng)),
         "scattered_light": clean.with_pixels(pixels + noisy_light, sky_model + light),
         "neighbour": clean.with_pixels(
-            pixels + rng.poisson(np.maximum(nb_img, 0)).astype(np.float32)
+            pixels + shot_noise(np.maximum(nb_img, 0), "poisson", rng)
         ),
     }
     return {kind: measure_all(model, sets[kind], methods) for kind in KINDS}

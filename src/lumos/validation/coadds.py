@@ -29,11 +29,10 @@ from ..backgrounds import SyntheticSky
 from ..bands import PAUS_BANDS
 from ..coadd import inverse_variance_coadd
 from ..flags import UNUSABLE
-from ..instrument import CCD_SIZE
 from ..stats import pair_pull, sigma68
 from .measuring import measure_all, measure_lumos
 from .metrics import MAG_BINS, binned_statistic
-from .scenes import draw_targets, experiment_rng, observe
+from .scenes import another_exposure, draw_targets, experiment_rng, observe
 
 __all__ = ["run_coadds"]
 
@@ -106,10 +105,7 @@ def run_coadds(model, n: int, seed: int, n_exposures: int = 4,
     likelihood = bool(getattr(model.config, "likelihood", False))
     meas, first_obs = [], None
     for k in range(n_exposures):
-        t = first if k == 0 else first.replace(
-            psf_fwhm=rng.uniform(0.6, 1.3, n), psf_beta=rng.uniform(2.5, 5.0, n),
-            offset=rng.random((n, 2)) - 0.5,
-            ccd_xy=rng.random((n, 2)) * np.asarray(CCD_SIZE, dtype=float))  # fmt: skip
+        t = first if k == 0 else another_exposure(first, rng)
         obs = observe(t, sky, rng)
         if k == 0:
             first_obs = obs

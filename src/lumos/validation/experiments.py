@@ -346,7 +346,7 @@ def _accuracy(model, sizes, seed, methods, out, progress):
 
 
 def _catalogue_errors(model, sizes, seed, methods, out, progress):
-    from ..simulate import CatalogueErrors, SimulationConfig
+    from ..simconfig import CatalogueErrors, SimulationConfig
     from .accuracy import run_accuracy
     from .plots import plot_accuracy_vs_mag
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backgrounds import SyntheticSky
-from ..instrument import CCD_SIZE
 from ..stats import pair_pull, sigma68
 from .measuring import observe_and_measure
 from .metrics import MAG_BINS, binned_statistic
-from .scenes import draw_targets, experiment_rng
+from .scenes import another_exposure, draw_targets, experiment_rng
 
-__all__ = ["RepeatResult", "run_repeats"]
+__all__ = ["RepeatResult", "observe_twice", "run_repeats"]
 
 
 @dataclass
@@ -73,7 +72,7 @@ def run_repeats(
     """
     rng = experiment_rng("repeated-observation", n, seed)
     first, _ = draw_targets(n, rng)
-    _, meas = _observe_twice(model, first, rng, methods, progress, "repeats: exposure")
+    _, meas = observe_twice(model, first, rng, methods, progress, "repeats: exposure")
     pull = {
         name: pair_pull(meas[0][name]["flux"], meas[0][name]["flux_err"],
                         meas[1][name]["flux"], meas[1][name]["flux_err"])  # fmt: skip
@@ -86,23 +85,37 @@ def run_repeats(
     return RepeatResult(first.i_mag, pull, _metrics(first.i_mag, pull))
 
 
-def _observe_twice(model, first, rng: np.random.Generator, methods, progress, label: str,
-                   **changes):
+def observe_twice(model, first, rng: np.random.Generator, methods, progress, label: str,
+                  **changes):
     """Observe the targets ``first`` and a second exposure of them; measure both.
 
-    The second exposure has the ``changes`` and a new PSF, CCD position and sub-pixel offset,
-    drawn from ``rng`` in that order; both are observed on the synthetic sky. Returns the
-    second exposure's targets and the two measurements (:func:`observe_and_measure`);
-    ``progress`` gets ``"{label} k/2 measured (N galaxies)"``.
+    The second exposure has the ``changes`` and a new PSF, sub-pixel offset and CCD position
+    (:func:`~lumos.validation.scenes.another_exposure`); both are observed on the synthetic
+    sky.
+
+    Parameters
+    ----------
+    model, methods
+        As in :func:`~lumos.validation.measuring.observe_and_measure`.
+    first : lumos.validation.scenes.Targets
+        The galaxies and their first exposure.
+    rng : numpy.random.Generator
+    progress : callable or None
+        Gets ``"{label} k/2 measured (N galaxies)"``.
+    label : str
+        Prefix of the progress messages.
+    **changes
+        Fields of the second exposure's targets that differ (e.g. ``band``, ``flux``).
+
+    Returns
+    -------
+    second : lumos.validation.scenes.Targets
+        The second exposure's targets.
+    measurements : list of dict
+        The two measurements (:func:`~lumos.validation.measuring.observe_and_measure`).
     """
     n = len(first)
-    second = first.replace(
-        **changes,
-        psf_fwhm=rng.uniform(0.6, 1.3, n),
-        psf_beta=rng.uniform(2.5, 5.0, n),
-        offset=rng.random((n, 2)) - 0.5,
-        ccd_xy=rng.random((n, 2)) * np.asarray(CCD_SIZE, dtype=float),
-    )
+    second = another_exposure(first, rng, **changes)
     sky = SyntheticSky()
     meas = []
     for k, t in enumerate((first, second)):

@@ -4,12 +4,12 @@ The TEAHUPOO :class:`~lumos.simulate.Simulator` draws a random galaxy per stamp;
 experiments of the paper need more control: the *same* galaxy observed twice (repeated
 observations) or in two bands (colours), a neighbour placed at a chosen distance
 (deblending), or the same image measured with perturbed catalogue parameters (sensitivity).
-This module draws such observations with the project's own components -- the renderer
-:class:`lumos.profiles.SersicRenderer`, the Moffat PSF :class:`lumos.psf.MoffatPSF` and a
-background source of :mod:`lumos.backgrounds` -- following the simulator's conventions:
-images in electrons *including the sky*, Poisson shot noise of the sources, the galaxy at
-``((C - 1) / 2 + dx, (C - 1) / 2 + dy)`` of a ``C x C`` context canvas, and the 60 x 60
-network stamp the central cut of the canvas.
+This module draws such observations with the simulator's observation step
+(:mod:`lumos.observe`: the shared renderer, Moffat PSFs, shot noise, a background source and
+the stamp assembly) and its settings (:class:`lumos.simconfig.SimulationConfig`: PSF ranges,
+CCD size): images in electrons *including the sky*, Poisson shot noise of the sources, the
+galaxy at ``((C - 1) / 2 + dx, (C - 1) / 2 + dy)`` of a ``C x C`` context canvas, and the
+60 x 60 network stamp the central cut of the canvas.
 
 Every observation is returned as an :class:`Observation`: the network's
 :class:`~lumos.stamps.StampBatch` and the classical methods'
@@ -23,11 +23,22 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..bands import N_PAUS_BANDS, PAUS_BANDS
+from ..backgrounds import SyntheticSky
+from ..bands import N_PAUS_BANDS
 from ..classical import ContextCutouts
-from ..flags import Flag
-from ..instrument import CCD_SIZE, PIXEL_SCALE
-from ..profiles import valid_profile_parameters
+from ..instrument import PIXEL_SCALE
+from ..observe import (
+    Exposure,
+    default_renderer,
+    expose,
+    moffat_psf,
+    profile_flags,
+    render,
+    stamp_batch,
+)
+from ..population import sample_population
+from ..scene import SimulatedBands
+from ..simconfig import SimulationConfig
 from ..stamps import STAMP_SIZE, StampBatch
 
 __all__ = [
@@ -37,6 +48,7 @@ __all__ = [
     "clean_sky",
     "crop",
     "draw_targets",
+    "another_exposure",
     "exposure_times",
     "observation_from_simulation",
     "observe",
@@ -47,30 +59,19 @@ __all__ = [
 #: Side of the context canvas, pixels (room for the 30-45 pixel background annulus).
 CONTEXT = 100
 _RENDER_CHUNK = 512
-
-_RENDERERS: dict[int, object] = {}
-
-
-def _renderer(size: int):
-    """A cached :class:`lumos.profiles.SersicRenderer` of the given canvas size."""
-    if size not in _RENDERERS:
-        from ..profiles import SersicRenderer
-
-        _RENDERERS[size] = SersicRenderer(size=size, pixel_scale=PIXEL_SCALE)
-    return _RENDERERS[size]
+#: The simulator's settings: PSF ranges and CCD size of the observations.
+_SIMULATION = SimulationConfig()
+_PAUS = SimulatedBands()
 
 
 def exposure_times(band: np.ndarray) -> np.ndarray:
     """Exposure time (s) of PAUS band numbers 0..39 (the filter tray's)."""
-    table = np.array([b.exposure_time for b in PAUS_BANDS.values()])
-    return table[np.asarray(band, dtype=np.int64)]
+    return _PAUS.exposure_time(np.asarray(band, dtype=np.int64))
 
 
-def clean_sky():
+def clean_sky() -> SyntheticSky:
     """The synthetic PAUCam-like sky without detector artefacts (no cosmic rays, hot pixels,
     bad columns or saturated stars): sky level, scattered-light pattern and noise only."""
-    from ..backgrounds import SyntheticSky
-
     return SyntheticSky(
         cosmic_rate=0.0,
         hot_pixel_fraction=0.0,
@@ -120,24 +121,20 @@ def render_profiles(
     size : int
         Canvas side, pixels.
     """
-    from ..psf import MoffatPSF
-
     r50 = np.atleast_1d(np.asarray(r50, dtype=float))
     m = r50.size
     out = np.empty((m, size, size), dtype=np.float32)
 
     def t(a, shape=(m,)):
-        return torch.as_tensor(np.broadcast_to(np.asarray(a, dtype=float), shape).copy(),
-                               dtype=torch.float64)
+        return np.broadcast_to(np.asarray(a, dtype=float), shape).copy()
 
     args = [t(r50), t(n), t(q), t(pa), t(psf_fwhm), t(psf_beta), t(offset, (m, 2)),
             t(1.0 if flux is None else flux)]  # fmt: skip
-    rend = _renderer(size)
+    rend = default_renderer(size, PIXEL_SCALE)
     for lo in range(0, m, _RENDER_CHUNK):
         s = slice(lo, lo + _RENDER_CHUNK)
-        a = [x[s] for x in args]
-        img = rend.render(a[0], a[1], a[2], a[3], MoffatPSF(a[4], a[5]), offset=a[6], flux=a[7])
-        out[s] = img.detach().to(torch.float32).numpy()
+        r, sn, q_, pa_, fwhm, beta, off, f = (x[s] for x in args)
+        out[s] = render(rend, moffat_psf, r, sn, q_, pa_, off, f, fwhm, beta)
     return out
 
 
@@ -210,6 +207,13 @@ class Targets:
     def exposure_time(self) -> np.ndarray:
         """Exposure time of each observation, seconds."""
         return exposure_times(self.band)
+
+    def exposure(self) -> Exposure:
+        """The observation of each galaxy as an :class:`lumos.observe.Exposure`."""
+        return Exposure(band=self.band, camera_state=self.camera_state,
+                        band_idx=self.band_idx, exposure_time=self.exposure_time,
+                        ccd_xy=self.ccd_xy, psf_fwhm=self.psf_fwhm, psf_beta=self.psf_beta,
+                        offset=self.offset)  # fmt: skip
 
 
 @dataclass
@@ -321,8 +325,8 @@ def draw_targets(
     rng: np.random.Generator,
     population=None,
     band: np.ndarray | None = None,
-    psf_fwhm_range: tuple[float, float] = (0.6, 1.3),
-    psf_beta_range: tuple[float, float] = (2.5, 5.0),
+    psf_fwhm_range: tuple[float, float] = _SIMULATION.psf_fwhm_range,
+    psf_beta_range: tuple[float, float] = _SIMULATION.psf_beta_range,
 ) -> tuple[Targets, object]:
     """Random galaxies observed as the simulator observes them.
 
@@ -341,7 +345,7 @@ def draw_targets(
     band : numpy.ndarray, optional
         PAUS band numbers 0..39 (default uniform).
     psf_fwhm_range, psf_beta_range : tuple of float
-        PSF FWHM (arcsec) and beta ranges.
+        PSF FWHM (arcsec) and beta ranges (default the simulator's).
 
     Returns
     -------
@@ -349,8 +353,6 @@ def draw_targets(
     galaxies : lumos.population.GalaxyPopulation
         The drawn population (band fluxes of every band, for further observations).
     """
-    from ..population import sample_population
-
     gal = sample_population(n, rng, config=population)
     if band is None:
         band = rng.integers(0, N_PAUS_BANDS, n)
@@ -361,9 +363,33 @@ def draw_targets(
         i_mag=gal.i_mag, band=band, camera_state=rng.integers(0, 2, n),
         psf_fwhm=rng.uniform(*psf_fwhm_range, n), psf_beta=rng.uniform(*psf_beta_range, n),
         offset=rng.random((n, 2)) - 0.5,
-        ccd_xy=rng.random((n, 2)) * np.asarray(CCD_SIZE, dtype=float),
+        ccd_xy=rng.random((n, 2)) * np.asarray(_SIMULATION.ccd_size, dtype=float),
     )  # fmt: skip
     return targets, gal
+
+
+def another_exposure(targets: Targets, rng: np.random.Generator, **changes) -> Targets:
+    """The same galaxies on another exposure: a new PSF, sub-pixel offset and CCD position.
+
+    FWHM and beta are uniform in the simulator's ranges, the offset uniform in
+    [-0.5, 0.5)^2, the CCD position uniform; drawn from ``rng`` in that order.
+
+    Parameters
+    ----------
+    targets : Targets
+        The galaxies and their first exposure.
+    rng : numpy.random.Generator
+    **changes
+        Further fields that differ on the new exposure (e.g. ``band``, ``flux``).
+    """
+    n = len(targets)
+    return targets.replace(
+        **changes,
+        psf_fwhm=rng.uniform(*_SIMULATION.psf_fwhm_range, n),
+        psf_beta=rng.uniform(*_SIMULATION.psf_beta_range, n),
+        offset=rng.random((n, 2)) - 0.5,
+        ccd_xy=rng.random((n, 2)) * np.asarray(_SIMULATION.ccd_size, dtype=float),
+    )
 
 
 def make_observation(
@@ -398,33 +424,22 @@ def make_observation(
     -------
     Observation
     """
-    m, size = sources.shape[0], sources.shape[-1]
-    expected = np.maximum(sources, 0.0)
-    light = rng.poisson(expected).astype(np.float32) if shot_noise else expected
-    bg = background.sample(m, size, targets.band_idx, targets.ccd_xy, targets.exposure_time, rng)
+    exposure = targets.exposure()
+    light, bg = expose(np.maximum(sources, 0.0), "poisson" if shot_noise else "none",
+                       background, exposure, rng)  # fmt: skip
     pixels = np.asarray(bg.pixels, dtype=np.float32) + light
     sky_model = np.asarray(bg.sky_model, dtype=np.float32)
     cat = catalogue or {"r50": targets.r50, "n": targets.n, "q": targets.q, "pa": targets.pa}
-    flags = np.zeros(m, dtype=np.int64)
-    ok = valid_profile_parameters(cat["r50"], cat["n"], cat["q"], cat["pa"]).numpy()
-    flags[~ok] |= int(Flag.BAD_PROFILE)
+    flags = profile_flags(cat["r50"], cat["n"], cat["q"], cat["pa"])
     cutouts = ContextCutouts(
         pixels=pixels, valid=np.isfinite(pixels), offset=targets.offset, r50=cat["r50"],
         n=cat["n"], q=cat["q"], pa=cat["pa"], profile=profile_catalogue, gain=1.0,
         read_noise=float(getattr(background, "read_noise", 5.0)), pixel_scale=PIXEL_SCALE,
         flags=flags, truth=targets.flux, true_background=sky_model,
     )  # fmt: skip
-    stamp = np.ascontiguousarray(crop(pixels), np.float32)
-    batch = StampBatch(
-        pixels=torch.from_numpy(stamp),
-        profile=torch.from_numpy(np.ascontiguousarray(crop(profile_catalogue), np.float32)),
-        i_mag=torch.as_tensor(targets.i_mag, dtype=torch.float32),
-        ccd_xy=torch.as_tensor(targets.ccd_xy, dtype=torch.float32),
-        band_idx=torch.as_tensor(targets.band_idx, dtype=torch.int64),
-        flags=torch.from_numpy(flags.copy()),
-        offset=torch.as_tensor(targets.offset, dtype=torch.float32),
-        truth=torch.as_tensor(targets.flux, dtype=torch.float32),
-    )
+    batch = stamp_batch(crop(pixels), crop(profile_catalogue), i_mag=targets.i_mag,
+                        ccd_xy=targets.ccd_xy, band_idx=targets.band_idx, flags=flags.copy(),
+                        offset=targets.offset, truth=targets.flux)  # fmt: skip
     return Observation(
         batch=batch,
         cutouts=cutouts,

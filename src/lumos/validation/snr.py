@@ -23,7 +23,7 @@ import numpy as np
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
 from ..stats import sigma68
 from .metrics import MAG_BINS, binned_statistic, colour_error
-from .repeats import _observe_twice
+from .repeats import observe_twice
 from .scenes import draw_targets, experiment_rng, exposure_times
 
 __all__ = ["SnrColourResult", "run_snr_colours", "TRAYS"]
@@ -84,7 +84,7 @@ def run_snr_colours(
     b1 = rng.integers(0, N_PAUS_BANDS - 1, n)
     first, gal = draw_targets(n, rng, band=b1)
     b2 = b1 + 1
-    second, meas = _observe_twice(
+    second, meas = observe_twice(
         model, first, rng, methods, progress, "snr/colours: band",
         band=b2, flux=gal.flux_e_per_s[np.arange(n), b2] * exposure_times(b2),
     )  # fmt: skip

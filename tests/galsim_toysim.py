@@ -2,12 +2,14 @@
 
 Galaxies are single Sersic profiles convolved with a Moffat PSF, drawn by GalSim (the accuracy
 reference) on ``C x C`` context cutouts at random sub-pixel offsets, with a flat sky, Poisson
-noise and Gaussian read noise, in electrons. The narrow-band flux follows the PAUS zero point: a
-galaxy of magnitude ``m`` gives ``10**(-0.4 * (m - 24.5))`` electrons per second (flat spectrum,
-so the NB685 magnitude equals the i-band magnitude here).
+noise and Gaussian read noise, in electrons. The narrow-band flux follows the PAUS zero point
+(:data:`lumos.population.ZERO_POINT`): a galaxy of magnitude ``m`` gives
+``10**(-0.4 * (m - 24.5))`` electrons per second (flat spectrum, so the NB685 magnitude
+equals the i-band magnitude here).
 
-It is an independent renderer (GalSim, not :mod:`lumos.profiles`) for the tests and
-``bench/bench_classical.py --sim toy``. To keep it fast, ``n_profiles`` distinct shapes are
+It is an independent renderer (GalSim, not :mod:`lumos.profiles`) for the tests
+(``from galsim_toysim import ...``) and ``bench/bench_classical.py --sim toy`` (which loads
+it from this folder). To keep it fast, ``n_profiles`` distinct shapes are
 drawn and shared by the galaxies (each galaxy gets its own flux and noise).
 """
 
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..instrument import PIXEL_SCALE
-from .common import CONTEXT_SIZE, ContextCutouts
+from lumos.classical.common import CONTEXT_SIZE, ContextCutouts
+from lumos.instrument import PIXEL_SCALE
+from lumos.population import ZERO_POINT
 
 __all__ = [
     "ToySimulation",
@@ -28,8 +31,6 @@ __all__ = [
     "random_shapes",
     "simulate_cutouts",
 ]
-
-ZERO_POINT = 24.5  # AB magnitude of 1 electron per second in a PAUS narrow band
 
 
 def magnitude_to_electrons(mag: np.ndarray, exptime: float = 90.0) -> np.ndarray:

@@ -1,0 +1,285 @@
+"""Settings of the simulator: :class:`SimulationConfig` and the catalogue's errors.
+
+:class:`SimulationConfig` describes the scenes (central galaxies, neighbours, stars) and the
+exposures (bands, PSF ranges, CCD, shot noise) that :class:`lumos.simulate.Simulator` and
+:func:`lumos.pairs.simulate_pairs` draw; :class:`CatalogueErrors` and
+:func:`apply_catalogue_errors` turn true galaxy parameters into what a catalogue reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from .bands import get_band
+from .instrument import CCD_SIZE, PIXEL_SCALE
+from .population import (
+    POPULATION_N_RANGE,
+    POPULATION_Q_RANGE,
+    POPULATION_R50_RANGE,
+    PopulationConfig,
+)
+
+__all__ = [
+    "CatalogueErrors",
+    "apply_catalogue_errors",
+    "SimulationConfig",
+    "SHOT_NOISE_MODES",
+    "FLUX_PRIORS",
+    "TWO_COMPONENT_MODELS",
+]
+
+#: Photon shot-noise models of the sources (see ``SimulationConfig.shot_noise``).
+SHOT_NOISE_MODES = ("poisson", "gaussian", "none")
+#: Where the central galaxy's band flux comes from (see ``SimulationConfig.flux_prior``).
+FLUX_PRIORS = ("population", "loguniform")
+#: How bulge + disk galaxies relate to their catalogue entries.
+TWO_COMPONENT_MODELS = ("matched", "fit")
+
+
+@dataclass(frozen=True)
+class CatalogueErrors:
+    """Errors of the catalogue parameters given to the model-profile channel.
+
+    All zero (the default) means an exact catalogue. Errors are Gaussian and independent.
+
+    Parameters
+    ----------
+    r50_frac : float
+        Fractional error of r50 (log-normal, sigma of ln r50).
+    n_frac : float
+        Fractional error of the Sersic index (log-normal).
+    q_sigma : float
+        Absolute error of the axis ratio (result clipped to [0.05, 1]).
+    pa_sigma : float
+        Error of the position angle, degrees.
+    psf_fwhm_frac : float
+        Fractional error of the PSF FWHM used for the profile channel (log-normal).
+    i_mag_sigma : float
+        Error of the catalogue i-band magnitude, magnitudes.
+    """
+
+    r50_frac: float = 0.0
+    n_frac: float = 0.0
+    q_sigma: float = 0.0
+    pa_sigma: float = 0.0
+    psf_fwhm_frac: float = 0.0
+    i_mag_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"catalogue error {f.name} must be finite and >= 0, got {value}")
+
+    @property
+    def enabled(self) -> bool:
+        """True when any error is non-zero."""
+        return any(getattr(self, f.name) > 0 for f in fields(self))
+
+    @classmethod
+    def realistic(cls) -> CatalogueErrors:
+        """Errors typical of a deep space-based shape catalogue and a ground-based PSF model:
+        10% in r50, 15% in n, 0.05 in q, 5 degrees in pa, 3% in the PSF FWHM, 0.03 mag."""
+        return cls(0.10, 0.15, 0.05, 5.0, 0.03, 0.03)
+
+
+def apply_catalogue_errors(errors: CatalogueErrors, r50, n, q, pa, i_mag, psf_fwhm,
+                           rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """What a catalogue measured with ``errors`` reports for galaxies with these parameters.
+
+    Parameters
+    ----------
+    errors : CatalogueErrors
+        The errors (all zero: the truth is returned and ``rng`` is not used).
+    r50, n, q, pa, i_mag, psf_fwhm : numpy.ndarray, shape (N,)
+        True half-light radius (arcsec), Sersic index, axis ratio, position angle (deg),
+        i magnitude and PSF FWHM (arcsec).
+    rng : numpy.random.Generator
+        Source of the errors (one (6, N) standard-normal draw).
+
+    Returns
+    -------
+    dict
+        ``r50, n, q, pa, i_mag, psf_fwhm`` as catalogued (clipped to the valid ranges).
+    """
+    if not errors.enabled:
+        return {"r50": r50, "n": n, "q": q, "pa": pa, "i_mag": i_mag, "psf_fwhm": psf_fwhm}
+    e = rng.standard_normal((6, len(r50)))
+    return {
+        "r50": np.clip(r50 * np.exp(errors.r50_frac * e[0]), *POPULATION_R50_RANGE),
+        "n": np.clip(n * np.exp(errors.n_frac * e[1]), *POPULATION_N_RANGE),
+        "q": np.clip(q + errors.q_sigma * e[2], *POPULATION_Q_RANGE),
+        "pa": np.mod(pa + errors.pa_sigma * e[3], 180.0),
+        "i_mag": i_mag + errors.i_mag_sigma * e[4],
+        "psf_fwhm": psf_fwhm * np.exp(errors.psf_fwhm_frac * e[5]),
+    }
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Settings of the TEAHUPOO simulator.
+
+    Parameters
+    ----------
+    stamp_size : int
+        Stamp side in pixels (even).
+    pixel_scale : float
+        Arcsec per pixel.
+    psf_fwhm_range : tuple of float
+        Uniform range of the Moffat PSF FWHM, arcsec.
+    psf_beta_range : tuple of float
+        Uniform range of the Moffat beta.
+    bands : tuple of str or None
+        Bands to draw from (uniformly); None for the 40 PAUS narrow bands. Bands of another
+        survey (registered by :meth:`lumos.survey.Survey.register`) are simulated with
+        their own exposure times and zero points; they must all belong to one survey.
+    camera_state_prob : float
+        Probability of camera state 1 (after the intervention).
+    ccd_size : tuple of int
+        CCD width and height (x, y) in pixels; positions are uniform over it.
+    close_neighbour_fraction : float
+        Fraction of stamps with a neighbour at ``close_neighbour_distance`` pixels.
+    close_neighbour_distance : tuple of float
+        Uniform range of the close neighbour's distance, pixels.
+    random_neighbours : float
+        Mean number of further sources at random positions per ``stamp_size`` squared area
+        (Poisson); larger canvases get proportionally more.
+    neighbour_margin : float
+        Random neighbours are placed up to this many pixels outside the canvas, so that
+        light from outside enters the stamp.
+    star_fraction : float
+        Fraction of neighbours that are stars.
+    star_mag_range : tuple of float
+        i-band magnitude range of the stars.
+    shot_noise : {"poisson", "gaussian", "none"}
+        Photon shot noise of the sources (galaxy and neighbours): exact Poisson draws, or
+        the Gaussian approximation ``lambda + sqrt(lambda) * N(0, 1)`` (same mean and
+        variance, several times faster; the sky noise of the backgrounds, which dominates
+        wherever ``lambda`` is small, uses the same approximation), or none.
+    catalogue_errors : CatalogueErrors
+        Errors of the profile-channel parameters (default none).
+    two_component_fraction : float
+        Fraction of central galaxies drawn as a bulge + disk that the catalogue describes
+        with its single-Sersic parameters (:func:`lumos.bulgedisk.two_component_galaxies`;
+        default 0: every galaxy is the single Sersic profile of its catalogue entry).
+    two_component_model : {"matched", "fit"}
+        How a bulge + disk galaxy and its catalogue entry are related: ``"matched"``, the
+        components are drawn to match the population's single-Sersic parameters (composite
+        half-light radius and flux-weighted axis ratio, one position angle); ``"fit"``, the
+        components have their own sizes, axis ratios and misaligned position angles and the
+        catalogue describes the galaxy by the single Sersic profile that fits its light
+        (:mod:`lumos.bulgedisk`), as a catalogue from deeper imaging would.
+    flux_prior : {"population", "loguniform"}
+        Where the central galaxy's flux in the observed band comes from: its template
+        spectrum (``"population"``, the TEAHUPOO colours at its i magnitude), or a draw
+        log-uniform in ``flux_range`` independent of its shape, magnitude and band
+        (``"loguniform"``, for likelihood models: the training flux distribution is then
+        known, ``p(f) = 1 / (f log(hi / lo))``, and can be divided out).
+    flux_range : tuple of float
+        Range of the band flux for ``flux_prior="loguniform"``, electrons per second.
+    population : PopulationConfig
+        Population of the central galaxies.
+    neighbour_population : PopulationConfig
+        Population of neighbouring galaxies: the same model, but with magnitudes 17-24
+        following counts closer to nature's (``mag_slope = 0.3``), so that most neighbours
+        are faint.
+    chunk_size : int
+        Stamps rendered per renderer call.
+    reference_band : str
+        Band of the catalogue magnitude given to the network (the ``i_mag`` field): ``"i"``
+        for the population's own i band, else one of ``bands`` (its AB magnitude through
+        that band's zero point).
+    """
+
+    stamp_size: int = 60
+    pixel_scale: float = PIXEL_SCALE
+    psf_fwhm_range: tuple[float, float] = (0.6, 1.3)
+    psf_beta_range: tuple[float, float] = (2.5, 5.0)
+    bands: tuple[str, ...] | None = None
+    camera_state_prob: float = 0.5
+    ccd_size: tuple[int, int] = CCD_SIZE
+    close_neighbour_fraction: float = 0.2
+    close_neighbour_distance: tuple[float, float] = (4.0, 15.0)
+    random_neighbours: float = 0.4
+    neighbour_margin: float = 6.0
+    star_fraction: float = 0.1
+    star_mag_range: tuple[float, float] = (17.0, 23.0)
+    shot_noise: str = "poisson"
+    catalogue_errors: CatalogueErrors = field(default_factory=CatalogueErrors)
+    two_component_fraction: float = 0.0
+    two_component_model: str = "matched"
+    flux_prior: str = "population"
+    flux_range: tuple[float, float] = (0.2, 1000.0)
+    population: PopulationConfig = field(default_factory=PopulationConfig)
+    neighbour_population: PopulationConfig = field(
+        default_factory=lambda: PopulationConfig(mag_range=(17.0, 24.0), mag_slope=0.3)
+    )
+    chunk_size: int = 512
+    reference_band: str = "i"
+
+    def __post_init__(self) -> None:
+        if self.stamp_size < 8 or self.stamp_size % 2:
+            raise ValueError(f"stamp_size must be an even number >= 8, got {self.stamp_size}")
+        if not self.pixel_scale > 0:
+            raise ValueError(f"pixel_scale must be positive, got {self.pixel_scale}")
+        for name in ("psf_fwhm_range", "psf_beta_range", "close_neighbour_distance"):
+            lo, hi = getattr(self, name)
+            if not (0 < lo <= hi and np.isfinite(hi)):
+                raise ValueError(f"{name} must be a positive increasing range, got {(lo, hi)}")
+        if self.psf_beta_range[0] <= 1.0:
+            raise ValueError("Moffat beta must exceed 1")
+        for name in ("camera_state_prob", "close_neighbour_fraction", "star_fraction",
+                     "two_component_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.random_neighbours < 0 or self.neighbour_margin < 0:
+            raise ValueError("random_neighbours and neighbour_margin must be >= 0")
+        if self.shot_noise not in SHOT_NOISE_MODES:
+            raise ValueError(
+                f"shot_noise must be one of {', '.join(SHOT_NOISE_MODES)}, got {self.shot_noise!r}"
+            )
+        if self.two_component_model not in TWO_COMPONENT_MODELS:
+            raise ValueError(f"two_component_model must be one of "
+                             f"{', '.join(TWO_COMPONENT_MODELS)}, got "
+                             f"{self.two_component_model!r}")  # fmt: skip
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.flux_prior not in FLUX_PRIORS:
+            raise ValueError(
+                f"flux_prior must be one of {', '.join(FLUX_PRIORS)}, got {self.flux_prior!r}"
+            )
+        lo, hi = self.flux_range
+        if not (0 < lo < hi and np.isfinite(hi)):
+            raise ValueError(f"flux_range must be a positive increasing range, got {(lo, hi)}")
+        if self.bands is not None:
+            surveys = {get_band(b).survey for b in self.bands}
+            if len(surveys) > 1:
+                raise ValueError(f"simulated bands must belong to one survey, got "
+                                 f"{', '.join(sorted(surveys))}")  # fmt: skip
+        if self.reference_band != "i" and self.reference_band not in (self.bands or ()):
+            raise ValueError(f"reference_band must be 'i' or one of the simulated bands, got "
+                             f"{self.reference_band!r}")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dictionary (inverse of :meth:`from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimulationConfig:
+        """Build a configuration from :meth:`to_dict` output."""
+        data = dict(data)
+        if "catalogue_errors" in data and isinstance(data["catalogue_errors"], dict):
+            data["catalogue_errors"] = CatalogueErrors(**data["catalogue_errors"])
+        for key in ("population", "neighbour_population"):
+            if key in data and isinstance(data[key], dict):
+                pop = {k: tuple(v) if isinstance(v, list) else v for k, v in data[key].items()}
+                data[key] = PopulationConfig(**pop)
+        for k, v in list(data.items()):
+            if isinstance(v, list):
+                data[k] = tuple(v)
+        return cls(**data)
