@@ -18,8 +18,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Layers, lowest first. ``"pkg.*"`` is the package ``pkg`` and all its submodules.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats"),
-    "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.mixture", "lumos.psf",
+    "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats",
+                    "lumos.chunks", "lumos.truncated_normal", "lumos.mixture_roots"),
+    "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.gaussian_mixture",
+               "lumos.mixture", "lumos.psf",
                "lumos.sky.noise", "lumos.classical.geometry"),
     "physics": ("lumos.profiles", "lumos.population", "lumos.sky.*", "lumos.backgrounds",
                 "lumos.imageio", "lumos.psfex", "lumos.psfsource", "lumos.pixelmaps"),

@@ -31,13 +31,9 @@ from astropy.table import Table
 from torch import Tensor
 
 from . import flags as flagbits
+from .chunks import map_chunks
 from .errors import LumosError
-from .mixture import (
-    SUMMARY_KEYS,
-    GaussianMixture,
-    _map_chunks,
-    truncate_mask,
-)
+from .mixture import SUMMARY_KEYS, GaussianMixture, truncate_mask
 from .stats import P025, P16, P84, P975
 
 __all__ = ["coadd_tables", "check_exposures", "product_summaries", "COADD_METHODS"]
@@ -269,7 +265,7 @@ def product_summaries(
         for key in _PDF_KEYS:
             out[key][sel] = res[key].numpy()
 
-    _map_chunks(work, idx.size, block, workers)
+    map_chunks(work, idx.size, block, workers)
     return out
 
 
