@@ -1,20 +1,23 @@
-"""Run a function over row chunks in a thread pool, without gradients.
+"""Run a function over chunks of rows in a thread pool, one torch thread per chunk.
 
-Many small tensor operations (the summaries of Gaussian mixtures, the grid products of the
-co-adds) scale far better over chunks of rows run in parallel threads than within one
-operation: :func:`map_chunks` runs the chunks in a thread pool with torch's intra-op
-thread count set to 1 meanwhile.
+Many small tensor operations scale far better over chunks of rows run in parallel threads
+than within one operation. :func:`map_chunks` maps a function over the chunks of
+``range(n)`` without gradients (the summaries of Gaussian mixtures, the grid products of
+the co-adds); :func:`run_row_chunks` runs a function over pieces of a set of row indices
+with a progress bar (the measurement of a catalogue).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-__all__ = ["CHUNK", "map_chunks"]
+__all__ = ["CHUNK", "map_chunks", "run_row_chunks"]
 
 #: Default number of rows per chunk.
 CHUNK = 20_000
@@ -62,3 +65,49 @@ def map_chunks(
                 return list(pool.map(run, bounds))
     finally:
         torch.set_num_threads(prev)
+
+
+def _pieces(rows: np.ndarray, size: int) -> list[slice | np.ndarray]:
+    """Consecutive pieces of ``size`` row indices; a contiguous piece becomes a slice."""
+    out: list[slice | np.ndarray] = []
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        if part[-1] - part[0] + 1 == len(part):
+            out.append(slice(int(part[0]), int(part[-1]) + 1))
+        else:
+            out.append(part)
+    return out
+
+
+def _piece_length(rows: slice | np.ndarray) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+
+
+def run_row_chunks(run: Callable[[slice | np.ndarray], None], rows: np.ndarray, size: int,
+                workers: int, progress: bool, desc: str) -> None:
+    """Call ``run`` on consecutive pieces of ``size`` of the row indices ``rows``, on
+    ``workers`` threads, with a progress bar (``desc``, shown if ``progress``) that counts
+    these rows only. A contiguous piece is passed as a slice, any other as an index array.
+
+    Each worker thread runs torch with one intra-op thread (a per-thread setting), so that
+    two chunks are rendered and inferred side by side instead of one chunk splitting every
+    small operation over two threads; the rows of different chunks never overlap.
+    """
+    pieces = _pieces(np.asarray(rows, dtype=np.int64), size)
+    with tqdm(total=len(rows), desc=desc, unit="gal", disable=not progress) as bar:
+        if workers <= 1 or len(pieces) <= 1:
+            for piece in pieces:
+                run(piece)
+                bar.update(_piece_length(piece))
+            return
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool:  # fmt: skip
+            futures = {pool.submit(run, piece): piece for piece in pieces}
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(_piece_length(futures[future]))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
