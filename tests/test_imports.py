@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Layers, lowest first. ``"pkg.*"`` is the package ``pkg`` and all its submodules.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats",
-                    "lumos.chunks", "lumos.truncated_normal", "lumos.mixture_roots",
+                    "lumos.chunks", "lumos.truncated_normal", "lumos.mixture_summaries",
                     "lumos.psf_base"),
     "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.gaussian_mixture",
                "lumos.mixture", "lumos.psf", "lumos.image_psf", "lumos.sersic",

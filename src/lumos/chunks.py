@@ -4,20 +4,22 @@ Many small tensor operations scale far better over chunks of rows run in paralle
 than within one operation. :func:`map_chunks` maps a function over the chunks of
 ``range(n)`` without gradients (the summaries of Gaussian mixtures, the grid products of
 the co-adds); :func:`run_row_chunks` runs a function over pieces of a set of row indices
-with a progress bar (the measurement of a catalogue).
+with a progress bar (the measurement of a catalogue); :func:`intra_op_threads` sets torch's
+intra-op thread count for a block of code.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["CHUNK", "map_chunks", "run_row_chunks"]
+__all__ = ["CHUNK", "intra_op_threads", "map_chunks", "run_row_chunks"]
 
 #: Default number of rows per chunk.
 CHUNK = 20_000
@@ -111,3 +113,17 @@ def run_row_chunks(run: Callable[[slice | np.ndarray], None], rows: np.ndarray, 
                 for future in futures:
                     future.cancel()
                 raise
+
+
+@contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (no-op for None)."""
+    if count is None or count == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -4,8 +4,9 @@ One object holds N mixtures of K components (tensors [N, K]) and gives their den
 CDFs, moments, quantiles, modes and the summaries of a measurement table, without a
 per-galaxy loop. The mathematics and the conventions of the summaries are described in
 :mod:`lumos.mixture`, which also holds the losses and products and from which the class is
-normally imported. Quantiles and modes are found by :mod:`lumos.mixture_roots`, over row
-chunks run in parallel threads (:func:`lumos.chunks.map_chunks`).
+normally imported. Quantiles, modes and summaries are computed by
+:mod:`lumos.mixture_summaries`, over row chunks run in parallel threads
+(:func:`lumos.chunks.map_chunks`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .chunks import CHUNK, map_chunks
-from .mixture_roots import find_peaks, solve_quantiles
+from .mixture_summaries import SUMMARY_KEYS, find_peaks, solve_quantiles, summarise
 from .stats import P025, P16, P84, P975
 from .truncated_normal import log_phi, truncated_moments, truncation_log_norm
 
@@ -30,22 +31,6 @@ def as_tensor(x, dtype=None, device=None) -> Tensor:
     if isinstance(x, Tensor):
         return x.to(dtype=dtype or x.dtype, device=device or x.device)
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
-
-
-
-SUMMARY_KEYS = (
-    "flux",
-    "flux_err",
-    "flux_median",
-    "flux_peak",
-    "flux_q16",
-    "flux_q84",
-    "flux_q025",
-    "flux_q975",
-    "sigma68",
-    "sigma95",
-    "eta",
-)
 
 
 class GaussianMixture:
@@ -416,7 +401,7 @@ class GaussianMixture:
         if bool(((pt <= 0) | (pt >= 1) | torch.isnan(pt)).any()):
             raise ValueError("quantile levels must lie strictly between 0 and 1")
         out = map_chunks(
-            lambda lo, hi: solve_quantiles(self[lo:hi]._float64_cpu(), pt[lo:hi]), n, CHUNK
+            lambda lo, hi: solve_quantiles(self[lo:hi].float64_cpu(), pt[lo:hi]), n, CHUNK
         )
         q = torch.cat(out) if out else torch.empty((0, pt.shape[1]), dtype=torch.float64)
         q = q.to(dtype=self.dtype, device=self.device)
@@ -437,7 +422,7 @@ class GaussianMixture:
         12 tallest components (largest w_k / sigma_k) are used as starts. Truncated rows
         are restricted to flux >= 0 (flux 0 itself is a candidate).
         """
-        out = map_chunks(lambda lo, hi: find_peaks(self[lo:hi]._float64_cpu()), len(self))
+        out = map_chunks(lambda lo, hi: find_peaks(self[lo:hi].float64_cpu()), len(self))
         res = torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
         return res.to(dtype=self.dtype, device=self.device)
 
@@ -491,35 +476,10 @@ class GaussianMixture:
         """
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
-        n = len(self)
-        res = {k: np.empty(n, dtype=np.float64) for k in SUMMARY_KEYS}
-        levels = torch.tensor([[P025, P16, 0.5, P84, P975]], dtype=torch.float64)
-
-        def work(lo: int, hi: int) -> None:
-            sub = self[lo:hi]._float64_cpu()
-            bad = ~sub.valid_rows()
-            mean = torch.where(bad, math.nan, sub.mean())
-            std = torch.where(bad, math.nan, sub.std())
-            q = solve_quantiles(sub, levels.expand(len(sub), -1))
-            peak = find_peaks(sub)
-            s68 = 0.5 * (q[:, 3] - q[:, 1])
-            res["flux"][lo:hi] = mean.numpy()
-            res["flux_err"][lo:hi] = std.numpy()
-            res["flux_median"][lo:hi] = q[:, 2].numpy()
-            res["flux_peak"][lo:hi] = peak.numpy()
-            res["flux_q16"][lo:hi] = q[:, 1].numpy()
-            res["flux_q84"][lo:hi] = q[:, 3].numpy()
-            res["flux_q025"][lo:hi] = q[:, 0].numpy()
-            res["flux_q975"][lo:hi] = q[:, 4].numpy()
-            res["sigma68"][lo:hi] = s68.numpy()
-            res["sigma95"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0])).numpy()
-            res["eta"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0]) / s68 - 1.0).numpy()
-
-        map_chunks(work, n, chunk_size, workers)
-        return res
+        return summarise(self, chunk_size, workers)
 
     # ------------------------------------------------------------------ helpers
-    def _float64_cpu(self) -> GaussianMixture:
+    def float64_cpu(self) -> GaussianMixture:
         """Detached float64 CPU copy; unused (zero-weight) components made harmless."""
         m = self.detach().to(device="cpu", dtype=torch.float64)
         unused = m.log_weights == -math.inf

@@ -39,7 +39,6 @@ angle is counter-clockwise from the +x axis (towards +y). This matches GalSim
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -47,8 +46,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .chunks import intra_op_threads
 from .instrument import PIXEL_SCALE
-from .psf_base import PSF, as_tensor_1d, broadcast_named, cubic_rows, psf_index, select_psf
+from .psf_base import PSF, as_tensor_1d, broadcast_named, psf_index, select_psf
 from .sersic import (
     K_THRESHOLD,
     Q_RANGE,
@@ -56,6 +56,7 @@ from .sersic import (
     SERSIC_N_RANGE,
     parameter_checks,
     sersic_b,
+    sersic_lookup,
     sersic_table,
     valid_profile_parameters,
 )
@@ -210,7 +211,7 @@ class SersicRenderer:
             For shape mismatches, a PSF of the wrong length, or (``strict``) invalid values.
         """
         par = self._prepare(r50, n, q, pa, psf, offset, flux, strict)
-        with _threads(self.num_threads):
+        with intra_op_threads(self.num_threads):
             return self._render(par, psf, point=False)
 
     def render_point(self, psf: PSF, n: int | None = None, offset=None) -> Tensor:
@@ -218,7 +219,7 @@ class SersicRenderer:
         n = len(psf) if n is None else n
         par = self._prepare(np.zeros(n), np.ones(n), np.ones(n), np.zeros(n), psf, offset,
                             None, False, point=True)
-        with _threads(self.num_threads):
+        with intra_op_threads(self.num_threads):
             return self._render(par, psf, point=True)
 
     # ------------------------------------------------------------------ preparation
@@ -416,7 +417,7 @@ class SersicRenderer:
                 spec = psf_grid.to(self.cdtype if psf_grid.is_complex() else rdt)
             spec = spec * (ey[:, :, None] * ex[:, None, :])
         else:
-            coef, lut_val, lut_slope, u_off = self._sersic_setup(par, half, dk)
+            coef, lut_val, lut_slope, u_off = sersic_lookup(par, half, dk)
             spec = _sersic_spectrum(coef, g, lut_val, lut_slope, u_off,
                                     0.5 / sersic_table().lnk_step,
                                     mtf if radial else None, ex, ey)
@@ -434,35 +435,6 @@ class SersicRenderer:
             full.index_add_(1, g.target, spec.reshape(c, nr * nc))
             full = full.view(c, L, nh)
         return torch.fft.irfft2(full, s=(L, L))[:, :S, :S]
-
-    def _sersic_setup(self, par: dict, half: int, dk: float):
-        """Per-chunk Sersic lookup: quadratic-form coefficients and table rows.
-
-        Returns ``coef`` (c, 3) = (cyy, cxx, cxy) with ``kappa^2 = cyy b^2 + cxx a^2 + cxy a b``
-        in frequency-index units, the rows (value, slope) over the ln(kappa) columns the chunk
-        needs (column 0 holds kappa = 0, value 1) and the column offset of ``u``.
-        """
-        tab = sersic_table()
-        n, q, r50 = par["n"], par["q"], par["r50"]
-        theta = torch.deg2rad(par["pa"])
-        cs, sn = torch.cos(theta), torch.sin(theta)
-        s2 = (r50 * dk) ** 2
-        coef = torch.stack([s2 * (sn * sn / q + cs * cs * q), s2 * (cs * cs / q + sn * sn * q),
-                            s2 * (2 * cs * sn * (1 / q - q))], dim=1).to(torch.float32)
-        # columns needed: from below the smallest non-zero kappa to above the largest
-        kap_min = float((dk * r50 * torch.sqrt(q)).min())
-        kap_max = float((half * dk * math.sqrt(2.0) * r50 / torch.sqrt(q)).max())
-        ncol = tab.table.shape[1]
-        j_lo = int(math.floor((math.log(kap_min) - tab.lnk_min) / tab.lnk_step)) - 1
-        j_hi = int(math.ceil((math.log(kap_max) - tab.lnk_min) / tab.lnk_step)) + 2
-        j_lo = min(max(j_lo, 0), ncol - 2)
-        j_hi = min(max(j_hi, j_lo + 2), ncol)
-        rows = cubic_rows(tab.table[:, j_lo:j_hi], (n - tab.n_min) / tab.n_step)
-        val = torch.cat([torch.ones(rows.shape[0], 1), rows], dim=1)
-        slope = torch.zeros_like(val)
-        slope[:, :-1] = val[:, 1:] - val[:, :-1]
-        u_off = -tab.lnk_min / tab.lnk_step - j_lo + 1.0
-        return coef, val.contiguous(), slope, u_off
 
     def _axis_factor(self, idx: Tensor, x0: Tensor, L: int) -> Tensor:
         """``sinc(pi a/L) exp(-2 pi i a x0 / L)`` for frequency indices ``a``: (c, len)."""
@@ -491,20 +463,6 @@ def _sersic_spectrum(coef: Tensor, g: _Grid, lut_val: Tensor, lut_slope: Tensor,
     if mtf is not None:
         val.mul_(torch.index_select(mtf, 1, g.radial_inverse))
     return (val.view(c, nr, nc) * ex[:, None, :]).mul_(ey[:, :, None])
-
-
-@contextmanager
-def _threads(count: int | None):
-    """Temporarily set torch's intra-op thread count (no-op for None)."""
-    if count is None or count == torch.get_num_threads():
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @lru_cache(maxsize=8)

@@ -5,11 +5,13 @@ with the ranges :data:`SERSIC_N_RANGE`, :data:`RENDER_R50_RANGE`, :data:`Q_RANGE
 flag the others. :func:`sersic_table` loads the packaged radial Fourier transform of a
 unit-flux, unit-half-light-radius Sersic profile (``data/sersic_ktable.npz``, made by
 ``scripts/make_sersic_table.py``), upsampled in ``ln kappa`` and with the wavenumbers beyond
-which it is negligible; :func:`sersic_b` gives the ``b_n`` of the profile's exponent.
+which it is negligible; :func:`sersic_lookup` gives the table rows and the quadratic form of
+a chunk of galaxies for the renderer; :func:`sersic_b` gives the ``b_n`` of the exponent.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -18,10 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .psf_base import as_tensor_1d, broadcast_named
+from .psf_base import as_tensor_1d, broadcast_named, cubic_rows
 
 __all__ = ["SERSIC_N_RANGE", "RENDER_R50_RANGE", "Q_RANGE", "K_THRESHOLD", "SersicTable",
-           "parameter_checks", "sersic_b", "sersic_table", "valid_profile_parameters"]
+           "parameter_checks", "sersic_b", "sersic_lookup", "sersic_table",
+           "valid_profile_parameters"]
 
 #: Sersic indices the renderer supports (GalSim's range).
 SERSIC_N_RANGE = (0.3, 6.2)
@@ -137,3 +140,37 @@ def parameter_checks(t: dict[str, Tensor]) -> dict[str, Tensor]:
     if "pa" in t:
         out["pa"] = torch.isfinite(t["pa"])
     return out
+
+
+def sersic_lookup(par: dict[str, Tensor], half: int, dk: float):
+    """Per-chunk Sersic lookup: quadratic-form coefficients and table rows.
+
+    ``par`` holds the galaxies' ``n``, ``q``, ``r50`` [arcsec] and ``pa`` [degrees] (shape
+    (c,)); ``half`` is the largest frequency index of the chunk's grid and ``dk`` its
+    wavenumber step [radians/arcsec].
+
+    Returns ``coef`` (c, 3) = (cyy, cxx, cxy) with ``kappa^2 = cyy b^2 + cxx a^2 + cxy a b``
+    in frequency-index units, the rows (value, slope) over the ln(kappa) columns the chunk
+    needs (column 0 holds kappa = 0, value 1) and the column offset of ``u``.
+    """
+    tab = sersic_table()
+    n, q, r50 = par["n"], par["q"], par["r50"]
+    theta = torch.deg2rad(par["pa"])
+    cs, sn = torch.cos(theta), torch.sin(theta)
+    s2 = (r50 * dk) ** 2
+    coef = torch.stack([s2 * (sn * sn / q + cs * cs * q), s2 * (cs * cs / q + sn * sn * q),
+                        s2 * (2 * cs * sn * (1 / q - q))], dim=1).to(torch.float32)
+    # columns needed: from below the smallest non-zero kappa to above the largest
+    kap_min = float((dk * r50 * torch.sqrt(q)).min())
+    kap_max = float((half * dk * math.sqrt(2.0) * r50 / torch.sqrt(q)).max())
+    ncol = tab.table.shape[1]
+    j_lo = int(math.floor((math.log(kap_min) - tab.lnk_min) / tab.lnk_step)) - 1
+    j_hi = int(math.ceil((math.log(kap_max) - tab.lnk_min) / tab.lnk_step)) + 2
+    j_lo = min(max(j_lo, 0), ncol - 2)
+    j_hi = min(max(j_hi, j_lo + 2), ncol)
+    rows = cubic_rows(tab.table[:, j_lo:j_hi], (n - tab.n_min) / tab.n_step)
+    val = torch.cat([torch.ones(rows.shape[0], 1), rows], dim=1)
+    slope = torch.zeros_like(val)
+    slope[:, :-1] = val[:, 1:] - val[:, :-1]
+    u_off = -tab.lnk_min / tab.lnk_step - j_lo + 1.0
+    return coef, val.contiguous(), slope, u_off

@@ -1,16 +1,18 @@
-"""Quantiles and modes of batches of Gaussian mixtures by vectorised root finding.
+"""Point summaries of batches of Gaussian mixtures: quantiles and modes by root finding.
 
 The functions here take a float64 CPU :class:`lumos.mixture.GaussianMixture` (any object
 with its attributes ``means``, ``sigmas``, ``weights``, ``truncated``, ``n_components``
-and its methods ``mean``, ``std``, ``valid_rows``, ``effective_log_weights`` and row
-selection) and work on all its rows at once, in row blocks of bounded size:
+and its methods ``mean``, ``std``, ``valid_rows``, ``effective_log_weights``,
+``float64_cpu`` and row selection) and work on all its rows at once, in row blocks of bounded size:
 
 * :func:`solve_quantiles`: safeguarded Newton iterations on the CDF, in a bracket that
   is bisected where a Newton step would leave it;
 * :func:`find_peaks`: a trust-region ascent on the log density from the tallest
   component means, falling back on the EM fixed point where a step lowers the density.
 
-Rows with invalid parameters give NaN.
+:func:`summarise` gives all the point summaries of a measurement table at once
+(:data:`SUMMARY_KEYS`), over row chunks run in parallel threads. Rows with invalid
+parameters give NaN.
 """
 
 from __future__ import annotations
@@ -18,18 +20,37 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from .chunks import map_chunks
+from .stats import P025, P16, P84, P975
 from .truncated_normal import log_phi, truncation_log_norm
 
-__all__ = ["Mixture", "find_peaks", "solve_quantiles"]
+__all__ = ["SUMMARY_KEYS", "Mixture", "find_peaks", "solve_quantiles", "summarise"]
 
 _SQRT_HALF = math.sqrt(0.5)
 
+#: Keys of :func:`summarise` (and :meth:`GaussianMixture.summaries`), in order (also the
+#: PDF co-add's columns).
+SUMMARY_KEYS = (
+    "flux",
+    "flux_err",
+    "flux_median",
+    "flux_peak",
+    "flux_q16",
+    "flux_q84",
+    "flux_q025",
+    "flux_q975",
+    "sigma68",
+    "sigma95",
+    "eta",
+)
+
 
 class Mixture(Protocol):
-    """What the root finders use of a :class:`lumos.mixture.GaussianMixture`."""
+    """What the summaries use of a :class:`lumos.mixture.GaussianMixture`."""
 
     means: Tensor
     sigmas: Tensor
@@ -52,6 +73,42 @@ class Mixture(Protocol):
     def valid_rows(self) -> Tensor: ...
 
     def effective_log_weights(self) -> Tensor: ...
+
+    def float64_cpu(self) -> Mixture: ...
+
+
+def summarise(mix: Mixture, chunk_size: int, workers: int | None) -> dict[str, np.ndarray]:
+    """All point summaries of a mixture batch, float64 NumPy arrays [N] keyed by
+    :data:`SUMMARY_KEYS` (see :meth:`lumos.mixture.GaussianMixture.summaries`).
+
+    Chunks of ``chunk_size`` rows run on ``workers`` threads (:func:`lumos.chunks.map_chunks`).
+    """
+    n = len(mix)
+    res = {k: np.empty(n, dtype=np.float64) for k in SUMMARY_KEYS}
+    levels = torch.tensor([[P025, P16, 0.5, P84, P975]], dtype=torch.float64)
+
+    def work(lo: int, hi: int) -> None:
+        sub = mix[lo:hi].float64_cpu()
+        bad = ~sub.valid_rows()
+        mean = torch.where(bad, math.nan, sub.mean())
+        std = torch.where(bad, math.nan, sub.std())
+        q = solve_quantiles(sub, levels.expand(len(sub), -1))
+        peak = find_peaks(sub)
+        s68 = 0.5 * (q[:, 3] - q[:, 1])
+        res["flux"][lo:hi] = mean.numpy()
+        res["flux_err"][lo:hi] = std.numpy()
+        res["flux_median"][lo:hi] = q[:, 2].numpy()
+        res["flux_peak"][lo:hi] = peak.numpy()
+        res["flux_q16"][lo:hi] = q[:, 1].numpy()
+        res["flux_q84"][lo:hi] = q[:, 3].numpy()
+        res["flux_q025"][lo:hi] = q[:, 0].numpy()
+        res["flux_q975"][lo:hi] = q[:, 4].numpy()
+        res["sigma68"][lo:hi] = s68.numpy()
+        res["sigma95"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0])).numpy()
+        res["eta"][lo:hi] = (0.5 * (q[:, 4] - q[:, 0]) / s68 - 1.0).numpy()
+
+    map_chunks(work, n, chunk_size, workers)
+    return res
 
 
 # Elements ([rows, points, components]) processed at once by the root finders.
