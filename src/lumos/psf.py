@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from scipy.special import gammaln, kve
 from torch import Tensor
 
 from .image_psf import BasisImagePSF, ImagePSF
@@ -73,8 +74,6 @@ class _MoffatTable:
         self._lock = threading.Lock()  # measurement renders from several threads
 
     def _compute(self, index: list[int]) -> None:
-        from scipy.special import gammaln, kve
-
         nu = (self.nu0 + self.dnu * np.asarray(index, dtype=np.float64))[:, None]
         x = np.exp(self.lnx0 + self.dlnx * np.arange(self.n_cols))[None, :]
         with np.errstate(under="ignore", over="ignore", divide="ignore", invalid="ignore"):

@@ -18,6 +18,7 @@ from importlib import resources
 
 import numpy as np
 import torch
+from scipy.special import gammaincinv
 from torch import Tensor
 
 from .psf_base import as_tensor_1d, broadcast_named, cubic_rows
@@ -95,8 +96,6 @@ def sersic_table() -> SersicTable:
 
 def sersic_b(n: Tensor) -> Tensor:
     """The Sersic ``b_n`` with ``gamma(2n, b_n) = Gamma(2n) / 2`` (float64, shape of ``n``)."""
-    from scipy.special import gammaincinv
-
     return torch.as_tensor(gammaincinv(2.0 * n.double().numpy(), 0.5), dtype=torch.float64)
 
 
