@@ -18,13 +18,17 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Layers, lowest first. ``"pkg.*"`` is the package ``pkg`` and all its submodules.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats"),
-    "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.mixture", "lumos.psf",
+    "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats",
+                    "lumos.chunks", "lumos.truncated_normal", "lumos.mixture_summaries",
+                    "lumos.psf_base"),
+    "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.gaussian_mixture",
+               "lumos.mixture", "lumos.psf", "lumos.image_psf", "lumos.sersic",
+               "lumos.wraparound", "lumos.grid_product",
                "lumos.sky.noise", "lumos.classical.geometry"),
     "physics": ("lumos.profiles", "lumos.spectra", "lumos.population", "lumos.bulgedisk",
                 "lumos.sky.*", "lumos.backgrounds", "lumos.imageio", "lumos.psfex",
-                "lumos.psfsource", "lumos.pixelmaps", "lumos.simconfig", "lumos.scene",
-                "lumos.observe", "lumos.simfile"),
+                "lumos.psfsource", "lumos.pixelmaps", "lumos.measure_table", "lumos.simconfig",
+                "lumos.scene", "lumos.observe", "lumos.simfile"),
     "methods": ("lumos.catalogue", "lumos.classical.*", "lumos.network", "lumos.model_io",
                 "lumos.coadd", "lumos.prior", "lumos.bayes"),
     "simulation and measurement": ("lumos.simulate", "lumos.measure", "lumos.field",

@@ -11,11 +11,11 @@ import torch
 from lumos.instrument import PIXEL_SCALE
 from lumos.profiles import (
     SersicRenderer,
-    _sersic_table,
     render_sersic,
     valid_profile_parameters,
 )
 from lumos.psf import GaussianPSF, MoffatPSF
+from lumos.sersic import sersic_table
 
 PIX = PIXEL_SCALE
 #: The accuracy profiles.py documents against GalSim: stamp flux within a few 1e-4, pixels
@@ -41,7 +41,7 @@ def moments(img: np.ndarray) -> tuple[float, float, float, float, float]:
 
 def test_table_matches_galsim_off_grid():
     galsim = pytest.importorskip("galsim")
-    tab = _sersic_table()
+    tab = sersic_table()
     from lumos.psf import cubic_rows
 
     for n in (0.3137, 0.71, 1.4567, 3.333, 6.1):

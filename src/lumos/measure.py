@@ -5,13 +5,16 @@ The path (paper section 6.1): read the image and its metadata, place the catalog
 simulator uses, run the network in batches and summarise its flux PDFs. The classical methods
 (``aperture``, ``modelfit``, ``weighted``) run through the same path on larger context cutouts
 and report their Gaussian error as a one-component mixture, so that every table has the same
-columns and co-adds treat them alike.
+columns (:mod:`lumos.measure_table`, whose :data:`OUTPUT_COLUMNS` is re-exported here) and
+co-adds treat them alike. Batches of galaxies are measured side by side in threads
+(:func:`lumos.chunks.run_row_chunks`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +23,28 @@ from astropy.table import Table
 
 from . import __version__
 from .bands import band_index
+from .bayes import SharedError, apply_prior, fill_likelihood
 from .catalogue import read_catalogue
+from .chunks import run_row_chunks
+from .classical import ContextCutouts, measure_classical
 from .errors import LumosError
 from .flags import Flag
 from .imageio import DEFAULT_KEYWORDS, ImageMeta, check_image_data, image_metadata, read_image
-from .pixelmaps import bad_pixels, variance_from_weight
-from .psfsource import PSFSource
+from .measure_table import (
+    FLUX_COLUMNS,
+    OUTPUT_COLUMNS,
+    empty_output,
+    fill_from_mixture,
+    fill_gaussian,
+    flag_unusable,
+)
+from .model_io import load_default_model, load_model
+from .pixelmaps import bad_pixels, read_pixel_map, variance_from_weight
+from .profiles import render_sersic
+from .psf import MoffatPSF
+from .psfsource import PSFSource, load_psf
 from .stamps import STAMP_SIZE, StampBatch, cut_stamps, on_image
-from .stats import P16, P975
+from .survey import check_model_band
 from .tableio import check_output_path, write_table
 
 __all__ = [
@@ -42,69 +59,9 @@ __all__ = [
 MEASURE_METHODS = ("lumos", "aperture", "modelfit", "weighted")
 #: Side of the context cutouts given to the classical methods (annulus 30-45 px).
 CONTEXT_SIZE = 100
-N_COMPONENTS = 5
-OUTPUT_COLUMNS = (
-    "id", "x", "y", "band", "flux", "flux_err", "flux_median", "flux_peak", "flux_q16",
-    "flux_q84", "sigma68", "sigma95", "eta", "pdf_weight", "pdf_mean", "pdf_sigma",
-    "pdf_truncated", "flags", "i_mag", "flux_like", "flux_like_err", "flux_shared_err",
-    "like_weight", "like_mean", "like_sigma",
-)  # fmt: skip
-_FLUX_COLUMNS = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "flux_q84",
-                 "sigma68", "sigma95")  # fmt: skip
-
-
-def _chunks(rows: np.ndarray, size: int) -> list[slice | np.ndarray]:
-    """Consecutive pieces of ``size`` row indices; a contiguous piece becomes a slice."""
-    out: list[slice | np.ndarray] = []
-    for start in range(0, len(rows), size):
-        part = rows[start : start + size]
-        if part[-1] - part[0] + 1 == len(part):
-            out.append(slice(int(part[0]), int(part[-1]) + 1))
-        else:
-            out.append(part)
-    return out
-
-
-def _chunk_length(rows: slice | np.ndarray) -> int:
-    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
-
-
-def _run_chunks(run: Callable[[slice | np.ndarray], None], rows: np.ndarray, size: int,
-                workers: int, progress: bool, desc: str) -> None:
-    """Call ``run`` on consecutive pieces of ``size`` of the row indices ``rows``, on
-    ``workers`` threads; the progress bar counts these rows only.
-
-    Each worker thread runs torch with one intra-op thread (a per-thread setting), so that
-    two chunks are rendered and inferred side by side instead of one chunk splitting every
-    small operation over two threads; the rows of different chunks never overlap.
-    """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from tqdm.auto import tqdm
-
-    chunks = _chunks(np.asarray(rows, dtype=np.int64), size)
-    with tqdm(total=len(rows), desc=desc, unit="gal", disable=not progress) as bar:
-        if workers <= 1 or len(chunks) <= 1:
-            for piece in chunks:
-                run(piece)
-                bar.update(_chunk_length(piece))
-            return
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
-                                initargs=(1,)) as pool:  # fmt: skip
-            futures = {pool.submit(run, piece): piece for piece in chunks}
-            try:
-                for future in as_completed(futures):
-                    future.result()
-                    bar.update(_chunk_length(futures[future]))
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
 
 
 def _psf(meta: ImageMeta, n: int):
-    from .psf import MoffatPSF
-
     return MoffatPSF(torch.full((n,), meta.psf_fwhm), torch.full((n,), meta.psf_beta))
 
 
@@ -114,8 +71,6 @@ def _profiles(catalogue: Table, rows: slice | np.ndarray, offset, meta: ImageMet
 
     With the Moffat of ``meta`` unless a PSF source (PSF image, PSFEx model) is given.
     """
-    from .profiles import render_sersic
-
     sub = catalogue[rows]
     n = len(sub)
     psf_batch = _psf(meta, n) if psf is None else psf.at(sub["x"], sub["y"])
@@ -177,70 +132,6 @@ def make_stamp_batch(
         flags=torch.from_numpy(flags),
         offset=torch.from_numpy(cut.offset.astype(np.float32)),
     )
-
-
-def _empty_output(catalogue: Table, meta: ImageMeta) -> Table:
-    n = len(catalogue)
-    out = Table()
-    out["id"] = catalogue["id"]
-    out["x"] = np.asarray(catalogue["x"], dtype=float)
-    out["y"] = np.asarray(catalogue["y"], dtype=float)
-    out["band"] = np.full(n, meta.band.name)
-    for name in _FLUX_COLUMNS + ("eta",):
-        out[name] = np.full(n, np.nan)
-    out["pdf_weight"] = np.zeros((n, N_COMPONENTS))
-    out["pdf_mean"] = np.full((n, N_COMPONENTS), np.nan)
-    out["pdf_sigma"] = np.full((n, N_COMPONENTS), np.nan)
-    out["pdf_truncated"] = np.zeros(n, dtype=bool)
-    out["flags"] = np.asarray(catalogue["flags"], dtype=np.int64).copy()
-    out["i_mag"] = np.asarray(catalogue["i_mag"], dtype=float)
-    for name in ("flux_like", "flux_like_err", "flux_shared_err"):
-        out[name] = np.full(n, np.nan)
-    out["like_weight"] = np.zeros((n, N_COMPONENTS))
-    out["like_mean"] = np.full((n, N_COMPONENTS), np.nan)
-    out["like_sigma"] = np.full((n, N_COMPONENTS), np.nan)
-    return out
-
-
-def _fill_from_mixture(out: Table, rows: slice, mixture, to_image_units: float) -> None:
-    summary = mixture.summaries()
-    for name in _FLUX_COLUMNS:
-        out[name][rows] = np.asarray(summary[name], dtype=float) / to_image_units
-    out["eta"][rows] = np.asarray(summary["eta"], dtype=float)
-    arrays = mixture.numpy()
-    out["pdf_weight"][rows] = np.asarray(arrays["weight"], dtype=float)
-    out["pdf_mean"][rows] = np.asarray(arrays["mean"], dtype=float) / to_image_units
-    out["pdf_sigma"][rows] = np.asarray(arrays["sigma"], dtype=float) / to_image_units
-    out["pdf_truncated"][rows] = np.asarray(arrays["truncated"], dtype=bool)
-
-
-def _fill_gaussian(out: Table, rows: slice, flux, flux_err) -> None:
-    """Classical results as one-component mixtures (the other weights zero)."""
-    from scipy.special import ndtri
-
-    flux = np.asarray(flux, dtype=float)
-    err = np.asarray(flux_err, dtype=float)
-    out["flux"][rows] = flux
-    out["flux_err"][rows] = err
-    out["flux_median"][rows] = flux
-    out["flux_peak"][rows] = flux
-    z16, z975 = ndtri(P16), ndtri(P975)  # -1 and 1.96: the quantile levels of lumos.stats
-    out["flux_q16"][rows] = flux + z16 * err
-    out["flux_q84"][rows] = flux - z16 * err
-    out["sigma68"][rows] = err
-    out["sigma95"][rows] = z975 * err
-    out["eta"][rows] = np.where(np.isfinite(err), z975 - 1.0, np.nan)  # Eq. 22
-    n = len(flux)
-    weight = np.zeros((n, N_COMPONENTS))
-    weight[:, 0] = 1.0
-    mean = np.full((n, N_COMPONENTS), np.nan)
-    sigma = np.full((n, N_COMPONENTS), np.nan)
-    mean[:, 0], sigma[:, 0] = flux, err
-    out["pdf_weight"][rows], out["pdf_mean"][rows], out["pdf_sigma"][rows] = weight, mean, sigma
-    # a classical estimate is a likelihood: no prior, no shared error modelled
-    out["flux_like"][rows], out["flux_like_err"][rows] = flux, err
-    out["flux_shared_err"][rows] = np.where(np.isfinite(flux), 0.0, np.nan)
-    out["like_weight"][rows], out["like_mean"][rows], out["like_sigma"][rows] = weight, mean, sigma
 
 
 def measure_image(
@@ -308,15 +199,13 @@ def measure_image(
     electrons = np.asarray(image, dtype=np.float32) * np.float32(meta.gain)
     mask = bad_pixels(electrons.shape, mask, weight)
     variance = None if weight is None else variance_from_weight(weight, meta.gain)
-    out = _empty_output(catalogue, meta)
+    out = empty_output(catalogue, meta)
     on = on_image(catalogue["x"], catalogue["y"], electrons.shape)
     on &= (np.asarray(catalogue["flags"]) & int(Flag.OFF_IMAGE)) == 0
     out["flags"][~on] |= int(Flag.OFF_IMAGE)
     todo = np.flatnonzero(on)
     if method == "lumos":
         if model is None:
-            from .model_io import load_default_model
-
             model = load_default_model()
         model.eval()
         run = _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf)
@@ -325,16 +214,14 @@ def measure_image(
     workers = torch.get_num_threads() if workers is None else int(workers)
     if workers < 1:
         raise LumosError(f"workers must be at least 1, got {workers}")
-    _run_chunks(run, todo, batch_size, workers, progress, f"{method} {meta.band.name}")
+    run_row_chunks(run, todo, batch_size, workers, progress, f"{method} {meta.band.name}")
     likelihood_model = method == "lumos" and _is_likelihood(model)
     if likelihood_model:
-        from .bayes import apply_prior
-
         apply_prior(out, prior, meta.exposure_time, meta.gain)
     unit = meta.unit
     for name in ("flux_like", "flux_like_err", "flux_shared_err", "like_mean", "like_sigma"):
         out[name].unit = unit
-    for name in _FLUX_COLUMNS:
+    for name in FLUX_COLUMNS:
         out[name].unit = unit
     out["pdf_mean"].unit = unit
     out["pdf_sigma"].unit = unit
@@ -379,15 +266,13 @@ def _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf) -> Callable[
         with torch.inference_mode():
             mixture = model(batch)
         if _is_likelihood(model):
-            from .bayes import SharedError, fill_likelihood
-
             fill_likelihood(out, rows, mixture, SharedError.of(model.config), meta.gain)
         else:
-            _fill_from_mixture(out, rows, mixture, meta.gain)
+            fill_from_mixture(out, rows, mixture, meta.gain)
         extra = model.range_flags(batch) if hasattr(model, "range_flags") else 0
         out["flags"][rows] = batch.flags.numpy() | np.asarray(extra) | image_flag \
             | _flux_range_flag(model, mixture, meta)  # fmt: skip
-        _flag_unusable(out, rows)
+        flag_unusable(out, rows)
 
     return run
 
@@ -409,8 +294,6 @@ def _flux_range_flag(model, mixture, meta: ImageMeta) -> np.ndarray | int:
 
 def _classical_chunk(electrons, catalogue, meta, method, out, mask, psf=None,
                      variance=None) -> Callable[[slice], None]:
-    from .classical import ContextCutouts, measure_classical
-
     def run(rows: slice | np.ndarray) -> None:
         sub = catalogue[rows]
         cut = cut_stamps(electrons, sub["x"], sub["y"], size=CONTEXT_SIZE, mask=mask)
@@ -430,11 +313,11 @@ def _classical_chunk(electrons, catalogue, meta, method, out, mask, psf=None,
             variance=_variance_cutouts(variance, sub, mask),
         )
         result = measure_classical(method, cutouts)
-        _fill_gaussian(out, rows, result["flux"] / meta.gain, result["flux_err"] / meta.gain)
+        fill_gaussian(out, rows, result["flux"] / meta.gain, result["flux_err"] / meta.gain)
         out["flags"][rows] = (
             np.asarray(sub["flags"], dtype=np.int64) | cut.flags | np.asarray(result["flags"])
         )
-        _flag_unusable(out, rows)
+        flag_unusable(out, rows)
 
     return run
 
@@ -444,24 +327,6 @@ def _variance_cutouts(variance, sub: Table, mask) -> np.ndarray | None:
     if variance is None:
         return None
     return cut_stamps(variance, sub["x"], sub["y"], size=CONTEXT_SIZE, mask=mask).pixels
-
-
-def _flag_unusable(out: Table, rows: slice | np.ndarray) -> None:
-    """Rows off the image or with nothing to measure (``FAILED``) get NaN fluxes, never a
-    made-up number."""
-    bad = (np.asarray(out["flags"][rows]) & int(Flag.OFF_IMAGE | Flag.FAILED)) != 0
-    if np.any(bad):
-        idx = np.arange(len(out))[rows][bad]
-        for name in _FLUX_COLUMNS + ("eta",):
-            out[name][idx] = np.nan
-        out["pdf_weight"][idx] = 0.0
-        out["pdf_mean"][idx] = np.nan
-        out["pdf_sigma"][idx] = np.nan
-        for name in ("flux_like", "flux_like_err", "flux_shared_err"):
-            out[name][idx] = np.nan
-        out["like_weight"][idx] = 0.0
-        out["like_mean"][idx] = np.nan
-        out["like_sigma"][idx] = np.nan
 
 
 def measure_file(
@@ -550,11 +415,7 @@ def measure_file(
     )
     model = None
     if method == "lumos":
-        from .model_io import load_default_model, load_model
-
         model = load_model(model_path) if model_path is not None else load_default_model()
-        from .survey import check_model_band
-
         check_model_band(getattr(model, "metadata", None), meta.band)
     result = measure_image(
         image, catalogue, meta, method=method, model=model, progress=progress,
@@ -581,11 +442,6 @@ def _pixel_inputs(shape: tuple[int, int], meta: ImageMeta, psf_path, weight_path
     Returns ``(psf, weight, mask, meta)``; with a PSF file, ``meta.psf_fwhm`` becomes that
     PSF's FWHM at the image centre.
     """
-    from dataclasses import replace
-
-    from .pixelmaps import read_pixel_map
-    from .psfsource import load_psf
-
     psf = None
     if psf_path is not None:
         psf = load_psf(psf_path, shape, meta.pixel_scale)

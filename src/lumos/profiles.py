@@ -6,11 +6,11 @@ sees, for training and for measurement, so that the two cannot disagree.
 Method (Fourier space, per galaxy, vectorised over a chunk of galaxies):
 
 1. The radial transform ``F_n(kappa)`` of a unit-flux, unit-half-light-radius Sersic
-   profile is read from a precomputed table (``data/sersic_ktable.npz``, made by
-   ``scripts/make_sersic_table.py``), interpolated cubically in ``n`` once per galaxy and
-   linearly in ``ln kappa`` per wavenumber. An elliptical profile with circularised
-   half-light radius ``r50``, axis ratio ``q`` and position angle ``pa`` has
-   ``kappa^2 = r50^2 (k_par^2 / q + k_perp^2 q)`` (area-preserving shear).
+   profile is read from the packaged table (:func:`lumos.sersic.sersic_table`),
+   interpolated cubically in ``n`` once per galaxy and linearly in ``ln kappa`` per
+   wavenumber. An elliptical profile with circularised half-light radius ``r50``, axis
+   ratio ``q`` and position angle ``pa`` has ``kappa^2 = r50^2 (k_par^2 / q + k_perp^2 q)``
+   (area-preserving shear).
 2. It is multiplied by the PSF transform, the pixel response ``sinc(kx p/2) sinc(ky p/2)``
    and the phase ``exp(-i k.x0)`` of the source position.
 3. The spectrum is evaluated beyond the Nyquist wavenumber (up to ``fold`` times it, where
@@ -18,13 +18,13 @@ Method (Fourier space, per galaxy, vectorised over a chunk of galaxies):
    folded, which makes the result the exact pixel-centre sampling of the pixel-convolved
    profile (aliasing included), and transformed back on an ``L x L`` grid (``L`` about
    ``S + 36``; twice that for the few galaxies whose wrapped light is too structured for
-   step 4, see ``_WRAP_HARD``).
-4. The periodic copies of the FFT (wrap-around: extended, flattened, high-n galaxies put
-   light far beyond the FFT box) are subtracted in real space: the far field of the
-   PSF-convolved profile is the analytic Sersic light plus the analytic PSF wings; the
-   nearest three rings of copies are evaluated on coarse nodes (spacing set by the
-   curvature of the profile and the brightness of the wrapped light) and interpolated
-   bicubically in log space, the rest is a uniform level from the light outside them.
+   step 4).
+4. The periodic copies of the FFT (wrap-around) are subtracted in real space from an
+   analytic far field (:mod:`lumos.wraparound`).
+
+The parameter ranges and the validity rule (:func:`valid_profile_parameters`) live in
+:mod:`lumos.sersic` and are re-exported here. :func:`draw_psf` draws pixel-integrated PSF
+images with the same renderer.
 
 Accuracy against GalSim (``bench/bench_render.py``, 1000 random galaxies and the parameter
 corners): stamp flux within a few 1e-4, pixels within ~5e-4 of the peak.
@@ -39,17 +39,28 @@ angle is counter-clockwise from the +x axis (towards +y). This matches GalSim
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .chunks import intra_op_threads
 from .instrument import PIXEL_SCALE
-from .psf import PSF, as_tensor_1d, cubic_rows
+from .psf_base import PSF, as_tensor_1d, broadcast_named, psf_index, select_psf
+from .sersic import (
+    K_THRESHOLD,
+    Q_RANGE,
+    RENDER_R50_RANGE,
+    SERSIC_N_RANGE,
+    parameter_checks,
+    sersic_b,
+    sersic_lookup,
+    sersic_table,
+    valid_profile_parameters,
+)
+from .wraparound import WrapCorrection
 
 __all__ = [
     "SersicRenderer",
@@ -62,133 +73,7 @@ __all__ = [
     "Q_RANGE",
 ]
 
-#: Sersic indices the renderer supports (GalSim's range).
-SERSIC_N_RANGE = (0.3, 6.2)
-#: Circularised half-light radii [arcsec] the renderer draws as given; others are clamped
-#: into it (the population's own, narrower support is ``lumos.population.POPULATION_R50_RANGE``).
-RENDER_R50_RANGE = (1e-3, 20.0)
-#: Axis ratios drawn as given; others are clamped into it.
-Q_RANGE = (0.05, 1.0)
-
-_TABLE_FILE = "sersic_ktable.npz"
-_UPSAMPLE = 2  # fine ln(kappa) grid = table grid / _UPSAMPLE
-_K_THRESHOLD = 1e-6  # transform value below which wavenumbers are dropped
 _POINTS_PER_GALAXY = 5000  # chunk budget unit: wavenumbers per galaxy
-_WRAP_NEED = 1e-6  # light fraction beyond the nearest copy distance that triggers correction
-_WRAP_TAIL = 1e-5  # light fraction beyond the explicit copies treated as a uniform level
-_WRAP_HARD = 3e-3  # far-field model error (flux units) above which a 2x FFT grid is used
-_WRAP_MAX_COPIES = 3  # rings of periodic copies evaluated explicitly
-
-
-@dataclass(frozen=True)
-class _SersicTable:
-    """Sersic transform table: rows over n (with ghost rows), columns over ln(kappa)."""
-
-    table: Tensor  # (R + 2, T) float32, fine grid in ln kappa
-    kappa_cut: Tensor  # (R, 7) float64, kappa beyond which |F| < _K_THRESHOLD * 10^-j
-    n_min: float
-    n_step: float
-    lnk_min: float
-    lnk_step: float
-
-
-def _upsample_cubic(values: np.ndarray, factor: int) -> np.ndarray:
-    """Catmull-Rom upsampling along the last axis by an integer factor."""
-    if factor == 1:
-        return values
-    v = np.concatenate([2 * values[:, :1] - values[:, 1:2], values,
-                        2 * values[:, -1:] - values[:, -2:-1]], axis=1)
-    n = values.shape[1]
-    t = np.arange(factor) / factor
-    p0, p1, p2, p3 = v[:, :-3], v[:, 1:-2], v[:, 2:-1], v[:, 3:]
-    t = t[None, None, :]
-    p0, p1, p2, p3 = (a[..., None] for a in (p0, p1, p2, p3))
-    out = 0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                 + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)
-    out = out.reshape(values.shape[0], (n - 1) * factor)
-    return np.concatenate([out, values[:, -1:]], axis=1)
-
-
-@lru_cache(maxsize=1)
-def _sersic_table() -> _SersicTable:
-    """Load (once per process) the packaged Sersic transform table."""
-    with resources.files("lumos").joinpath("data", _TABLE_FILE).open("rb") as fh:
-        data = np.load(fh)
-        coarse = data["table"].astype(np.float64)
-        n_min, n_step = float(data["n_min"]), float(data["n_step"])
-        lnk_min, lnk_step = float(data["lnk_min"]), float(data["lnk_step"])
-    fine = _upsample_cubic(coarse, _UPSAMPLE)
-    env = np.maximum.accumulate(np.abs(fine)[:, ::-1], axis=1)[:, ::-1]
-    levels = _K_THRESHOLD * 10.0 ** -np.arange(7)
-    kappa_cut = np.exp(lnk_min + lnk_step / _UPSAMPLE
-                       * (env[:, :, None] >= levels[None, None, :]).sum(axis=1))
-    fine = np.concatenate([2 * fine[:1] - fine[1:2], fine, 2 * fine[-1:] - fine[-2:-1]])
-    return _SersicTable(
-        table=torch.as_tensor(fine, dtype=torch.float32),
-        kappa_cut=torch.as_tensor(kappa_cut, dtype=torch.float64),
-        n_min=n_min,
-        n_step=n_step,
-        lnk_min=lnk_min,
-        lnk_step=lnk_step / _UPSAMPLE,
-    )
-
-
-def sersic_b(n: Tensor) -> Tensor:
-    """The Sersic ``b_n`` with ``gamma(2n, b_n) = Gamma(2n) / 2`` (float64, shape of ``n``)."""
-    from scipy.special import gammaincinv
-
-    return torch.as_tensor(gammaincinv(2.0 * n.double().numpy(), 0.5), dtype=torch.float64)
-
-
-def valid_profile_parameters(r50, n, q, pa=None) -> Tensor:
-    """Which galaxies have profile parameters the renderer draws as given.
-
-    Parameters
-    ----------
-    r50 : array-like, shape (N,)
-        Circularised half-light radius [arcsec]; valid in ``(0, 20]``.
-    n : array-like, shape (N,)
-        Sersic index; valid in ``[0.3, 6.2]``.
-    q : array-like, shape (N,)
-        Axis ratio b/a; valid in ``[0.05, 1]``.
-    pa : array-like, shape (N,), optional
-        Position angle [degrees]; valid if finite.
-
-    Returns
-    -------
-    torch.Tensor, bool, shape (N,)
-        False where a parameter is NaN or outside its range (callers set
-        ``Flag.BAD_PROFILE``); such galaxies are drawn with clamped parameters.
-    """
-    t = {"r50": as_tensor_1d(r50, "r50"), "n": as_tensor_1d(n, "n"), "q": as_tensor_1d(q, "q")}
-    if pa is not None:
-        t["pa"] = as_tensor_1d(pa, "pa")
-    checks = _parameter_checks(_broadcast_named(t))
-    ok = checks.pop("r50")
-    for mask in checks.values():
-        ok &= mask
-    return ok
-
-
-def _parameter_checks(t: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Per-parameter masks of the rule of :func:`valid_profile_parameters` (NaN: False)."""
-    out = {
-        "r50": (t["r50"] > 0) & (t["r50"] <= RENDER_R50_RANGE[1]),
-        "n": (t["n"] >= SERSIC_N_RANGE[0] - 1e-9) & (t["n"] <= SERSIC_N_RANGE[1] + 1e-9),
-        "q": (t["q"] >= Q_RANGE[0]) & (t["q"] <= Q_RANGE[1] + 1e-6),
-    }
-    if "pa" in t:
-        out["pa"] = torch.isfinite(t["pa"])
-    return out
-
-
-def _broadcast_named(t: dict[str, Tensor]) -> dict[str, Tensor]:
-    n = max(v.shape[0] for v in t.values())
-    for name, v in t.items():
-        if v.shape[0] not in (1, n):
-            lengths = ", ".join(f"{k}={w.shape[0]}" for k, w in t.items())
-            raise ValueError(f"shape mismatch: {name} has length {v.shape[0]} ({lengths})")
-    return {k: v.expand(n).contiguous() for k, v in t.items()}
 
 
 def _clamped(values: Tensor, lo: float, hi: float, default: float) -> Tensor:
@@ -288,6 +173,7 @@ class SersicRenderer:
         self.num_threads = None if num_threads is None else int(num_threads)
         self.chunk = max(1, int(chunk))
         self._grids: dict[tuple[int, int], _Grid] = {}
+        self._wrap = WrapCorrection(size, self.pixel_scale)
 
     # ------------------------------------------------------------------ public API
     def render(self, r50, n, q, pa, psf: PSF, offset=None, flux=None, *,
@@ -325,7 +211,7 @@ class SersicRenderer:
             For shape mismatches, a PSF of the wrong length, or (``strict``) invalid values.
         """
         par = self._prepare(r50, n, q, pa, psf, offset, flux, strict)
-        with _threads(self.num_threads):
+        with intra_op_threads(self.num_threads):
             return self._render(par, psf, point=False)
 
     def render_point(self, psf: PSF, n: int | None = None, offset=None) -> Tensor:
@@ -333,7 +219,7 @@ class SersicRenderer:
         n = len(psf) if n is None else n
         par = self._prepare(np.zeros(n), np.ones(n), np.ones(n), np.zeros(n), psf, offset,
                             None, False, point=True)
-        with _threads(self.num_threads):
+        with intra_op_threads(self.num_threads):
             return self._render(par, psf, point=True)
 
     # ------------------------------------------------------------------ preparation
@@ -342,7 +228,7 @@ class SersicRenderer:
              "q": as_tensor_1d(q, "q"), "pa": as_tensor_1d(pa, "pa")}
         if flux is not None:
             t["flux"] = as_tensor_1d(flux, "flux")
-        t = _broadcast_named(t)
+        t = broadcast_named(t)
         nobj = t["r50"].shape[0]
         if not hasattr(psf, "kvalue") or not hasattr(psf, "__len__"):
             raise ValueError(f"psf must implement the PSF protocol, got {type(psf).__name__}")
@@ -359,7 +245,7 @@ class SersicRenderer:
                 raise ValueError(f"offset must have shape ({nobj}, 2), got {tuple(off.shape)}")
             off = off.expand(nobj, 2)
         if strict and not point:
-            checks = {**_parameter_checks(t), "offset": torch.isfinite(off).all(dim=1)}
+            checks = {**parameter_checks(t), "offset": torch.isfinite(off).all(dim=1)}
             ranges = {"r50": f"(0, {RENDER_R50_RANGE[1]}] arcsec", "n": f"{list(SERSIC_N_RANGE)}",
                       "q": f"[{Q_RANGE[0]}, 1]", "pa": "finite", "offset": "finite"}
             for name, ok in checks.items():
@@ -422,10 +308,10 @@ class SersicRenderer:
         k_need = torch.full((nobj,), math.inf, dtype=torch.float64)
         kmax = getattr(psf, "kmax", None)
         if kmax is not None:
-            kp = kmax(_K_THRESHOLD).to(torch.float64)
+            kp = kmax(K_THRESHOLD).to(torch.float64)
             k_need = torch.minimum(k_need, kp.expand(nobj) if kp.shape[0] == 1 else kp)
         if not point:
-            tab = _sersic_table()
+            tab = sersic_table()
             pos = ((par["n"] - tab.n_min) / tab.n_step).clamp(0, tab.kappa_cut.shape[0] - 1)
             # Threshold relative to the peak pixel of a smooth profile, ~ (p / r50)^2:
             # large galaxies keep fainter wavenumbers.
@@ -457,7 +343,7 @@ class SersicRenderer:
             else:
                 sub = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in par.items()}
                 sub["count"] = idx.numel()
-                out[idx] = self._render_group(sub, _select_psf(psf, _psf_index(psf, idx)),
+                out[idx] = self._render_group(sub, select_psf(psf, psf_index(psf, idx)),
                                               point, L)
         if par["flux"] is not None:
             out *= par["flux"].to(self.dtype)[:, None, None]
@@ -482,10 +368,10 @@ class SersicRenderer:
             idx = order[start:stop]
             half = int(sorted_halves[stop - 1])
             start = stop
-            sub_psf = _select_psf(psf, _psf_index(psf, idx))
+            sub_psf = select_psf(psf, psf_index(psf, idx))
             sub = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in par.items()}
             out[idx] = self._render_chunk(sub, sub_psf, half, point, L)
-        return self._subtract_wrap(out, par, psf, point, L)
+        return self._wrap.subtract(out, par, psf, point, L)
 
     @staticmethod
     def _grid_points(L: int, half: int) -> int:
@@ -494,33 +380,10 @@ class SersicRenderer:
         return cols * (2 * half + 1)
 
     def _needs_large_fft(self, par: dict, psf: PSF, point: bool) -> Tensor:
-        """Galaxies whose wrap-around light is too strong for the analytic far field.
-
-        The far-field model ignores the PSF smoothing of the wrapped light; its relative
-        error is about ``sigma^2 / 2 |laplacian ln f|`` at the nearest copies. Galaxies for
-        which that error times the wrapped light fraction exceeds ``_WRAP_HARD`` are drawn
-        on an FFT grid twice as large.
-        """
-        nobj = par["count"]
+        """Galaxies drawn on the FFT grid twice as large (see :mod:`lumos.wraparound`)."""
         if point or self.fft_size_large == self.fft_size:
-            return torch.zeros(nobj, dtype=torch.bool)
-        L, S, p = self.fft_size, self.size, self.pixel_scale
-        n, r50, q = par["n"], par["r50"], par["q"]
-        b = sersic_b(n)
-        ext = _half_extent(S, par["offset"])
-        near = (L - ext - 1.0) * p
-        frac = torch.special.gammaincc(2 * n, b * (near * torch.sqrt(q) / r50) ** (1.0 / n))
-        fwhm = getattr(psf, "fwhm", None)
-        fwhm = (torch.ones(1, dtype=torch.float64) if fwhm is None else fwhm.to(torch.float64))
-        fwhm = fwhm.expand(nobj) if fwhm.shape[0] == 1 else fwhm
-        sigma2 = 2.0 * (fwhm / 2.3548) ** 2 + p * p / 12.0
-        curv = torch.zeros(nobj, dtype=torch.float64)
-        for dist in (L - ext, L + ext):
-            rc = dist * p * torch.sqrt(q)
-            g1 = (b / n) * (rc / r50) ** (1.0 / n) / rc
-            g2 = g1 * (1.0 / n - 1.0).abs() / rc
-            curv = torch.maximum(curv, g1 / (q * rc) + g2 * q + g1 * g1 * q)
-        return frac * 0.5 * sigma2 * curv > _WRAP_HARD
+            return torch.zeros(par["count"], dtype=torch.bool)
+        return self._wrap.needs_large_fft(par, psf, self.fft_size)
 
     def _render_chunk(self, par: dict, psf: PSF, half: int, point: bool, L: int) -> Tensor:
         S, p = self.size, self.pixel_scale
@@ -554,9 +417,9 @@ class SersicRenderer:
                 spec = psf_grid.to(self.cdtype if psf_grid.is_complex() else rdt)
             spec = spec * (ey[:, :, None] * ex[:, None, :])
         else:
-            coef, lut_val, lut_slope, u_off = self._sersic_setup(par, half, dk)
+            coef, lut_val, lut_slope, u_off = sersic_lookup(par, half, dk)
             spec = _sersic_spectrum(coef, g, lut_val, lut_slope, u_off,
-                                    0.5 / _sersic_table().lnk_step,
+                                    0.5 / sersic_table().lnk_step,
                                     mtf if radial else None, ex, ey)
             if not radial:
                 spec = spec * psf_grid.to(self.cdtype)
@@ -573,35 +436,6 @@ class SersicRenderer:
             full = full.view(c, L, nh)
         return torch.fft.irfft2(full, s=(L, L))[:, :S, :S]
 
-    def _sersic_setup(self, par: dict, half: int, dk: float):
-        """Per-chunk Sersic lookup: quadratic-form coefficients and table rows.
-
-        Returns ``coef`` (c, 3) = (cyy, cxx, cxy) with ``kappa^2 = cyy b^2 + cxx a^2 + cxy a b``
-        in frequency-index units, the rows (value, slope) over the ln(kappa) columns the chunk
-        needs (column 0 holds kappa = 0, value 1) and the column offset of ``u``.
-        """
-        tab = _sersic_table()
-        n, q, r50 = par["n"], par["q"], par["r50"]
-        theta = torch.deg2rad(par["pa"])
-        cs, sn = torch.cos(theta), torch.sin(theta)
-        s2 = (r50 * dk) ** 2
-        coef = torch.stack([s2 * (sn * sn / q + cs * cs * q), s2 * (cs * cs / q + sn * sn * q),
-                            s2 * (2 * cs * sn * (1 / q - q))], dim=1).to(torch.float32)
-        # columns needed: from below the smallest non-zero kappa to above the largest
-        kap_min = float((dk * r50 * torch.sqrt(q)).min())
-        kap_max = float((half * dk * math.sqrt(2.0) * r50 / torch.sqrt(q)).max())
-        ncol = tab.table.shape[1]
-        j_lo = int(math.floor((math.log(kap_min) - tab.lnk_min) / tab.lnk_step)) - 1
-        j_hi = int(math.ceil((math.log(kap_max) - tab.lnk_min) / tab.lnk_step)) + 2
-        j_lo = min(max(j_lo, 0), ncol - 2)
-        j_hi = min(max(j_hi, j_lo + 2), ncol)
-        rows = cubic_rows(tab.table[:, j_lo:j_hi], (n - tab.n_min) / tab.n_step)
-        val = torch.cat([torch.ones(rows.shape[0], 1), rows], dim=1)
-        slope = torch.zeros_like(val)
-        slope[:, :-1] = val[:, 1:] - val[:, :-1]
-        u_off = -tab.lnk_min / tab.lnk_step - j_lo + 1.0
-        return coef, val.contiguous(), slope, u_off
-
     def _axis_factor(self, idx: Tensor, x0: Tensor, L: int) -> Tensor:
         """``sinc(pi a/L) exp(-2 pi i a x0 / L)`` for frequency indices ``a``: (c, len)."""
         a = idx.to(torch.float64)
@@ -610,222 +444,6 @@ class SersicRenderer:
         # Reduce the phase before the float32 cast (exact for the integer part of x0 a / L).
         phase = torch.remainder(phase, 2 * math.pi)
         return torch.polar(sinc[None, :].expand_as(phase).to(self.dtype), phase.to(self.dtype))
-
-    # ------------------------------------------------------------------ wrap-around
-    def _subtract_wrap(self, img: Tensor, par: dict, psf: PSF, point: bool, L: int) -> Tensor:
-        """Subtract the light of the FFT's periodic copies (analytic far field).
-
-        The FFT image is the sum over copies ``g(x + m L)``; far from the source the
-        PSF-convolved profile is ``g ~ f + P`` (Sersic light plus PSF wings, pixel area
-        times surface brightness). Copies with ``max(|mx|, |my|) <= M`` are evaluated on
-        coarse nodes and interpolated (log-bilinear), farther ones as a uniform level.
-        """
-        S, p = self.size, self.pixel_scale
-        c = img.shape[0]
-        use_psf = hasattr(psf, "flux_outside") and hasattr(psf, "intensity")
-        if point and not use_psf:
-            return img
-        ext = _half_extent(S, par["offset"])
-        near = (L - ext - 1.0) * p  # light beyond this box can wrap into the stamp
-        # Cheap upper bound first: light beyond the circle inscribed in the box.
-        bound = torch.zeros(c, dtype=torch.float64)
-        if not point:
-            n, r50, q = par["n"], par["r50"], par["q"]
-            b = sersic_b(n)
-            z = b * (near * torch.sqrt(q) / r50) ** (1.0 / n)
-            bound += torch.special.gammaincc(2 * n, z)
-        if use_psf:
-            ps = psf.flux_outside(torch.full((len(psf), 1), near, dtype=torch.float64))[:, 0]
-            bound += ps.expand(c) if ps.shape[0] == 1 else ps
-        cand = torch.nonzero(bound > _WRAP_NEED).reshape(-1)
-        if cand.numel() == 0:
-            return img
-        nc = cand.shape[0]
-        sub = {k: (v[cand] if torch.is_tensor(v) else v) for k, v in par.items()}
-        sub_psf = _select_psf(psf, _psf_index(psf, cand)) if use_psf else None
-        sers = None if point else self._sersic_far_params(sub)
-        m_max = _WRAP_MAX_COPIES
-
-        def outside(widths: list[float], keep: Tensor) -> Tensor:
-            """Light fractions outside squares of half-widths [pixels]: (W, len(keep))."""
-            hw = torch.tensor(widths, dtype=torch.float64) * p
-            out = torch.zeros(len(widths), keep.shape[0], dtype=torch.float64)
-            if sers is not None:
-                out += self._sersic_outside_box({k: v[keep] for k, v in sers.items()}, hw)
-            if sub_psf is not None:
-                out += _psf_outside_box(_select_psf(sub_psf, _psf_index(sub_psf, keep)), hw,
-                                        keep.shape[0])
-            return out
-
-        need = outside([L - ext - 1.0], torch.arange(nc))[0] > _WRAP_NEED
-        if not bool(need.any()):
-            return img
-        # keep only the galaxies that need a correction
-        keep = torch.nonzero(need).reshape(-1)
-        cand, nc = cand[keep], keep.shape[0]
-        sub = {k: (v[keep] if torch.is_tensor(v) else v) for k, v in sub.items()}
-        sub_psf = _select_psf(sub_psf, _psf_index(sub_psf, keep)) if sub_psf is not None else None
-        sers = {k: v[keep] for k, v in sers.items()} if sers is not None else None
-        # light beyond the reach of rings 1..m, and the cell boxes of rings > m (tail level)
-        widths = [(m + 1) * L - ext - 1.0 for m in range(1, m_max + 1)]
-        widths += [(m + 0.5) * L for m in range(1, m_max + 1)]
-        outs = outside(widths, torch.arange(nc))
-        ok = outs[:m_max] < _WRAP_TAIL
-        m_sel = torch.where(ok.any(dim=0), ok.to(torch.int8).argmax(dim=0) + 1,
-                            torch.full_like(cand, m_max))
-        tail = outs[m_max - 1 + m_sel, torch.arange(nc)] / (L * L)
-        tail = torch.where(ok[m_sel - 1, torch.arange(nc)], torch.zeros_like(tail), tail)
-        step = self._node_step(sers, img[cand].amax(dim=(1, 2)), L, ext)
-        keys = m_sel * 1000 + step
-        img = img.clone()
-        for key in torch.unique(keys).tolist():
-            m, h = divmod(int(key), 1000)
-            local = torch.nonzero(keys == key).reshape(-1)
-            w = self._wrap_light(sub, local, sub_psf, sers, 1, 1, h, L)
-            if m > 1:
-                w += self._wrap_light(sub, local, sub_psf, sers, 2, m, min(2 * h, 15), L)
-            w += tail[local][:, None, None].to(w.dtype)
-            img[cand[local]] -= w.to(img.dtype)
-        return img
-
-    def _sersic_far_params(self, par: dict) -> dict:
-        n, r50, q = par["n"], par["r50"], par["q"]
-        b = sersic_b(n)
-        log_i0 = (2 * n * torch.log(b) - math.log(2 * math.pi) - torch.log(n)
-                  - torch.lgamma(2 * n) - 2 * torch.log(r50))
-        theta = torch.deg2rad(par["pa"])
-        return {"n": n, "r50": r50, "q": q, "b": b, "log_i0": log_i0,
-                "cos": torch.cos(theta), "sin": torch.sin(theta)}
-
-    @staticmethod
-    def _sersic_outside_box(sers: dict, half_widths: Tensor, nphi: int = 48) -> Tensor:
-        """Fraction of each Sersic profile's light outside squares ``|x|,|y| <= w``: (W, c).
-
-        Integrates the radial complementary CDF over directions in the coordinates where
-        the profile is circular (the square becomes a parallelogram); ``half_widths`` in
-        arcsec, shape (W,).
-        """
-        phi = (torch.arange(nphi, dtype=torch.float64) + 0.5) * (math.pi / nphi)
-        sq = torch.sqrt(sers["q"])[:, None]
-        u = torch.cos(phi)[None, :] / sq
-        v = torch.sin(phi)[None, :] * sq
-        cs, sn = sers["cos"][:, None], sers["sin"][:, None]
-        dx = u * cs - v * sn
-        dy = u * sn + v * cs
-        inv = 1.0 / torch.maximum(dx.abs(), dy.abs())  # (c, nphi): radius of the unit square
-        n = sers["n"][:, None]
-        base = sers["b"][:, None] * (inv / sers["r50"][:, None]) ** (1.0 / n)  # (c, nphi)
-        z = base[None] * (half_widths[:, None, None] ** (1.0 / n)[None])  # (W, c, nphi)
-        a = (2 * n)[None].expand_as(z)
-        return torch.special.gammaincc(a, z).mean(dim=2)
-
-    def _node_step(self, sers: dict | None, peak: Tensor, L: int, ext: float) -> Tensor:
-        """Node spacing [pixels] for log-bilinear interpolation of the wrapped light.
-
-        The interpolation error of ``ln f`` is about ``h^2 / 8`` times its curvature (along
-        the minor and major axes at the nearest and farthest copies of the first ring); it
-        is kept below ``2e-4 peak / W`` (at least 0.01), ``W`` being the brightest wrapped
-        light per pixel and ``peak`` the brightest stamp pixel.
-        """
-        p = self.pixel_scale
-        count = peak.shape[0]
-        if sers is None:
-            return torch.full((count,), 12, dtype=torch.long)
-        n, r50, q, b = (sers[k] for k in ("n", "r50", "q", "b"))
-        curv = torch.zeros(count, dtype=torch.float64)
-        for dist in (L - ext, L + ext):
-            rc = dist * p * torch.sqrt(q)  # circular radius on the major axis [arcsec]
-            g1 = (b / n) * (rc / r50) ** (1.0 / n) / rc  # |d ln f / d rc|
-            g2 = g1 * (1.0 / n - 1.0).abs() / rc  # |d2 ln f / d rc2|
-            minor = g1 / (q * rc)  # d2/dv2 across the major axis
-            major = g2 * q  # d2/du2 along it
-            curv = torch.maximum(curv, torch.maximum(minor, major) * p * p)
-        rc_near = (L - ext - 1.0) * p * torch.sqrt(q)
-        w_max = 2 * p * p * torch.exp(sers["log_i0"] - b * (rc_near / r50) ** (1.0 / n))
-        eps = (2e-4 * peak.to(torch.float64) / w_max.clamp(min=1e-300)).clamp(0.01, 1.0)
-        h = torch.sqrt(8 * eps / curv.clamp(min=1e-12)).clamp(1, 12)
-        steps = torch.tensor([1, 2, 3, 4, 6, 8, 12])
-        return steps[torch.searchsorted(steps.to(torch.float64), h, right=True) - 1]
-
-    def _wrap_light(self, par: dict, sel: Tensor, psf, sers, ring_lo: int, ring_hi: int,
-                    step: int, L: int) -> Tensor:
-        """Light of the copies in rings ``ring_lo..ring_hi`` at the stamp pixels, (g, S, S).
-
-        Ring ``r`` holds the copies with ``max(|mx|, |my|) = r``; evaluated (float32) on
-        nodes ``step`` pixels apart and interpolated log-bilinearly.
-        """
-        S, p = self.size, self.pixel_scale
-        f32 = torch.float32
-        nodes = S if step <= 1 else int(math.ceil((S - 1) / step)) + 1
-        if nodes == S:
-            xs = torch.arange(S, dtype=torch.float64)
-        else:  # nodes spanning the stamp plus one ghost node beyond each edge
-            h = (S - 1) / (nodes - 1)
-            xs = torch.linspace(-h, S - 1 + h, nodes + 2, dtype=torch.float64)
-        shifts = torch.arange(-ring_hi, ring_hi + 1, dtype=torch.float64)
-        sx, sy = torch.meshgrid(shifts, shifts, indexing="xy")
-        ring = torch.maximum(sx.abs(), sy.abs())
-        keep = (ring >= ring_lo) & (ring <= ring_hi)
-        sx, sy = sx[keep] * L, sy[keep] * L  # (K,)
-        x0 = (S - 1) / 2.0 + par["offset"][sel]  # (g, 2)
-        # positions [arcsec] relative to the source: (g, K, nodes_y, nodes_x)
-        dx = ((xs[None, None, None, :] + sx[None, :, None, None] - x0[:, 0, None, None, None])
-              * p).to(f32)
-        dy = ((xs[None, None, :, None] + sy[None, :, None, None] - x0[:, 1, None, None, None])
-              * p).to(f32)
-        total = torch.zeros(sel.shape[0], xs.shape[0], xs.shape[0], dtype=f32)
-        shape = (-1, 1, 1, 1)
-        if sers is not None:
-            n, q, b, log_i0, cs, sn, r50 = (sers[k][sel].reshape(shape) for k in
-                                            ("n", "q", "b", "log_i0", "cos", "sin", "r50"))
-            u = dx * cs.to(f32) + dy * sn.to(f32)
-            v = dy * cs.to(f32) - dx * sn.to(f32)
-            rc2 = u * u * q.to(f32) + v * v / q.to(f32)
-            # (rc / r50)^(1/n) = exp((ln rc^2 - 2 ln r50) / (2n))
-            ex = torch.exp((torch.log(rc2) - (2 * torch.log(r50)).to(f32)) * (0.5 / n).to(f32))
-            total += torch.exp(log_i0.to(f32) - b.to(f32) * ex).sum(dim=1)
-        if psf is not None:
-            sub = _select_psf(psf, _psf_index(psf, sel))
-            r = torch.sqrt(dx * dx + dy * dy)
-            inten = sub.intensity(r.reshape(r.shape[0], -1)).reshape(r.shape)
-            total += inten.sum(dim=1).to(f32)
-        total *= p * p
-        if nodes == S:
-            return total
-        # Interpolate log(light) (bicubic, Catmull-Rom) from the coarse nodes to every pixel.
-        tiny = 1e-37
-        interp = _cubic_interp_matrix(nodes, S)  # (S, nodes + 2)
-        logw = torch.log(total + tiny)
-        fine = interp @ logw @ interp.T
-        return torch.exp(fine) - tiny
-
-
-@lru_cache(maxsize=32)
-def _cubic_interp_matrix(nodes: int, size: int) -> Tensor:
-    """Matrix (size, nodes + 2) of Catmull-Rom interpolation to every integer position.
-
-    The ``nodes`` points span ``[0, size - 1]`` evenly, with one extra node beyond each end.
-    """
-    pos = torch.arange(size, dtype=torch.float64) * (nodes - 1) / (size - 1)
-    i0 = pos.floor().clamp(max=nodes - 2).long()
-    t = pos - i0
-    t2, t3 = t * t, t * t * t
-    weights = [(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2,
-               (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2]
-    m = torch.zeros(size, nodes + 2, dtype=torch.float64)
-    rows = torch.arange(size)
-    for j, w in enumerate(weights):  # node i0 - 1 + j is column i0 + j (ghost offset 1)
-        m[rows, i0 + j] += w
-    return m.to(torch.float32)
-
-
-def _psf_outside_box(psf: PSF, half_widths: Tensor, c: int, nphi: int = 32) -> Tensor:
-    """Fraction of each circular PSF's light outside squares of half-widths [arcsec]: (W, c)."""
-    phi = (torch.arange(nphi, dtype=torch.float64) + 0.5) * (0.5 * math.pi / nphi)
-    radius = half_widths[:, None] / torch.maximum(torch.cos(phi), torch.sin(phi))[None, :]
-    r = radius.reshape(1, -1).expand(len(psf), -1)
-    out = psf.flux_outside(r).reshape(len(psf), half_widths.shape[0], nphi).mean(dim=2).T
-    return out.expand(-1, c) if out.shape[1] == 1 else out
 
 
 def _sersic_spectrum(coef: Tensor, g: _Grid, lut_val: Tensor, lut_slope: Tensor,
@@ -845,55 +463,6 @@ def _sersic_spectrum(coef: Tensor, g: _Grid, lut_val: Tensor, lut_slope: Tensor,
     if mtf is not None:
         val.mul_(torch.index_select(mtf, 1, g.radial_inverse))
     return (val.view(c, nr, nc) * ex[:, None, :]).mul_(ey[:, :, None])
-
-
-def _half_extent(size: int, offset: Tensor) -> float:
-    """Largest distance [pixels] from a source to the edge of its stamp (any galaxy)."""
-    worst = float(offset.abs().max()) if offset.numel() else 0.0
-    return size / 2.0 + max(0.0, worst - 0.5)
-
-
-@contextmanager
-def _threads(count: int | None):
-    """Temporarily set torch's intra-op thread count (no-op for None)."""
-    if count is None or count == torch.get_num_threads():
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _psf_index(psf: PSF, index: Tensor) -> Tensor:
-    """Index into a PSF batch for the selected galaxies (a PSF of length 1 broadcasts)."""
-    return torch.zeros_like(index) if len(psf) == 1 else index
-
-
-def _select_psf(psf: PSF, index: Tensor) -> PSF:
-    """PSFs of the selected galaxies (``__getitem__`` when available)."""
-    getitem = getattr(psf, "__getitem__", None)
-    if getitem is not None:
-        return getitem(index)
-    return _SubsetPSF(psf, index)
-
-
-class _SubsetPSF:
-    """Selection of galaxies from a PSF that only implements the minimal protocol."""
-
-    def __init__(self, psf: PSF, index: Tensor) -> None:
-        self.psf = psf
-        self.index = index
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-    def kvalue(self, kx: Tensor, ky: Tensor) -> Tensor:
-        full = self.psf.kvalue(kx, ky)
-        return full[self.index] if full.shape[0] == len(self.psf) else full.expand(
-            len(self), *full.shape[1:])
 
 
 @lru_cache(maxsize=8)

@@ -2,7 +2,8 @@
 
 Modules: :mod:`~lumos.sky.base` (sample type, protocol, artefact bits),
 :mod:`~lumos.sky.noise` (robust noise estimate), :mod:`~lumos.sky.synthetic` (PAUCam-like
-synthetic sky), :mod:`~lumos.sky.artefacts` (cosmic rays, defects, saturated stars),
+synthetic sky), :mod:`~lumos.sky.scattered` (its scattered-light pattern),
+:mod:`~lumos.sky.artefacts` (cosmic rays, defects, saturated stars),
 :mod:`~lumos.sky.real` (cutouts of real images), :mod:`~lumos.sky.composite` (mixtures),
 :mod:`~lumos.sky.flat` (a flat sky with Gaussian noise).
 """
