@@ -26,7 +26,7 @@ from .flags import Flag
 from .imageio import DEFAULT_KEYWORDS, ImageMeta, check_image_data, image_metadata, read_image
 from .pixelmaps import bad_pixels, variance_from_weight
 from .psfsource import PSFSource
-from .stamps import STAMP_SIZE, StampBatch, cut_stamps, on_image
+from .stamps import STAMP_SIZE, StampBatch, cut_stamps, masked_light_flags, on_image
 from .stats import P16, P975
 from .tableio import check_output_path, write_table
 
@@ -167,7 +167,7 @@ def make_stamp_batch(
     profile = _profiles(catalogue, rows, cut.offset, meta, STAMP_SIZE, psf)
     n = len(sub)
     i_mag = np.asarray(sub["i_mag"], dtype=np.float32)
-    flags = np.asarray(sub["flags"], dtype=np.int64) | cut.flags
+    flags = np.asarray(sub["flags"], dtype=np.int64) | masked_light_flags(cut, profile)
     return StampBatch(
         pixels=torch.from_numpy(cut.pixels),
         profile=profile.to(torch.float32),
@@ -432,7 +432,8 @@ def _classical_chunk(electrons, catalogue, meta, method, out, mask, psf=None,
         result = measure_classical(method, cutouts)
         _fill_gaussian(out, rows, result["flux"] / meta.gain, result["flux_err"] / meta.gain)
         out["flags"][rows] = (
-            np.asarray(sub["flags"], dtype=np.int64) | cut.flags | np.asarray(result["flags"])
+            np.asarray(sub["flags"], dtype=np.int64) | masked_light_flags(cut, profile)
+            | np.asarray(result["flags"])
         )
         _flag_unusable(out, rows)
 
