@@ -19,6 +19,7 @@ inside cannot be simulated). The network embeds the ``B`` bands of a survey in t
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,63 @@ class Survey:
                     clear_population_tables()
             out.append(get_band(b.name))
         return tuple(out)
+
+    def image_overrides(self, header: Mapping, has_wcs: bool, overrides: Mapping | None = None,
+                        keywords: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The metadata of one of the survey's images that its header and options lack.
+
+        The survey's pixel scale (without a WCS), gain and read noise stand in for header
+        keywords the image lacks (given overrides and header keywords come first), and the
+        flux unit is ``adu`` when the survey's gain is not 1. A band given in ``overrides``
+        is checked against the survey's bands; otherwise the header band is read, by its
+        first word when the whole value is not a band (DECam's
+        ``"r DECam SDSS c0002 6415.0 1480.0"``).
+
+        Parameters
+        ----------
+        header : mapping
+            The image's FITS header.
+        has_wcs : bool
+            Whether the image has a celestial WCS (which then gives the pixel scale).
+        overrides : mapping, optional
+            Metadata given by options or a manifest row (``band``, ``gain``, ...).
+        keywords : mapping, optional
+            Header keywords replacing :data:`lumos.imageio.DEFAULT_KEYWORDS`.
+
+        Returns
+        -------
+        dict
+            The completed overrides.
+
+        Raises
+        ------
+        LumosError
+            If the band is not one of the survey's, or the camera state is out of range.
+        """
+        from .imageio import DEFAULT_KEYWORDS
+
+        out = dict(overrides or {})
+        if out.get("band") is not None:
+            out["band"] = self.band(str(out["band"])).name
+        if out.get("camera_state") is not None:
+            self.band_index(self.bands[0].name, int(out["camera_state"]))
+        keys = {**DEFAULT_KEYWORDS, **(keywords or {})}
+        fallback: dict[str, Any] = {"gain": self.gain, "read_noise": self.read_noise}
+        if not has_wcs:
+            fallback["pixel_scale"] = self.pixel_scale
+        if self.gain != 1.0:
+            fallback["unit"] = "adu"
+        for item, value in fallback.items():
+            if out.get(item) is None and keys.get(item) not in header:
+                out[item] = value
+        if out.get("band") is None and keys["band"] in header:
+            value = str(header[keys["band"]]).strip()
+            try:
+                out["band"] = self.band(value).name
+            except LumosError:
+                first = value.split()[0] if value.split() else value
+                out["band"] = self.band(first).name
+        return out
 
     def check_simulable(self) -> None:
         """Raise a one-line error unless the population can give fluxes in every band."""
