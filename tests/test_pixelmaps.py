@@ -63,14 +63,18 @@ def test_masked_core_reaches_the_network_path(scene, tiny_model):
     xi, yi = int(round(cat["x"][1])), int(round(cat["y"][1]))
     mask[yi - 1 : yi + 2, xi - 1 : xi + 2] = True  # core of galaxy 1
     xi, yi = int(round(cat["x"][4])), int(round(cat["y"][4]))
-    mask[yi + 20, xi + 20] = True  # far from the centre of galaxy 4
+    mask[yi + 20, xi + 20] = True  # far from galaxy 4: zeroed, but no light of it there
+    mask[yi - 12 : yi + 13, xi + 10 : xi + 13] = True  # a bad patch 10-12 pixels from galaxy 3
+    cat = cat.copy()
+    cat["x"][3], cat["y"][3], cat["r50"][3] = cat["x"][4], cat["y"][4], 2.0
     batch = make_stamp_batch(image, cat, meta, mask=mask)
     assert float(batch.pixels[1, 28:32, 28:32].abs().min()) == 0.0
     assert float(batch.pixels[0].abs().min()) > 0.0
     out = measure_image(image, cat, meta, model=tiny_model, mask=mask, workers=1)
     flags = np.asarray(out["flags"])
     assert flags[1] & Flag.MASKED_CORE
-    assert flags[4] & Flag.MASKED and not flags[4] & Flag.MASKED_CORE
+    assert not flags[4] & (Flag.MASKED | Flag.MASKED_CORE)  # only far from its light
+    assert flags[3] & Flag.MASKED and not flags[3] & Flag.MASKED_CORE  # in its light
     assert not flags[0] & (Flag.MASKED | Flag.MASKED_CORE)
     # a weight of 0 is a bad pixel too, on both paths
     weight = np.where(mask, 0.0, 1.0 / (SKY + READ_NOISE**2)).astype(np.float32)
@@ -78,7 +82,8 @@ def test_masked_core_reaches_the_network_path(scene, tiny_model):
         by_weight = measure_image(image, cat, meta, method=method, model=tiny_model,
                                   weight=weight, workers=1)  # fmt: skip
         assert by_weight["flags"][1] & Flag.MASKED_CORE, method
-        assert by_weight["flags"][4] & Flag.MASKED, method
+        assert by_weight["flags"][3] & Flag.MASKED, method
+        assert by_weight["flags"][4] & Flag.MASKED == 0, method
         assert by_weight["flags"][0] & (Flag.MASKED | Flag.MASKED_CORE) == 0, method
 
 

@@ -132,3 +132,32 @@ def test_nan_and_huge_positions_raise_no_numpy_warning():
     assert cut.flags.tolist() == [int(Flag.OFF_IMAGE)] * 5 + [0]
     assert inside.tolist() == [False] * 5 + [True]
     assert np.all(np.abs(cut.offset) <= 0.5)
+
+
+def _gaussian_profiles(n: int, size: int, sigma: float) -> np.ndarray:
+    a = np.arange(size) - (size - 1) / 2.0
+    g = np.exp(-0.5 * (a[None, :] ** 2 + a[:, None] ** 2) / sigma**2)
+    return np.repeat((g / g.sum())[None], n, axis=0)
+
+
+def test_masked_is_set_only_by_bad_pixels_where_the_galaxy_has_light():
+    from lumos.stamps import MASKED_LIGHT_FRACTION, masked_light_flags
+
+    image = np.ones((200, 200), dtype=np.float32)
+    mask = np.zeros_like(image, dtype=bool)
+    mask[:, 125] = True  # a bad column 25 pixels from the first galaxy, 9 from the second
+    x = np.array([100.0, 116.0, 100.0])
+    y = np.array([100.0, 100.0, 100.0])
+    cut = cut_stamps(image, x, y, size=60, mask=mask)
+    assert np.all(cut.flags & int(Flag.MASKED))  # cut_stamps: any bad pixel in the stamp
+    profile = _gaussian_profiles(3, 60, sigma=5.0)
+    profile[2] = np.nan  # a profile that could not be drawn
+    flags = masked_light_flags(cut, profile)
+    light = [np.where(cut.bad[k], profile[k], 0).sum() for k in range(2)]
+    assert light[0] < 1e-5 and light[1] > MASKED_LIGHT_FRACTION
+    assert (flags & int(Flag.MASKED)).tolist() == [0, int(Flag.MASKED), int(Flag.MASKED)]
+    assert np.all((flags & int(Flag.MASKED_CORE)) == 0)
+    # the same column through the core: MASKED_CORE stays, whatever the light outside it
+    core = cut_stamps(image, np.array([125.0]), np.array([100.0]), size=60, mask=mask)
+    out = masked_light_flags(core, _gaussian_profiles(1, 60, sigma=1.0))
+    assert out[0] & int(Flag.MASKED_CORE)

@@ -310,14 +310,43 @@ def test_train_records_the_survey_and_measure_checks_it(tmp_path, capsys):
         assert "Traceback" not in err and not Path(argv[3]).exists()
 
 
-def test_manifest_with_survey_is_refused(tmp_path, capsys):
+@pytest.mark.slow  # a local Dask cluster
+def test_manifest_with_survey_registers_the_bands_in_every_worker(tmp_path, capsys):
+    """``--survey`` with a manifest: the Dask workers (fresh processes) load the survey file,
+    so its bands are known there; each image's band comes from its header or the manifest."""
     from astropy.table import Table
 
+    from lumos.tableio import read_table
+
+    _decam_like_image(tmp_path / "r.fits")
+    _decam_like_image(tmp_path / "z.fits", band_value="z DECam SDSS c0004 9260.0 1520.0")
+    _decam_like_image(tmp_path / "g.fits", band_value="unknown filter")
+    _decam_like_image(tmp_path / "i.fits", band_value="unknown filter")
+    cat = _catalogue(tmp_path / "cat.fits")
     manifest = tmp_path / "images.csv"
-    Table({"path": ["a.fits"]}).write(manifest)
-    status, out, err = _cli(["measure", manifest, "cat.fits", "--out", tmp_path / "o.fits",
-                             "--survey", DECAM_TOML], capsys)  # fmt: skip
-    assert status == 1 and "not with a manifest" in err
+    Table({"path": ["r.fits", "z.fits", "g.fits", "i.fits"],
+           "band": ["", "", "g", "i"]}).write(manifest)  # fmt: skip
+    out = tmp_path / "o.fits"
+    status, _, err = _cli(["measure", manifest, cat, "--out", out, "--survey", DECAM_TOML,
+                           "--method", "aperture"], capsys)  # fmt: skip
+    # a manifest band the survey lacks fails that image, in one line; the others complete
+    assert status == 1 and "has no band 'i'; its bands are: g, r, z" in err
+    assert "Traceback" not in err
+    table = read_table(out)
+    assert list(table["image"]) == ["r.fits"] * 2 + ["z.fits"] * 2 + ["g.fits"] * 2
+    assert list(table["band"]) == ["r", "r", "z", "z", "g", "g"]
+    assert np.all(np.isfinite(table["flux"]))
+    # the image in ADU: the fluxes are those of measuring each image alone with --survey
+    alone = tmp_path / "z-alone.fits"
+    status, _, err = _cli(["measure", tmp_path / "z.fits", cat, "--out", alone, "--survey",
+                           DECAM_TOML, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 0, err
+    np.testing.assert_allclose(table["flux"][2:4], read_table(alone)["flux"], rtol=1e-6)
+    # a bad survey file is one error before any image is measured
+    bad = _write(tmp_path, "name = 'X'\n", "bad.toml")
+    status, _, err = _cli(["measure", manifest, cat, "--out", tmp_path / "q.fits", "--survey",
+                           bad, "--method", "aperture"], capsys)  # fmt: skip
+    assert status == 1 and "bad.toml" in err and not (tmp_path / "q.fits").exists()
 
 
 def test_shipped_model_refuses_a_real_decam_image(shared_data, tmp_path, capsys):

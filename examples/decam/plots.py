@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``plots.py OUT [--ids 1,5,6]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out")
-    parser.add_argument("--ids", default="1,6,7")
+    parser.add_argument("--ids", default="1,6,8")
     args = parser.parse_args(argv)
     ids = [int(v) for v in args.ids.split(",")]
     out = Path(args.out)

@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bad-pixel mask of the image (same shape; non-zero = bad)")
     p.add_argument("--model", help="lumos model file (default: the shipped model)")
     p.add_argument("--survey", metavar="FILE",
-                   help="survey description (TOML) of the image: its bands can then be "
-                   "measured (default PAUS)")  # fmt: skip
+                   help="survey description (TOML) of the image (or of every image of a "
+                   "manifest): its bands can then be measured (default PAUS)")  # fmt: skip
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (manifests)")
     p.add_argument("--workers", type=int,
                    help="batches measured side by side in one image (default: one per core)")

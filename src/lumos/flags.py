@@ -21,7 +21,11 @@ class Flag(enum.IntFlag):
         NaN, infinite or masked pixels within the central region (radius 8 pixels)
         of the stamp; they were set to zero.
     MASKED
-        NaN, infinite or masked pixels elsewhere in the stamp (set to zero).
+        NaN, infinite or masked pixels elsewhere in the stamp that together carry at
+        least 1% (``lumos.stamps.MASKED_LIGHT_FRACTION``) of the galaxy's model-profile
+        light (set to zero). Bad pixels where the model puts less light (a bad column or
+        cosmic ray far from the galaxy) are set to zero without this flag; a row whose
+        profile cannot be drawn gets it for any bad pixel in the stamp.
     BAD_PROFILE
         The catalogue profile parameters (r50, Sersic n, axis ratio, position angle)
         are missing or outside their valid range; the model profile is unreliable.

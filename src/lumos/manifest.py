@@ -116,6 +116,7 @@ class _Job:
     part: str
     overrides: dict
     files: dict | None = None
+    survey: str | None = None
 
 
 def _read_list(path: Path) -> Table:
@@ -309,6 +310,24 @@ def _quiet_worker() -> None:
     logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
+def _survey_overrides(job: _Job, keywords) -> dict:
+    """The job's overrides completed by its survey file (none: as they are).
+
+    Loading the survey registers its bands in this process (a Dask worker does not share
+    the registrations of the process that started it); the survey then gives the image's
+    band from its header and the gain, read noise and pixel scale it lacks
+    (:meth:`lumos.survey.Survey.image_overrides`).
+    """
+    if job.survey is None:
+        return job.overrides
+    from .imageio import read_image
+    from .survey import load_survey
+
+    survey = load_survey(job.survey)
+    _, header, wcs = read_image(job.image)
+    return survey.image_overrides(header, wcs is not None, job.overrides, keywords)
+
+
 def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) -> str | None:
     """Measure one image into its part file (in a worker process); returns an error
     message or None."""
@@ -319,9 +338,10 @@ def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) 
     _quiet_worker()
     torch.set_num_threads(1)
     try:
+        overrides = _survey_overrides(job, keywords)
         measure_file(
             job.image, job.catalogue, job.part, method=method, model_path=model_path,
-            overrides=job.overrides, keywords=keywords, columns=columns, progress=False,
+            overrides=overrides, keywords=keywords, columns=columns, progress=False,
             **(job.files or {}),
             notes=False,
         )  # fmt: skip
@@ -343,6 +363,7 @@ def measure_manifest(
     keywords: dict | None = None,
     columns: dict | None = None,
     progress: bool = True,
+    survey: str | Path | None = None,
 ) -> Table:
     """Measure every image of a manifest in parallel and write one table.
 
@@ -367,6 +388,10 @@ def measure_manifest(
         FITS header keywords and catalogue column map, as in :func:`lumos.measure.measure_file`.
     progress : bool
         Show a progress bar.
+    survey : str or Path, optional
+        Survey file (TOML) of the images, as ``--survey`` for one image: every worker
+        loads it (registering its bands) and completes each image's metadata from it; a
+        manifest ``band`` must be one of its bands.
 
     Returns
     -------
@@ -381,6 +406,12 @@ def measure_manifest(
     cat = None if catalogue is None else str(catalogue)
     model = None if model_path is None else str(model_path)
     jobs = _jobs(manifest, Path(manifest_path).parent, cat)
+    if survey is not None:
+        from .survey import load_survey
+
+        load_survey(survey)  # a bad survey file is one error here, not one per image
+        for job in jobs:
+            job.survey = str(survey)
     common = {
         "lumos": __version__,
         "method": method,
@@ -388,6 +419,8 @@ def measure_manifest(
         "keywords": keywords or {},
         "columns": columns or {},
     }
+    if survey is not None:
+        common["survey"] = _file_state(survey)
     for job in jobs:
         job.part = str(parts / _part_name(job, common))
     keep = {Path(job.part).name for job in jobs}

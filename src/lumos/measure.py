@@ -43,7 +43,7 @@ from .pixelmaps import bad_pixels, read_pixel_map, variance_from_weight
 from .profiles import render_sersic
 from .psf import MoffatPSF
 from .psfsource import PSFSource, load_psf
-from .stamps import STAMP_SIZE, StampBatch, cut_stamps, on_image
+from .stamps import STAMP_SIZE, StampBatch, cut_stamps, masked_light_flags, on_image
 from .survey import check_model_band
 from .tableio import check_output_path, write_table
 
@@ -122,7 +122,7 @@ def make_stamp_batch(
     profile = _profiles(catalogue, rows, cut.offset, meta, STAMP_SIZE, psf)
     n = len(sub)
     i_mag = np.asarray(sub["i_mag"], dtype=np.float32)
-    flags = np.asarray(sub["flags"], dtype=np.int64) | cut.flags
+    flags = np.asarray(sub["flags"], dtype=np.int64) | masked_light_flags(cut, profile)
     return StampBatch(
         pixels=torch.from_numpy(cut.pixels),
         profile=profile.to(torch.float32),
@@ -315,7 +315,8 @@ def _classical_chunk(electrons, catalogue, meta, method, out, mask, psf=None,
         result = measure_classical(method, cutouts)
         fill_gaussian(out, rows, result["flux"] / meta.gain, result["flux_err"] / meta.gain)
         out["flags"][rows] = (
-            np.asarray(sub["flags"], dtype=np.int64) | cut.flags | np.asarray(result["flags"])
+            np.asarray(sub["flags"], dtype=np.int64) | masked_light_flags(cut, profile)
+            | np.asarray(result["flags"])
         )
         flag_unusable(out, rows)
 

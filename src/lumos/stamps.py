@@ -21,9 +21,11 @@ __all__ = [
     "StampBatch",
     "StampCut",
     "cut_stamps",
+    "masked_light_flags",
     "on_image",
     "stamp_origin",
     "CORE_RADIUS",
+    "MASKED_LIGHT_FRACTION",
     "STAMP_SIZE",
 ]
 
@@ -31,6 +33,9 @@ STAMP_SIZE = 60
 #: Radius (pixels) of the central region in which masked pixels set ``Flag.MASKED_CORE``
 #: (and, when no pixel in it is usable, ``Flag.FAILED``).
 CORE_RADIUS = 8.0
+#: Fraction of a galaxy's model-profile light (within the stamp) that bad pixels outside
+#: the core must carry to set ``Flag.MASKED`` (:func:`masked_light_flags`).
+MASKED_LIGHT_FRACTION = 1e-2
 #: Positions are clipped to +-this many pixels before integer arithmetic (any such
 #: position is off every image), so that huge coordinates cannot overflow an integer.
 _POSITION_LIMIT = 1e12
@@ -139,7 +144,10 @@ class StampCut:
         Image coordinates (i0, j0) of stamp pixel [0, 0].
     flags : numpy.ndarray, int64, shape (N,)
         ``EDGE``, ``MASKED_CORE``, ``MASKED``, ``FAILED`` (no usable pixel within the core
-        radius) and ``OFF_IMAGE`` bits.
+        radius) and ``OFF_IMAGE`` bits. ``MASKED`` is set here for any bad pixel on the
+        image; :func:`masked_light_flags` keeps it only where the galaxy has light.
+    bad : numpy.ndarray, bool, shape (N, S, S), optional
+        True where the pixel lies on the image but is NaN, infinite or masked.
     """
 
     pixels: np.ndarray
@@ -147,6 +155,7 @@ class StampCut:
     offset: np.ndarray
     origin: np.ndarray
     flags: np.ndarray
+    bad: np.ndarray | None = None
 
 
 def stamp_origin(x: np.ndarray, y: np.ndarray, size: int = STAMP_SIZE):
@@ -285,4 +294,56 @@ def cut_stamps(
     flags[bad_position] = int(Flag.OFF_IMAGE)
     pixels[bad_position] = 0.0
     valid[bad_position] = False
-    return StampCut(pixels=pixels, valid=valid, offset=offset, origin=origin, flags=flags)
+    bad = inside & ~good
+    bad[bad_position] = False
+    return StampCut(pixels=pixels, valid=valid, offset=offset, origin=origin, flags=flags,
+                    bad=bad)
+
+
+def masked_light_flags(cut: StampCut, profile: np.ndarray | torch.Tensor,
+                       fraction: float = MASKED_LIGHT_FRACTION,
+                       core_radius: float = CORE_RADIUS) -> np.ndarray:
+    """The cut's flags with ``Flag.MASKED`` kept only where the galaxy has light.
+
+    Bad pixels (NaN, infinite, masked) outside the core set ``Flag.MASKED`` when together
+    they carry at least ``fraction`` of the galaxy's model-profile light within the stamp;
+    bad pixels
+    where the model puts less light (a bad column or a cosmic ray far out in the stamp)
+    are still zeroed but do not flag the galaxy. A row whose profile is not finite or
+    carries no light keeps the flag for any bad pixel. ``MASKED_CORE`` and the other bits
+    are left as they are.
+
+    Parameters
+    ----------
+    cut : StampCut
+        Stamps from :func:`cut_stamps`.
+    profile : numpy.ndarray or torch.Tensor, shape (N, S, S)
+        The galaxies' PSF-convolved model profiles on the stamp grid.
+    fraction : float
+        Light fraction threshold (default :data:`MASKED_LIGHT_FRACTION`).
+    core_radius : float
+        Radius in pixels of the core (as given to :func:`cut_stamps`).
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (N,)
+    """
+    flags = np.asarray(cut.flags, dtype=np.int64).copy()
+    if cut.bad is None:
+        return flags
+    p = profile.detach().cpu().numpy() if isinstance(profile, torch.Tensor) else profile
+    p = np.asarray(p, dtype=np.float64)
+    if p.shape != cut.bad.shape:
+        raise ValueError(f"profile shape {p.shape} differs from the stamps' {cut.bad.shape}")
+    size = p.shape[-1]
+    c = (size - 1) / 2.0
+    a = np.arange(size)
+    dx = a[None, None, :] - c - np.asarray(cut.offset)[:, 0, None, None]
+    dy = a[None, :, None] - c - np.asarray(cut.offset)[:, 1, None, None]
+    outside_core = dx**2 + dy**2 > core_radius**2
+    total = p.sum(axis=(1, 2))
+    light = np.where(cut.bad & outside_core, p, 0.0).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        faint = np.isfinite(total) & (total > 0) & np.isfinite(light) & (light < fraction * total)
+    flags[faint] &= ~int(Flag.MASKED)
+    return flags

@@ -52,41 +52,14 @@ def _pixel_files(args: argparse.Namespace) -> dict:
 
 
 def _survey_defaults(args: argparse.Namespace, overrides: dict, keywords: dict) -> dict:
-    """Load ``--survey`` (registering its bands) and fill the image metadata it gives.
-
-    The survey's pixel scale (without a WCS), gain and read noise stand in for header
-    keywords the image lacks (options and header keywords come first), and the flux unit is
-    ``adu`` when the survey's gain is not 1; a header band such as DECam's
-    ``"r DECam SDSS c0002 6415.0 1480.0"`` is read by its first word. Returns the completed
-    overrides.
-    """
-    from ..errors import LumosError
-    from ..imageio import DEFAULT_KEYWORDS, read_image
+    """Load ``--survey`` (registering its bands) and fill the image metadata it gives
+    (:meth:`lumos.survey.Survey.image_overrides`). Returns the completed overrides."""
+    from ..imageio import read_image
     from ..survey import load_survey
 
     survey = load_survey(args.survey)
-    if args.band is not None:
-        overrides["band"] = survey.band(args.band).name
-    if overrides.get("camera_state") is not None:
-        survey.band_index(survey.bands[0].name, overrides["camera_state"])
     _, header, wcs = read_image(args.image)
-    keys = {**DEFAULT_KEYWORDS, **keywords}
-    fallback = {"gain": survey.gain, "read_noise": survey.read_noise}
-    if wcs is None:
-        fallback["pixel_scale"] = survey.pixel_scale
-    if survey.gain != 1.0:
-        fallback["unit"] = "adu"
-    for item, value in fallback.items():
-        if overrides.get(item) is None and keys.get(item) not in header:
-            overrides[item] = value
-    if overrides.get("band") is None and keys["band"] in header:
-        value = str(header[keys["band"]]).strip()
-        try:
-            overrides["band"] = survey.band(value).name
-        except LumosError:
-            first = value.split()[0] if value.split() else value
-            overrides["band"] = survey.band(first).name  # e.g. DECam's "r DECam SDSS c0002"
-    return overrides
+    return survey.image_overrides(header, wcs is not None, overrides, keywords)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
     files = _pixel_files(args)
-    if getattr(args, "survey", None) is not None:
-        if is_manifest(args.image):
-            raise LumosError("--survey works with one image at a time, not with a manifest")
+    if getattr(args, "survey", None) is not None and not is_manifest(args.image):
         overrides = _survey_defaults(args, overrides, keywords)
     announce_overwrite("measure", args.out)
     if is_manifest(args.image):
@@ -125,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         table = measure_manifest(
             args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
             scheduler=args.scheduler, keywords=keywords or None, columns=columns or None,
+            survey=getattr(args, "survey", None),
         )  # fmt: skip
         failed = table.meta.get("FAILED", "")
         print(f"wrote {len(table)} rows from {table.meta['NIMAGES']} images to {args.out}"
