@@ -233,6 +233,9 @@ def test_train_command_checkpoints_follow_out_and_refuse_another_run(
         def stream(self, batch_size):
             return factory(self.seed, batch_size)
 
+        def file_chunk(self, n, k, context_size=None):
+            return synth_batch(n, derive_seed(self.seed, k)), None
+
     monkeypatch.setattr(lumos.simulate, "Simulator", FastSimulator)
     base = ["train", "--config", "tiny", "--epochs", "1", "--samples-per-epoch", "16",
             "--batch-size", "16", "--val-size", "8", "--threads", "1"]  # fmt: skip

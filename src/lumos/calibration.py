@@ -70,7 +70,7 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
     -------
     scale, coverage_before, coverage_after : float
     """
-    from .training import likelihood_weights
+    from .loss import likelihood_weights
 
     r = _raw(model.eval(), batch)
     lw, mu, sg = (r[k].double() for k in ("log_weights", "means", "sigmas"))
