@@ -18,18 +18,22 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Layers, lowest first. ``"pkg.*"`` is the package ``pkg`` and all its submodules.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats"),
+    "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats",
+                    "lumos.devices"),
     "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.mixture", "lumos.psf",
                "lumos.sky.noise", "lumos.classical.geometry"),
     "physics": ("lumos.profiles", "lumos.population", "lumos.sky.*", "lumos.backgrounds",
                 "lumos.imageio", "lumos.psfex", "lumos.psfsource", "lumos.pixelmaps"),
-    "methods": ("lumos.catalogue", "lumos.classical.*", "lumos.network", "lumos.model_io",
+    "methods": ("lumos.catalogue", "lumos.classical.*", "lumos.network_config",
+                "lumos.network_inputs", "lumos.network_ranges", "lumos.network",
+                "lumos.model_io", "lumos.checkpoint", "lumos.loss", "lumos.evaluation",
                 "lumos.coadd", "lumos.prior", "lumos.bayes"),
     "simulation and measurement": ("lumos.simulate", "lumos.measure", "lumos.field",
                                    "lumos.manifest", "lumos.survey", "lumos.psf_pool",
                                    "lumos.background_manifest"),
-    "learning": ("lumos.training", "lumos.pairs", "lumos.pairs_measured", "lumos.consistency",
-                 "lumos.transfer", "lumos.calibration"),
+    "learning": ("lumos.streams", "lumos.data_pipeline", "lumos.training", "lumos.pairs",
+                 "lumos.pairs_measured", "lumos.consistency", "lumos.transfer",
+                 "lumos.calibration"),
     "validation": ("lumos.validation.*", "lumos.report"),
     "interface": ("lumos.commands.*", "lumos.cli"),
 }

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from lumos.loss import LIKELIHOOD_WEIGHT_MAX, RawForward, batch_loss, likelihood_weights
 from lumos.network import LumosNet, NetworkConfig
 from lumos.simulate import SimulationConfig, Simulator
-from lumos.loss import LIKELIHOOD_WEIGHT_MAX, RawForward, batch_loss, likelihood_weights
 
 
 def test_loguniform_fluxes_independent_of_magnitude():

@@ -54,13 +54,7 @@ class CalibrationResult:
 
 
 def _raw(model: LumosNet, batch, chunk: int = 1000):
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(batch), chunk):
-            parts.append(model.forward_raw(batch[start : start + chunk]))
-    cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in
-           ("log_weights", "means", "sigmas", "reference", "truncated")}  # fmt: skip
-    return cat
+    return model.raw_in_chunks(batch, chunk)._asdict()
 
 
 def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
