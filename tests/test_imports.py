@@ -27,6 +27,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "methods": ("lumos.catalogue", "lumos.classical.*", "lumos.network_config",
                 "lumos.network_inputs", "lumos.network_ranges", "lumos.network",
                 "lumos.model_io", "lumos.checkpoint", "lumos.loss", "lumos.evaluation",
+                "lumos.training_config",
                 "lumos.coadd", "lumos.prior", "lumos.bayes"),
     "simulation and measurement": ("lumos.simulate", "lumos.measure", "lumos.field",
                                    "lumos.manifest", "lumos.survey", "lumos.psf_pool",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
@@ -89,6 +90,8 @@ class TrainingBatches:
         self.workers = int(workers) if self.indexable else 0
         self.prefetch = max(2, 2 * self.workers) if prefetch is None else max(1, int(prefetch))
         self.consumed = 0
+        #: Seconds :meth:`next` spent waiting for (or drawing) batches.
+        self.wait_seconds = 0.0
         self._iter: Iterator[StampBatch] | None = None
         self._epoch = 0
         self._k = 0
@@ -144,6 +147,14 @@ class TrainingBatches:
 
     def next(self) -> StampBatch:
         """The next batch of the current epoch."""
+        t0 = time.perf_counter()
+        batch = self._next()
+        self.wait_seconds += time.perf_counter() - t0
+        self._k += 1
+        self.consumed += 1
+        return batch
+
+    def _next(self) -> StampBatch:
         if self.workers > 0:
             batch = self._next_from_workers()
         elif self.indexable:
@@ -155,8 +166,6 @@ class TrainingBatches:
                 raise ValueError(
                     "the training stream ended; give an infinite stream or a stream factory"
                 ) from None
-        self._k += 1
-        self.consumed += 1
         return batch
 
     def close(self) -> None:
