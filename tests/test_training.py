@@ -303,6 +303,7 @@ def test_data_workers_do_not_change_the_run_and_resume_exactly(tmp_path, val_bat
         a, b = runs[0].model.state_dict(), other.model.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in other.history]
+    assert all(h["data_wait_s"] >= 0 for h in runs[2].history)
     # the batches are those of the stream, epoch by epoch
     seed2 = derive_seed(config.seed, 0, 2, 0)
     with TrainingBatches(IndexedFactory(), 16, config.seed, 0, 3, 4, workers=1) as batches:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import simulate
 from .stamps import StampBatch
 
 __all__ = [
@@ -78,10 +79,8 @@ def training_simulation(model):
     -------
     lumos.simulate.SimulationConfig
     """
-    from .simulate import SimulationConfig
-
     data = (getattr(model, "metadata", None) or {}).get("simulation_config")
-    return SimulationConfig.from_dict(data) if data else SimulationConfig()
+    return simulate.SimulationConfig.from_dict(data) if data else simulate.SimulationConfig()
 
 
 def is_indexable(factory: Any) -> bool:
@@ -114,10 +113,8 @@ class SimulatorStream:
 
     def simulator(self, seed: int):
         """The :class:`lumos.simulate.Simulator` of a stream seed."""
-        from .simulate import Simulator
-
         if self._sim is None or self._seed != int(seed):
-            self._sim = Simulator(self.sim_config, seed=int(seed), **self.simulator_kwargs)
+            self._sim = simulate.Simulator(self.sim_config, seed=int(seed), **self.simulator_kwargs)
             self._seed = int(seed)
         return self._sim
 
