@@ -77,7 +77,8 @@ def inference_rate(model: LumosNet, batch: StampBatch, reps: int = 5) -> float:
 
 def training_rate(model: LumosNet, batch: StampBatch, steps: int = 5) -> float:
     """Stamps/s of optimiser steps (best of ``steps``)."""
-    from lumos.training import _batch_loss, _RawModule
+    from lumos.loss import RawForward as _RawModule
+    from lumos.loss import batch_loss as _batch_loss
 
     model.train()
     module = _RawModule(model)

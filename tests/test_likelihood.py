@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from lumos.loss import LIKELIHOOD_WEIGHT_MAX, RawForward, batch_loss, likelihood_weights
 from lumos.network import LumosNet, NetworkConfig
 from lumos.simulate import SimulationConfig, Simulator
-from lumos.training import LIKELIHOOD_WEIGHT_MAX, _batch_loss, _RawModule, likelihood_weights
 
 
 def test_loguniform_fluxes_independent_of_magnitude():
@@ -75,7 +75,7 @@ def test_likelihood_loss_is_weighted_and_finite():
     net = LumosNet(NetworkConfig.tiny().replace(likelihood=True))
     cfg = SimulationConfig(flux_prior="loguniform")
     batch = Simulator(cfg, seed=11).sample(32)
-    loss = _batch_loss(_RawModule(net), batch, likelihood=True)
+    loss = batch_loss(RawForward(net), batch, likelihood=True)
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)

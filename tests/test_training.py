@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from conftest import S, noisy_stamp_batch, stamp_coordinates
 
+from lumos.data_pipeline import TrainingBatches
 from lumos.model_io import load_model
 from lumos.network import LumosNet, NetworkConfig
 from lumos.stamps import StampBatch
@@ -18,6 +20,7 @@ from lumos.training import (
     derive_seed,
     evaluate,
     latest_checkpoint,
+    simulator_stream,
     train,
     validation_seed,
 )
@@ -233,6 +236,9 @@ def test_train_command_checkpoints_follow_out_and_refuse_another_run(
         def stream(self, batch_size):
             return factory(self.seed, batch_size)
 
+        def file_chunk(self, n, k, context_size=None):
+            return synth_batch(n, derive_seed(self.seed, k)), None
+
     monkeypatch.setattr(lumos.simulate, "Simulator", FastSimulator)
     base = ["train", "--config", "tiny", "--epochs", "1", "--samples-per-epoch", "16",
             "--batch-size", "16", "--val-size", "8", "--threads", "1"]  # fmt: skip
@@ -263,3 +269,63 @@ def test_train_command_checkpoints_follow_out_and_refuse_another_run(
     assert status == 0 and "removing the checkpoints of an earlier run" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "stale").glob("epoch-*.json")) == [
         "epoch-0001.json"]
+
+
+class IndexedFactory:
+    """An indexable stream factory (``batch(seed, batch_size, k)``), as SimulatorStream."""
+
+    def batch(self, seed, batch_size, k):
+        return synth_batch(batch_size, derive_seed(seed, k))
+
+    def __call__(self, seed, batch_size):
+        k = 0
+        while True:
+            yield self.batch(seed, batch_size, k)
+            k += 1
+
+
+def test_data_workers_do_not_change_the_run_and_resume_exactly(tmp_path, val_batch):
+    config = fast_config(n_epochs=3, ema_decay=0.9, augment=True)
+    runs = {}
+    for workers in (0, 2):
+        runs[workers] = train(tiny_model(), IndexedFactory(), val_batch,
+                              dataclasses.replace(config, data_workers=workers),
+                              tmp_path / f"w{workers}", progress=False)  # fmt: skip
+    # interrupted after one epoch, resumed with one worker
+    train(tiny_model(), IndexedFactory(), val_batch,
+          dataclasses.replace(config, n_epochs=1, data_workers=1), tmp_path / "r",
+          progress=False)  # fmt: skip
+    resumed = train(tiny_model(seed=3), IndexedFactory(), val_batch,
+                    dataclasses.replace(config, data_workers=1), tmp_path / "r",
+                    progress=False)  # fmt: skip
+    assert resumed.resumed_from == 1
+    for other in (runs[2], resumed):
+        a, b = runs[0].model.state_dict(), other.model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in other.history]
+    assert all(h["data_wait_s"] >= 0 for h in runs[2].history)
+    # the batches are those of the stream, epoch by epoch
+    seed2 = derive_seed(config.seed, 0, 2, 0)
+    with TrainingBatches(IndexedFactory(), 16, config.seed, 0, 3, 4, workers=1) as batches:
+        batches.start_epoch(2, 0)  # a jump: the workers start at epoch 2
+        got = [batches.next() for _ in range(3)]
+        batches.start_epoch(3, 3)  # drawn ahead across the epoch boundary
+        nxt = batches.next()
+    for k, b in enumerate(got):
+        assert torch.equal(b.pixels, synth_batch(16, derive_seed(seed2, k)).pixels)
+    assert torch.equal(nxt.truth, synth_batch(16, derive_seed(derive_seed(config.seed, 0, 3, 0),
+                                                              0)).truth)
+
+
+def test_simulator_stream_batch_k_is_the_simulators_file_chunk():
+    from lumos.simulate import Simulator
+
+    stream = simulator_stream()
+    it = stream(5, 3)
+    next(it)
+    second = next(it)
+    direct = Simulator(seed=5).file_chunk(3, 1)[0]
+    assert torch.equal(second.pixels, direct.pixels) and torch.equal(second.truth, direct.truth)
+    assert torch.equal(stream.batch(5, 3, 1).pixels, direct.pixels)
+    with pytest.raises(ValueError, match="data_workers"):
+        TrainingConfig(data_workers=-1)

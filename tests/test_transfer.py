@@ -24,13 +24,7 @@ from lumos.pairs_measured import pairs_from_measurements
 from lumos.stamps import StampBatch, cut_stamps
 from lumos.stats import sigma68
 from lumos.training import TrainingConfig, derive_seed, train
-from lumos.transfer import (
-    TransferConfig,
-    _check_head_replay,
-    _head_inputs,
-    _raw_from_head,
-    transfer,
-)
+from lumos.transfer import TransferConfig, transfer
 
 S = 60
 
@@ -122,18 +116,22 @@ def quick_config(**changes) -> TransferConfig:
 
 # --------------------------------------------------------------------------- the head
 @pytest.mark.parametrize("sigma_scale", [1.0, 0.9])
-def test_head_replay_matches_forward_raw(trained_model, sigma_scale):
-    """Also with a temperature-scaled model (the shipped one has sigma_scale != 1)."""
+def test_head_of_the_body_is_forward_raw(trained_model, sigma_scale):
+    """The body/head API transfer uses: ``head_raw(body(batch)) == forward_raw(batch)``,
+    also in chunks and with a temperature-scaled model (the shipped one has
+    sigma_scale != 1)."""
     model = LumosNet(dataclasses.replace(trained_model.config, sigma_scale=sigma_scale))
     model.load_state_dict(trained_model.state_dict())
     model.eval()
     batch = synth_batch(12, 5)
     with torch.no_grad():
         want = model.forward_raw(batch)
-        got = _raw_from_head(model, _head_inputs(model, batch, chunk_size=5))
-    for a, b in zip(want, got, strict=True):
+        got = model.head_raw(model.body_in_chunks(batch, chunk_size=5))
+        whole = model.head_raw(model.body(batch))
+        chunked = model.raw_in_chunks(batch, chunk_size=5)
+    for a, b, c, d in zip(want, got, whole, chunked, strict=True):
         assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6)
-    _check_head_replay(model, batch)  # does not raise
+        assert torch.equal(a, c) and torch.allclose(a.float(), d.float(), rtol=1e-5, atol=1e-6)
 
 
 def test_only_the_last_layer_changes(trained_model, tmp_path):

@@ -62,13 +62,7 @@ class CalibrationResult:
 
 
 def _raw(model: LumosNet, batch, chunk: int = 1000):
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(batch), chunk):
-            parts.append(model.forward_raw(batch[start : start + chunk]))
-    cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in
-           ("log_weights", "means", "sigmas", "reference", "truncated")}  # fmt: skip
-    return cat
+    return model.raw_in_chunks(batch, chunk)._asdict()
 
 
 def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
@@ -78,7 +72,7 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
     -------
     scale, coverage_before, coverage_after : float
     """
-    from .training import likelihood_weights
+    from .loss import likelihood_weights
 
     r = _raw(model.eval(), batch)
     lw, mu, sg = (r[k].double() for k in ("log_weights", "means", "sigmas"))

@@ -144,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--likelihood", action="store_true",
                    help="train a likelihood model: no catalogue magnitude input, fluxes drawn "
                    "log-uniform, importance-weighted loss")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default: the cores not used by --data-workers)")
+    p.add_argument("--data-workers", type=int, default=1,
+                   help="processes simulating the next batches while the network trains "
+                   "(0: simulate in the training process; the run does not depend on it)")
     _simulation_inputs(p, "survey description (TOML) to train for (default PAUS); recorded "
                        "in the model file")
 

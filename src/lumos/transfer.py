@@ -21,16 +21,17 @@ flux-space losses).
 
 Only the **last linear layer** (``model.head``) is trained; every other parameter,
 including the band embedding, is frozen. Because the frozen body is deterministic (the
-model runs in ``eval()`` mode: no dropout), the input of the head is computed once per
-stamp and cached, so an epoch over the pairs costs a few small matrix products; the
-simulated batches go through the frozen body without gradients.
+model runs in ``eval()`` mode: no dropout), the body's output
+(:meth:`lumos.network.LumosNet.body`) is computed once per stamp and cached, and every step
+runs only :meth:`lumos.network.LumosNet.head_raw`, so an epoch over the pairs costs a few
+small matrix products; the simulated batches go through the frozen body without gradients.
 
 Optimiser: Adam, learning rate 1e-5 divided by 10 every 50 epochs (configurable); an
 epoch is one pass over the training pairs. A fraction of the pairs (grouped by galaxy) is
 held out; after every epoch :func:`lumos.consistency.pair_consistency` is reported on
 them: the width ``sigma68`` of ``D = (f1 - f2) / sqrt(s1^2 + s2^2)`` (paper Eq. 19; ``f``
 the mixture mean, ``s`` its standard deviation), 1 for calibrated PDFs. Checkpoints (one per
-epoch, written with the helpers of :mod:`lumos.training`) make the run resumable, bit for bit.
+epoch, :mod:`lumos.checkpoint`, as in training) make the run resumable, bit for bit.
 
 Pairs come from simulations (:func:`lumos.pairs.simulate_pairs`, for tests and benchmarks,
 optionally with a PSF and background the training never saw) or from real measurement tables
@@ -48,86 +49,26 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import __version__
+from .checkpoint import latest_checkpoint, load_optimizer_state, read_checkpoint, write_checkpoint
 from .consistency import DReference, consistency_metrics
-from .mixture import GaussianMixture, mixture_nll, pair_nll
-from .network import LumosNet, RawOutput
+from .devices import configure_threads
+from .loss import relative_nll
+from .mixture import pair_nll
+from .model_io import save_model
+from .network import BodyOutput, LumosNet, RawOutput
 from .pairs import PairSet
 from .stamps import StampBatch
-from .training import augment_batch, derive_seed
+from .streams import augment_batch, derive_seed
 
 __all__ = ["TransferConfig", "transfer"]
 _log = logging.getLogger("lumos.transfer")
-
-class _HeadInputs(NamedTuple):
-    """What the head needs, computed once by the frozen body (rows of a batch)."""
-
-    hidden: Tensor  # [N, H] input of model.head
-    base: Tensor  # [N] optimal estimate / reference
-    unit: Tensor  # [N] relative scale of the head's offsets
-    reference: Tensor  # [N] reference flux (image units)
-    truncated: Tensor  # [N] bool
-
-    def take(self, index) -> _HeadInputs:
-        return _HeadInputs(*(t[index] for t in self))
-
-    @staticmethod
-    def concat(parts: list[_HeadInputs]) -> _HeadInputs:
-        return _HeadInputs(*(torch.cat(ts) for ts in zip(*parts, strict=True)))
-
-
-@torch.no_grad()
-def _head_inputs(model: LumosNet, batch: StampBatch, chunk_size: int = 1024) -> _HeadInputs:
-    """Run the frozen body and keep the head's input (the model must be in eval mode)."""
-    captured: list[Tensor] = []
-    hook = model.head.register_forward_pre_hook(
-        lambda _module, args: captured.append(args[0].detach()))
-    parts = []
-    dev = next(model.parameters()).device
-    try:
-        for i in range(0, max(len(batch), 1), chunk_size):
-            part = batch[i : i + chunk_size].to(dev)
-            captured.clear()
-            raw = model.forward_raw(part)
-            pre = model.preprocess(part)
-            parts.append(_HeadInputs(captured[0], pre.base, pre.unit, raw.reference,
-                                     raw.truncated))
-    finally:
-        hook.remove()
-    return _HeadInputs.concat(parts)
-
-
-def _raw_from_head(model: LumosNet, inputs: _HeadInputs) -> RawOutput:
-    """The mixture parameters from cached head inputs (the last lines of forward_raw)."""
-    log_weights, means, sigmas = model.mixture_head(inputs.hidden, inputs.base, inputs.unit)
-    return RawOutput(log_weights, means, sigmas, inputs.reference, inputs.truncated)
-
-
-def _check_head_replay(model: LumosNet, batch: StampBatch) -> None:
-    """Fail loudly if the cached-head shortcut no longer matches ``forward_raw``."""
-    with torch.no_grad():
-        want = model.forward_raw(batch)
-        got = _raw_from_head(model, _head_inputs(model, batch))
-    for name in ("log_weights", "means", "sigmas"):
-        a, b = getattr(want, name), getattr(got, name)
-        if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
-            raise RuntimeError(
-                f"transfer: replaying the network head does not reproduce forward_raw "
-                f"({name} differs); lumos.network changed, update lumos.transfer"
-            )
-
-
-def _flux_mixture(raw: RawOutput, factor: Tensor | None = None) -> GaussianMixture:
-    """Mixture in flux units (times ``factor``) from raw output."""
-    mix = GaussianMixture(raw.log_weights, raw.means, raw.sigmas, truncated=raw.truncated)
-    scale = raw.reference if factor is None else raw.reference * factor.to(raw.reference)
-    return mix.scale(scale)
 
 
 def _pair_losses(raw1: RawOutput, raw2: RawOutput, zp: Tensor, zp_err: Tensor,
@@ -135,8 +76,8 @@ def _pair_losses(raw1: RawOutput, raw2: RawOutput, zp: Tensor, zp_err: Tensor,
     """Per-pair loss, in units of log(relative flux): flux-space pair_nll + log R."""
     zp, zp_err = zp.to(raw1.means), zp_err.to(raw1.means)  # dtype and device
     norm = torch.sqrt(raw1.reference * zp[:, 0] * raw2.reference * zp[:, 1]).detach()
-    m1 = _flux_mixture(raw1).calibrate(zp[:, 0], zp_err[:, 0]).scale(1.0 / norm)
-    m2 = _flux_mixture(raw2).calibrate(zp[:, 1], zp_err[:, 1]).scale(1.0 / norm)
+    m1 = raw1.mixture().calibrate(zp[:, 0], zp_err[:, 0]).scale(1.0 / norm)
+    m2 = raw2.mixture().calibrate(zp[:, 1], zp_err[:, 1]).scale(1.0 / norm)
     return pair_nll(m1, m2, raw1.truncated | raw2.truncated, width)
 
 
@@ -148,28 +89,11 @@ def _pair_widths(reference: DReference | None, pairs: PairSet, device) -> Tensor
     return torch.as_tensor(w, dtype=torch.float64, device=device)
 
 
-def _supervised_losses(raw: RawOutput, truth: Tensor) -> Tensor:
-    """The training loss per row: NLL of truth / reference (as :mod:`lumos.training`)."""
-    target = truth.to(raw.means.dtype) / raw.reference
-    target = torch.where(raw.truncated, target.clamp_min(0.0), target)
-    mix = GaussianMixture(raw.log_weights, raw.means, raw.sigmas, truncated=raw.truncated)
-    return mixture_nll(mix, target, raw.truncated)
-
-
 def _finite_mean(values: Tensor) -> Tensor:
     good = torch.isfinite(values)
     if not bool(good.any()):
         return torch.zeros((), dtype=values.dtype, device=values.device, requires_grad=True)
     return values[good].mean()
-
-
-# =======================================================================================
-# the consistency metric
-
-
-#: Default i-band magnitude bins of :func:`d_reference`.
-# =======================================================================================
-# transfer
 
 
 @dataclass
@@ -286,7 +210,7 @@ class _SimSource:
         self.model = model
         self.config = config
         self.batch_size = int(config.sim_batch_size or config.batch_size)
-        self.pool: tuple[_HeadInputs, Tensor] | None = None
+        self.pool: tuple[BodyOutput, Tensor] | None = None
         self.iterator: Iterator[StampBatch] | None = None
         self.generator: torch.Generator | None = None
 
@@ -304,16 +228,16 @@ class _SimSource:
                 parts, truths, have = [], [], 0
                 while have < self.config.sim_pool:
                     batch = self._prepare(next(stream), gen)
-                    parts.append(_head_inputs(self.model, batch))
+                    parts.append(self.model.body_in_chunks(batch))
                     truths.append(batch.truth)
                     have += len(batch)
-                inputs = _HeadInputs.concat(parts).take(slice(0, self.config.sim_pool))
+                inputs = BodyOutput.concat(parts).take(slice(0, self.config.sim_pool))
                 self.pool = (inputs, torch.cat(truths)[: self.config.sim_pool])
             return
         self.iterator = iter(self.factory(derive_seed(seed, 0, epoch, 0), self.batch_size))
         self.generator = torch.Generator().manual_seed(derive_seed(seed, 0, epoch, 1))
 
-    def next(self, global_step: int) -> tuple[_HeadInputs, Tensor]:
+    def next(self, global_step: int) -> tuple[BodyOutput, Tensor]:
         if self.pool is not None:
             inputs, truth = self.pool
             n = len(truth)
@@ -325,17 +249,17 @@ class _SimSource:
         except StopIteration:
             raise ValueError("the simulated stream ended; give an infinite stream factory") \
                 from None
-        return _head_inputs(self.model, batch), batch.truth
+        return self.model.body_in_chunks(batch), batch.truth
 
 
-def _holdout_metrics(model: LumosNet, held: _HeadInputs, held2: _HeadInputs,
+def _holdout_metrics(model: LumosNet, held: BodyOutput, held2: BodyOutput,
                      pairs: PairSet, reference: DReference | None = None) -> dict[str, float]:
     with torch.no_grad():
-        raw1, raw2 = _raw_from_head(model, held), _raw_from_head(model, held2)
+        raw1, raw2 = model.head_raw(held), model.head_raw(held2)
         loss = _finite_mean(_pair_losses(raw1, raw2, pairs.zero_point, pairs.zero_point_err,
                                          _pair_widths(reference, pairs, raw1.means.device)))
-        m1 = _flux_mixture(raw1).calibrate(pairs.zero_point[:, 0], pairs.zero_point_err[:, 0])
-        m2 = _flux_mixture(raw2).calibrate(pairs.zero_point[:, 1], pairs.zero_point_err[:, 1])
+        m1 = raw1.mixture().calibrate(pairs.zero_point[:, 0], pairs.zero_point_err[:, 0])
+        m2 = raw2.mixture().calibrate(pairs.zero_point[:, 1], pairs.zero_point_err[:, 1])
         metrics = consistency_metrics(m1, m2, pairs.truth, pairs.zero_point, pairs.first.i_mag,
                                reference)  # fmt: skip
     return {"val_pair_loss": float(loss), **{f"val_{k}": v for k, v in metrics.items()}}
@@ -394,9 +318,6 @@ def transfer(
     """
     from tqdm.auto import tqdm
 
-    from .model_io import save_model
-    from .training import configure_threads, latest_checkpoint
-
     config = TransferConfig() if config is None else config
     if not isinstance(getattr(model, "head", None), nn.Linear):
         raise ValueError("transfer needs a LumosNet whose last layer `head` is nn.Linear")
@@ -418,7 +339,6 @@ def transfer(
         p.requires_grad_(name.startswith("head."))
     head_params = list(model.head.parameters())
     try:
-        _check_head_replay(model, train_pairs.first[: min(8, len(train_pairs))])
         frozen = _frozen_digest(model)
         optimizer = torch.optim.Adam(head_params, lr=config.learning_rate)
         scheduler = torch.optim.lr_scheduler.StepLR(
@@ -431,12 +351,12 @@ def transfer(
                 ckpt, model, optimizer, scheduler, frozen, fingerprint, config)
 
         # the frozen body, once: head inputs of every pair stamp
-        h1 = _head_inputs(model, train_pairs.first)
-        h2 = _head_inputs(model, train_pairs.second)
+        h1 = model.body_in_chunks(train_pairs.first)
+        h2 = model.body_in_chunks(train_pairs.second)
         held1 = held2 = None
         if len(held_pairs):
-            held1 = _head_inputs(model, held_pairs.first)
-            held2 = _head_inputs(model, held_pairs.second)
+            held1 = model.body_in_chunks(held_pairs.first)
+            held2 = model.body_in_chunks(held_pairs.second)
         sims = _SimSource(sim_stream_factory, model, config)
         zp_train = train_pairs.zero_point.to(dev)
         zp_err_train = train_pairs.zero_point_err.to(dev)
@@ -467,15 +387,15 @@ def transfer(
                 loss = torch.zeros((), device=dev)
                 pair_loss = sim_loss = torch.zeros((), device=dev)
                 if config.pair_weight > 0:
-                    raw1 = _raw_from_head(model, h1.take(idx))
-                    raw2 = _raw_from_head(model, h2.take(idx))
+                    raw1 = model.head_raw(h1.take(idx))
+                    raw2 = model.head_raw(h2.take(idx))
                     pair_loss = _finite_mean(_pair_losses(
                         raw1, raw2, zp_train[idx], zp_err_train[idx],
                         None if width_train is None else width_train[idx]))
                     loss = loss + config.pair_weight * pair_loss
                 if config.sim_weight > 0:
                     inputs, truth = sims.next(global_step)
-                    sim_loss = _finite_mean(_supervised_losses(_raw_from_head(model, inputs),
+                    sim_loss = _finite_mean(relative_nll(model.head_raw(inputs),
                                                                truth.to(dev)))
                     loss = loss + config.sim_weight * sim_loss
                 optimizer.zero_grad(set_to_none=True)
@@ -495,7 +415,7 @@ def transfer(
                 entry.update(_holdout_metrics(model, held1, held2, held_pairs, reference))
             entry["seconds"] = time.perf_counter() - t_epoch
             history.append(entry)
-            _write_transfer_checkpoint(directory, epoch + 1, model, optimizer, scheduler, {
+            write_checkpoint(directory, epoch + 1, model, optimizer, scheduler, {
                 "global_step": global_step,
                 "history": history,
                 "transfer_config": config.to_dict(),
@@ -535,18 +455,9 @@ def _append_history(directory: Path, entry: dict[str, Any]) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
-def _write_transfer_checkpoint(directory: Path, epoch: int, model: LumosNet, optimizer,
-                               scheduler, state: dict[str, Any], keep: int) -> None:
-    from .training import _write_checkpoint
-
-    _write_checkpoint(directory, epoch, model, None, optimizer, scheduler, state, keep)
-
-
 def _resume(ckpt: Path, model: LumosNet, optimizer, scheduler, frozen: str, fingerprint: str,
             config: TransferConfig) -> tuple[int, int, list[dict[str, Any]]]:
-    from .training import _optimizer_from_flat, _read_checkpoint
-
-    meta, tensors = _read_checkpoint(ckpt)
+    meta, tensors = read_checkpoint(ckpt)
     if "transfer_config" not in meta:
         raise ValueError(f"{ckpt.parent} holds training checkpoints, not transfer ones; "
                          "use another checkpoint folder")
@@ -564,7 +475,7 @@ def _resume(ckpt: Path, model: LumosNet, optimizer, scheduler, frozen: str, fing
     with torch.no_grad():
         for name, p in model.head.named_parameters():
             p.copy_(state[f"head.{name}"])
-    _optimizer_from_flat(optimizer, tensors, meta["optimizer"])
+    load_optimizer_state(optimizer, tensors, meta["optimizer"])
     scheduler.load_state_dict(meta["scheduler"])
     _log.info("resumed transfer from %s", ckpt.name)
     return int(meta["epoch"]), int(meta["global_step"]), list(meta.get("history", []))

@@ -6,33 +6,7 @@ import argparse
 import time
 
 from ..errors import LumosError
-
-
-def _survey_simulation(args: argparse.Namespace, model, label: str | None = None) -> dict:
-    """Register the model's survey (``--survey``) and return the simulator's background.
-
-    A model trained for another survey than PAUS needs its survey file, of the same name;
-    the calibration stamps then get that survey's sky (or ``--backgrounds``), as in training.
-    """
-    from ..survey import load_survey, model_survey
-    from .simulate import training_background
-
-    label = label or str(args.model)
-    trained = str(model_survey(getattr(model, "metadata", None))["name"])
-    path = getattr(args, "survey", None)
-    if path is None:
-        if trained.upper() != "PAUS":
-            raise LumosError(f"{label} was trained for survey {trained}: give --survey "
-                             "with its survey file")  # fmt: skip
-        survey = load_survey(None)
-    else:
-        survey = load_survey(path)
-        if survey.name.upper() != trained.upper():
-            raise LumosError(f"{label} was trained for survey {trained}, not for "
-                             f"{survey.name} ({path})")  # fmt: skip
-    kwargs = training_background(args, survey)
-    kwargs.pop("psf_factory", None)  # the recorded simulation draws the training's PSFs
-    return kwargs
+from .surveys import survey_simulation
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 100 or args.pairs < 100:
         raise LumosError("--n and --pairs must be at least 100")
     model = load_model(args.model)
-    simulator_kwargs = _survey_simulation(args, model)
+    simulator_kwargs = survey_simulation(args, model)
     if model.config.sigma_scale != 1.0:
         raise LumosError(f"{args.model} is already calibrated (sigma_scale "
                          f"{model.config.sigma_scale:g}); calibrate the trained model")

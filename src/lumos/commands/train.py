@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         raise LumosError("--two-component-fraction must be in [0, 1]")
     if args.threads is not None and args.threads < 1:
         raise LumosError("--threads must be positive")
+    workers = getattr(args, "data_workers", 1)
+    if workers < 0:
+        raise LumosError("--data-workers must be 0 or more")
     torch.manual_seed(args.seed)
     survey = load_survey(getattr(args, "survey", None))
     # the model is trained on the survey's magnitudes: outside them OUT_OF_RANGE
@@ -118,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_time_s=None if args.hours is None else 3600.0 * args.hours,
         num_threads=args.threads,
+        data_workers=workers,
     )
     result = train(
         model, simulator_stream(sim_config, **sim_kwargs), val_batch, train_config,

@@ -90,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise LumosError(str(exc)) from None
     model = load_model(args.model) if args.model else load_default_model()
-    from .calibrate import _survey_simulation
+    from .surveys import survey_simulation
 
     # the model's survey: its bands registered, its sky for the simulated stamps
-    sim_kwargs = _survey_simulation(args, model, args.model or "the shipped model")
+    sim_kwargs = survey_simulation(args, model, args.model or "the shipped model")
     configure_threads()
     t0 = time.perf_counter()
     pairs = pairs_from_measurements(
