@@ -164,10 +164,8 @@ def fit_shared_error_curve(model: LumosNet, first, second, bins: int = 6
 
     Parameters
     ----------
-    model : LumosNet
-        A likelihood model (its ``sigma_scale`` applied).
-    first, second : StampBatch
-        The two observations of each galaxy.
+    model, first, second
+        As for :func:`fit_shared_error`.
     bins : int
         Number of width bins (at least 1; each should hold a few hundred pairs).
 
