@@ -106,9 +106,16 @@ def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
     const = load_model(tmp_path / "k")
     assert const.config.shared_error_widths == ()
     assert const.config.shared_error == pytest.approx(cal.config.shared_error)
-    # calibrating twice is refused with one line
+    # calibrating twice is refused with one line, unless asked to recalibrate
     assert main(["calibrate", str(tmp_path / "c"), "--out", str(tmp_path / "d")]) == 1
     assert "already calibrated" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--n", "200",
+                 "--pairs", "100", "--seed", "5", "--recalibrate"]) == 0
+    again = load_model(tmp_path / "r")
+    assert again.config.sigma_scale == pytest.approx(cal.config.sigma_scale, rel=1e-9)
+    assert again.config.shared_error_values == pytest.approx(cal.config.shared_error_values)
+    assert "--recalibrate" in again.metadata["calibration"]["command"]
+    assert again.metadata["calibration"]["previous"]["sigma_scale"] == cal.config.sigma_scale
 
 
 def test_fluxes_beyond_the_training_range_are_out_of_range():

@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=4000,
                    help="simulated pairs for the shared error (likelihood models)")
     p.add_argument("--seed", type=int, default=20_000_001, help="calibration seed")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="undo the model's calibration first (calibration never changes the "
+                   "weights) and fit it again")
     p.add_argument("--shared-error", choices=("curve", "constant"), default="curve",
                    help="shared error of a likelihood model: a curve of the exposure's "
                    "relative likelihood width (default) or one number")

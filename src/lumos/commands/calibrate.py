@@ -9,6 +9,18 @@ from ..errors import LumosError
 from .surveys import survey_simulation
 
 
+def uncalibrated(model):
+    """The model with its calibration undone (sigma scale 1, no shared error); calibration
+    never changes the weights, so this is the trained model."""
+    from ..network import LumosNet
+
+    out = LumosNet(model.config.replace(sigma_scale=1.0, shared_error=0.0,
+                                        shared_error_widths=(), shared_error_values=()))
+    out.load_state_dict(model.state_dict())
+    out.metadata = dict(getattr(model, "metadata", {}) or {})
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..calibration import calibrate_model
     from ..model_io import load_model, save_model
@@ -17,9 +29,14 @@ def run(args: argparse.Namespace) -> int:
         raise LumosError("--n and --pairs must be at least 100")
     model = load_model(args.model)
     simulator_kwargs = survey_simulation(args, model)
+    previous = None
+    if getattr(args, "recalibrate", False):
+        previous = dict(model.metadata or {}).get("calibration")
+        model = uncalibrated(model)
     if model.config.sigma_scale != 1.0:
         raise LumosError(f"{args.model} is already calibrated (sigma_scale "
-                         f"{model.config.sigma_scale:g}); calibrate the trained model")
+                         f"{model.config.sigma_scale:g}); calibrate the trained model or "
+                         f"give --recalibrate")  # fmt: skip
     t0 = time.perf_counter()
     print(f"lumos calibrate: {args.n} stamps and {args.pairs} pairs, seed {args.seed}")
     out, res = calibrate_model(model, n=args.n, n_pairs=args.pairs, seed=args.seed,
@@ -40,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     training["calibration"] = {
         "command": f"lumos calibrate {args.model} --out {args.out} --n {args.n} "
                    f"--pairs {args.pairs} --seed {args.seed} "
-                   f"--shared-error {args.shared_error}" + "".join(
+                   f"--shared-error {args.shared_error}"
+                   + (" --recalibrate" if getattr(args, "recalibrate", False) else "")
+                   + "".join(
                        f" --{k.replace('_', '-')} {getattr(args, k)}"
                        for k in ("survey", "backgrounds", "background_fraction")
                        if getattr(args, k, None) is not None),
@@ -53,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         "d_sigma68_before": res.d_sigma68_before, "d_sigma68_after": res.d_sigma68_after,
         "seconds": time.perf_counter() - t0, "source_model": str(args.model),
     }  # fmt: skip
+    if previous is not None:
+        training["calibration"]["previous"] = previous
     save_model(out, args.out, training=training)
     print(f"lumos calibrate: wrote {args.out}")
     return 0
