@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import LumosError
+from .imageio import read_image
 from .psf import PSF, BasisImagePSF, MoffatPSF
 from .psfex import PSFExModel, is_psfex_file, read_psfex
 
@@ -199,8 +200,6 @@ def load_psf(path: str | Path, shape: tuple[int, int], pixel_scale: float) -> PS
         For a missing or unreadable file, an unusable PSF, or a PSFEx model that does not
         cover the image.
     """
-    from .imageio import read_image
-
     path = Path(path)
     if not path.is_file():
         raise LumosError(f"PSF file not found: {path}")
