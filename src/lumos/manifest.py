@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from astropy.io import fits
 from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 from tqdm.std import tqdm as std_tqdm
@@ -100,8 +101,6 @@ def is_manifest(path: str | Path) -> bool:
     if suffix in _LIST_SUFFIXES:
         return True
     if suffix in _FITS_SUFFIXES and path.is_file():
-        from astropy.io import fits
-
         try:
             # quiet: a broken file is reported once, by the image reader
             with warnings.catch_warnings(action="ignore"), fits.open(path) as hdul:

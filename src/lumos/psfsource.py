@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from scipy.ndimage import zoom
 
 from .errors import LumosError
 from .imageio import read_image
@@ -52,8 +53,6 @@ def fwhm_pixels(image: np.ndarray, upsample: int = 8) -> float:
     The image is upsampled ``upsample`` times (cubic spline) before counting, so that the
     estimate is good to about 1% for PSFs a few pixels wide.
     """
-    from scipy.ndimage import zoom
-
     img = np.asarray(image, dtype=np.float64)
     fine = zoom(img, upsample, order=3, mode="grid-constant", grid_mode=True)
     area = np.count_nonzero(fine >= 0.5 * fine.max()) / upsample**2
