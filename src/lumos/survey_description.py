@@ -29,9 +29,10 @@ import numpy as np
 from .bands import PAUS_BANDS, Band, band_response, get_band, register_band
 from .errors import LumosError
 from .imageio import DEFAULT_KEYWORDS
+from .observe import default_background
 from .population import ZERO_POINT, PopulationConfig
 from .psf_pool import PSFExPool
-from .simulate import SimulationConfig, default_background
+from .simconfig import SimulationConfig
 from .spectra import clear_flux_tables
 from .survey_sky import SurveySky
 
