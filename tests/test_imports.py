@@ -6,6 +6,11 @@ is an edge; importing a module of another package also imports that package's
 ``__init__``. Each module belongs to one layer of :data:`LAYERS`; a module may import its
 own layer (as long as there is no cycle) and the layers below, never a layer above. A new
 module needs an entry here: put it in the lowest layer its imports allow.
+
+Imports sit at module level. Only the command modules (``lumos/commands/``, loaded one at a
+time by the CLI) import lumos inside functions; elsewhere a function may import only one of
+the heavy third-party packages of :data:`LAZY_IMPORTS`. No module imports another module's
+private (``_``-prefixed) names.
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "validation": ("lumos.validation.*", "lumos.report"),
     "interface": ("lumos.commands.*", "lumos.cli"),
 }
+
+#: Third-party packages that a function outside ``lumos/commands/`` may import when called:
+#: slow to import, and needed only by the few calls that read or draw with them.
+LAZY_IMPORTS = ("astropy.io.fits", "dask.distributed", "galsim", "h5py", "matplotlib",
+                "pyarrow")  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
@@ -155,3 +165,79 @@ def test_the_checks_see_cycles_and_upward_imports():
     assert _cycle({"a": {"b"}, "b": set()}) is None
     assert _layer_of("lumos.stats") < _layer_of("lumos.mixture") < _layer_of("lumos.cli")
     assert _layer_of("lumos.classical.aperture") == _layer_of("lumos.classical")
+
+
+def _is_lumos(node: ast.Import | ast.ImportFrom) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return bool(node.level) or (node.module or "").split(".")[0] == "lumos"
+    return any(a.name.split(".")[0] == "lumos" for a in node.names)
+
+
+def _function_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements inside function bodies (methods and nested functions too)."""
+    found = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    found[(node.lineno, node.col_offset)] = node
+    return [found[k] for k in sorted(found)]
+
+
+def _misplaced_imports(tree: ast.AST) -> list[str]:
+    """Imports inside functions that are not of a package of :data:`LAZY_IMPORTS`."""
+    out = []
+    for node in _function_imports(tree):
+        if isinstance(node, ast.ImportFrom):
+            names = [f"{node.module}.{a.name}" for a in node.names] if not node.level else []
+        else:
+            names = [a.name for a in node.names]
+        lazy = names and all(any(n == p or n.startswith(p + ".") for p in LAZY_IMPORTS)
+                             for n in names)  # fmt: skip
+        if _is_lumos(node) or not lazy:
+            out.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+def _private_imports(tree: ast.AST) -> list[str]:
+    """``from <lumos module> import _name`` statements, anywhere in the module."""
+    return [f"line {node.lineno}: {ast.unparse(node)}" for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and _is_lumos(node)
+            and any(a.name.startswith("_") and not a.name.startswith("__")
+                    for a in node.names)]  # fmt: skip
+
+
+def test_imports_inside_functions_only_in_commands_or_of_heavy_packages():
+    bad = [f"{name}, {line}" for name, path in _modules().items()
+           if not name.startswith("lumos.commands.")
+           for line in _misplaced_imports(ast.parse(path.read_text()))]  # fmt: skip
+    assert bad == [], "move these imports to module level:\n" + "\n".join(bad)
+
+
+def test_no_private_names_imported_across_modules():
+    bad = [f"{name}, {line}" for name, path in _modules().items()
+           for line in _private_imports(ast.parse(path.read_text()))]  # fmt: skip
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_checks_see_misplaced_and_private_imports():
+    source = (
+        "import numpy\n"
+        "from .stats import _helper, sigma68\n"
+        "from . import __version__\n"
+        "def f():\n"
+        "    from .bands import get_band\n"
+        "    import lumos.stats\n"
+        "    import json\n"
+        "    import matplotlib.pyplot as plt\n"
+        "    from astropy.io import fits\n"
+        "    class C:\n"
+        "        def g(self):\n"
+        "            from lumos.mixture import _roots\n"
+    )
+    tree = ast.parse(source)
+    assert _misplaced_imports(tree) == [
+        "line 5: from .bands import get_band", "line 6: import lumos.stats",
+        "line 7: import json", "line 12: from lumos.mixture import _roots"]  # fmt: skip
+    assert _private_imports(tree) == ["line 2: from .stats import _helper, sigma68",
+                                      "line 12: from lumos.mixture import _roots"]  # fmt: skip

@@ -34,11 +34,14 @@ import numpy as np
 
 from .bands import N_BAND_INDEX
 from .errors import LumosError
+from .imageio import read_image
 from .instrument import CCD_HEIGHT, CCD_WIDTH
+from .pixelmaps import read_pixel_map
 from .sky.composite import CompositeBackground
 from .sky.real import RealImageBackground
 from .sky.synthetic import SyntheticSky
 from .survey import Survey
+from .tableio import read_table
 
 __all__ = ["SlotRealBackground", "SurveyLevels", "read_backgrounds", "training_background"]
 
@@ -148,9 +151,6 @@ def _local(value, path: Path) -> Path:
 
 def _masked_image(image: Path, hdu, mask, weight, path: Path, where: str) -> np.ndarray:
     """The image with the pixels its mask or weight map marks bad set to NaN."""
-    from .imageio import read_image
-    from .pixelmaps import read_pixel_map
-
     data, _, _ = read_image(image, hdu)
     bad = np.zeros(data.shape, dtype=bool)
     try:
@@ -183,8 +183,6 @@ def read_backgrounds(path: str | Path, survey: Survey) -> tuple[list, list, list
     LumosError
         One line naming the manifest, the row and the problem.
     """
-    from .tableio import read_table
-
     path = Path(path)
     table = read_table(path, "backgrounds manifest")
     name = path.name

@@ -35,9 +35,10 @@ from importlib import resources
 
 import numpy as np
 import torch
-from astropy.table import Table
+from astropy.table import Table, vstack
 
-from .coadd import group_by_id_and_band, group_slots, inverse_variance_coadd
+from .bands import band_from_index
+from .coadd import group_by_id_and_band, group_slots, inverse_variance_coadd, zero_point_rows
 from .errors import LumosError
 from .flags import UNUSABLE
 from .mixture import GaussianMixture, product
@@ -333,7 +334,6 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
         exp = t.meta.get("EXPTIME")
         gain = float(t.meta.get("GAIN", 1.0) or 1.0)
         units.append(np.full(len(t), (float(exp) if exp else 1.0) / gain))
-    from astropy.table import vstack
 
     allt = vstack([t[list(need)] for t in tables], metadata_conflicts="silent")
     unit_row = np.concatenate(units) if units else np.zeros(0)
@@ -427,8 +427,6 @@ def predict_posterior(model, batch, prior: FluxPrior | None = None,
     -------
     GaussianMixture
     """
-    from .bands import band_from_index
-
     like = (model.predict(batch) if likelihood is None else likelihood).to(torch.float64)
     if not getattr(model.config, "likelihood", False):
         return like
@@ -446,8 +444,6 @@ def predict_posterior(model, batch, prior: FluxPrior | None = None,
 
 def _calibrated(allt: Table, tables: list[Table], zero_points: Table) -> tuple[Table, np.ndarray]:
     """Likelihood columns times each exposure's zero point, widened by its error."""
-    from .coadd import zero_point_rows
-
     _, zp, zp_err = zero_point_rows(zero_points, tables)
     good = np.isfinite(zp) & (zp > 0) & np.isfinite(zp_err) & (zp_err >= 0)
     zp = np.where(good, zp, 1.0)

@@ -16,16 +16,20 @@ use; the weights do not change:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy.optimize import brentq, minimize_scalar
 
 from .bayes import SharedError, split_shared
+from .loss import likelihood_weights
 from .mixture import GaussianMixture, mixture_nll
 from .network import LumosNet
+from .pairs import PairSimulation, simulate_pairs
+from .simulate import Simulator
 from .stats import P16, P84, sigma68
+from .training import training_simulation
 
 __all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "fit_shared_error_curve",
            "calibrate_model"]
@@ -72,8 +76,6 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
     -------
     scale, coverage_before, coverage_after : float
     """
-    from .loss import likelihood_weights
-
     r = _raw(model.eval(), batch)
     lw, mu, sg = (r[k].double() for k in ("log_weights", "means", "sigmas"))
     ref = r["reference"].double()
@@ -230,10 +232,6 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
         A calibrated copy, in ``eval()`` mode, with the input model's metadata.
     result : CalibrationResult
     """
-    from .pairs import PairSimulation, simulate_pairs
-    from .simulate import Simulator
-    from .training import training_simulation
-
     if model.config.sigma_scale != 1.0:
         raise ValueError("the model is already calibrated (sigma_scale != 1)")
     sim = training_simulation(model)
@@ -248,8 +246,6 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     shared_c, d0, d1 = 0.0, float("nan"), float("nan")
     extra: dict = {}
     if model.config.likelihood:
-        from dataclasses import replace
-
         pair_sim = replace(sim, flux_prior="population")
         pairs = simulate_pairs(int(n_pairs), seed=seed + 1,
                                config=PairSimulation(simulation=pair_sim),

@@ -7,6 +7,7 @@ status, never as a Python traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -231,8 +232,6 @@ def _not_yet(name: str):
 
 def _handler(command: str):
     """Import the implementation of a command lazily (keeps ``lumos --help`` fast)."""
-    import importlib
-
     try:
         module = importlib.import_module(f"lumos.commands.{command}")
     except ModuleNotFoundError as exc:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 __all__ = ["Ranks", "setup_distributed", "pick_device", "configure_threads", "available_cores"]
 
@@ -41,7 +42,6 @@ def setup_distributed(device_type: str) -> Ranks:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Ranks()
-    import torch.distributed as dist
 
     here = False
     if not dist.is_initialized():

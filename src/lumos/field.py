@@ -10,11 +10,14 @@ renderer, and photon shot noise. Positions are uniform, so blends occur at their
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from astropy.io import fits
 from astropy.table import Table
+from scipy.spatial import cKDTree
+from tqdm.auto import tqdm
 
 from .bands import get_band
 from .instrument import CCD_SHAPE, PIXEL_SCALE
@@ -24,6 +27,7 @@ from .psf import MoffatPSF
 from .simconfig import apply_catalogue_errors
 from .sky import SyntheticSky
 from .stamps import stamp_origin
+from .tableio import write_table
 
 __all__ = ["SimulatedField", "simulate_field"]
 
@@ -55,10 +59,6 @@ class SimulatedField:
 
     def write(self, directory) -> None:
         """Write ``image.fits``, ``catalogue.fits`` and ``truth.fits`` into ``directory``."""
-        from pathlib import Path
-
-        from .tableio import write_table
-
         directory = Path(directory)
         fits.PrimaryHDU(self.image, header=self.header).writeto(
             directory / "image.fits", overwrite=True
@@ -113,8 +113,6 @@ def simulate_field(
     -------
     SimulatedField
     """
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(seed)
     b = get_band(band)
     exptime = b.exposure_time
@@ -197,8 +195,6 @@ def _paste(image: np.ndarray, stamps: np.ndarray, origin: np.ndarray) -> None:
 
 
 def _nearest_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from scipy.spatial import cKDTree
-
     if x.size < 2:
         return np.full(x.size, np.inf)
     dist, _ = cKDTree(np.stack([x, y], 1)).query(np.stack([x, y], 1), k=2)

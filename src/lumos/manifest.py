@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import signal
 import sys
 import threading
@@ -40,10 +42,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from astropy.io import fits
 from astropy.table import Table, vstack
+from tqdm.auto import tqdm
+from tqdm.std import tqdm as std_tqdm
 
 from . import __version__
 from .errors import LumosError
+from .imageio import read_image
+from .measure import measure_file
+from .model_io import default_model_path, model_paths
+from .survey import load_survey
 from .tableio import TABLE_FORMATS, check_output_path, read_table, write_table
 
 __all__ = ["MANIFEST_COLUMNS", "PATH_COLUMNS", "FILE_COLUMNS", "read_manifest",
@@ -91,8 +101,6 @@ def is_manifest(path: str | Path) -> bool:
     if suffix in _LIST_SUFFIXES:
         return True
     if suffix in _FITS_SUFFIXES and path.is_file():
-        from astropy.io import fits
-
         try:
             # quiet: a broken file is reported once, by the image reader
             with warnings.catch_warnings(action="ignore"), fits.open(path) as hdul:
@@ -223,7 +231,6 @@ def _file_state(path: str | Path) -> list:
 def _model_state(method: str, model_path: str | None) -> list | None:
     if method != "lumos":
         return None
-    from .model_io import default_model_path, model_paths
 
     stem = model_path if model_path is not None else default_model_path()
     return [_file_state(p) for p in model_paths(stem)]
@@ -284,8 +291,6 @@ def _sigint_ignored():
 @contextmanager
 def _quiet_dask():
     """Silence Dask's logging while a cluster is torn down after an interruption."""
-    import logging
-
     loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -302,11 +307,7 @@ def _quiet_worker() -> None:
     thread lock instead of tqdm's default process lock (a semaphore reported as leaked when
     an interrupted worker is stopped), and its warnings about the tasks an interruption
     cancels are not logged."""
-    import logging
-
-    from tqdm import tqdm
-
-    tqdm.set_lock(threading.RLock())
+    std_tqdm.set_lock(threading.RLock())
     logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
@@ -320,8 +321,6 @@ def _survey_overrides(job: _Job, keywords) -> dict:
     """
     if job.survey is None:
         return job.overrides
-    from .imageio import read_image
-    from .survey import load_survey
 
     survey = load_survey(job.survey)
     _, header, wcs = read_image(job.image)
@@ -331,10 +330,6 @@ def _survey_overrides(job: _Job, keywords) -> dict:
 def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) -> str | None:
     """Measure one image into its part file (in a worker process); returns an error
     message or None."""
-    import torch
-
-    from .measure import measure_file
-
     _quiet_worker()
     torch.set_num_threads(1)
     try:
@@ -407,8 +402,6 @@ def measure_manifest(
     model = None if model_path is None else str(model_path)
     jobs = _jobs(manifest, Path(manifest_path).parent, cat)
     if survey is not None:
-        from .survey import load_survey
-
         load_survey(survey)  # a bad survey file is one error here, not one per image
         for job in jobs:
             job.survey = str(survey)
@@ -479,10 +472,8 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
     quietly (on a cluster given by ``scheduler`` it cancels the work), then raises
     KeyboardInterrupt.
     """
-    import os
-
+    # dask.distributed adds about 0.3 s to an import; only measuring a manifest needs it
     from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
 
     workers = n_workers or min(len(todo), os.cpu_count() or 1)
     cluster = None

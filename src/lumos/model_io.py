@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import LumosError
 from .network import LumosNet, NetworkConfig
+from .tableio import replace_file
 
 __all__ = [
     "FORMAT_NAME",
@@ -101,10 +104,6 @@ def write_tensors(tensors: dict[str, torch.Tensor], path: Path,
                      metadata: dict[str, str] | None = None) -> None:
     """Write tensors with safetensors via a temporary file and an atomic rename (the file
     gets the permissions of a new file under the umask)."""
-    from safetensors.torch import save_file
-
-    from .tableio import replace_file
-
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(clean, str(tmp), metadata=metadata)
@@ -112,8 +111,6 @@ def write_tensors(tensors: dict[str, torch.Tensor], path: Path,
 
 
 def _json_to_file(data: dict[str, Any], path: Path) -> None:
-    from .tableio import replace_file
-
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=json_default)
@@ -266,9 +263,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
         For a pickle or non-safetensors file, a missing config, a wrong format version,
         or weights that do not match the config.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     description = read_model_description(path)
     weights_path, json_path = model_paths(path)
     if _sniff(weights_path) != "safetensors":

@@ -18,11 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 from astropy.table import Table
+from tqdm.auto import tqdm
 
+from .catalogue import read_catalogue
 from .errors import LumosError
 from .flags import UNUSABLE, Flag
+from .imageio import image_metadata, read_image
+from .manifest import MANIFEST_COLUMNS, read_manifest
+from .measure import make_stamp_batch
 from .pairs import PAIRINGS, PairSet
 from .stamps import StampBatch
+from .tableio import read_table
 
 __all__ = ["pairs_from_measurements"]
 
@@ -75,8 +81,6 @@ def _meta_get(meta: Mapping, keys: Sequence[str]):
 
 
 def _load_tables(tables) -> list[tuple[Table, str, Path | None]]:
-    from .tableio import read_table
-
     if isinstance(tables, (str, os.PathLike, Table)):
         tables = [tables]
     out = []
@@ -101,8 +105,6 @@ def _load_tables(tables) -> list[tuple[Table, str, Path | None]]:
 
 def _image_registry(images, base: Path | None = None) -> dict[str, _ImageRef]:
     """Known images by name and by path: from a manifest (file or table) or a mapping."""
-    from .manifest import MANIFEST_COLUMNS, read_manifest
-
     if images is None:
         return {}
     registry: dict[str, _ImageRef] = {}
@@ -162,8 +164,6 @@ def _resolve_image(key: str, registry: dict[str, _ImageRef], folder: Path | None
 
 def _zero_point_rows(zero_points, image_names: np.ndarray, bands: np.ndarray):
     """Zero point and error per observation from a table keyed by image or band."""
-    from .tableio import read_table
-
     n = len(image_names)
     if zero_points is None:
         return np.ones(n), np.zeros(n)
@@ -279,12 +279,6 @@ def pairs_from_measurements(
         For a table without the needed columns, an image or catalogue that cannot be
         found, ids missing from a catalogue, or no pairs at all.
     """
-    from tqdm.auto import tqdm
-
-    from .catalogue import read_catalogue
-    from .imageio import image_metadata, read_image
-    from .measure import make_stamp_batch
-
     if pairing not in PAIRINGS:
         raise LumosError(f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
     if max_pairs is not None and int(max_pairs) < 1:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LumosError
+from .imageio import read_image
 
 __all__ = ["read_pixel_map", "bad_pixels", "variance_from_weight"]
 
@@ -43,8 +44,6 @@ def read_pixel_map(path: str | Path, shape: tuple[int, int], what: str) -> np.nd
     LumosError
         If the file is missing or unreadable, or its shape differs from the image's.
     """
-    from .imageio import read_image
-
     path = Path(path)
     if not path.is_file():
         raise LumosError(f"{what} file not found: {path}")

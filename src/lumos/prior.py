@@ -37,6 +37,7 @@ from astropy.table import Table
 
 from .errors import LumosError
 from .mixture import GaussianMixture, product
+from .population import sample_population
 
 __all__ = [
     "REFERENCE_MAG",
@@ -321,8 +322,6 @@ def population_prior(bands=None, n: int = 200_000, seed: int = 0, k: int = 3,
     -------
     FluxPrior
     """
-    from .population import sample_population
-
     gal = sample_population(int(n), np.random.default_rng(seed), bands=bands)
     names = tuple(gal.bands)
     edges = np.asarray(i_edges, dtype=float)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 
 from .errors import LumosError
 
@@ -37,8 +38,6 @@ _LANCZOS_ORDER = 3
 
 def _psf_table(hdul) -> tuple[object, str] | None:
     """The HDU of a PSFEx table and the name of its ``PSF_MASK`` column, or None."""
-    from astropy.io import fits
-
     tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
     tables.sort(key=lambda h: h.name.upper() != "PSF_DATA")
     for hdu in tables:
@@ -50,8 +49,6 @@ def _psf_table(hdul) -> tuple[object, str] | None:
 
 def is_psfex_file(path: str | Path) -> bool:
     """True when ``path`` is a FITS file holding a PSFEx ``PSF_MASK`` table."""
-    from astropy.io import fits
-
     try:
         with fits.open(path, memmap=False) as hdul:
             return _psf_table(hdul) is not None
@@ -256,8 +253,6 @@ def read_psfex(path: str | Path) -> PSFExModel:
         If the file is missing or unreadable, or the model is not a polynomial in the two
         image coordinates of one context group (the PSFEx default).
     """
-    from astropy.io import fits
-
     path = Path(path)
     name = path.name
     if not path.is_file():

@@ -21,8 +21,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from scipy.ndimage import zoom
 
 from .errors import LumosError
+from .imageio import read_image
 from .psf import PSF, BasisImagePSF, MoffatPSF
 from .psfex import PSFExModel, is_psfex_file, read_psfex
 
@@ -51,8 +53,6 @@ def fwhm_pixels(image: np.ndarray, upsample: int = 8) -> float:
     The image is upsampled ``upsample`` times (cubic spline) before counting, so that the
     estimate is good to about 1% for PSFs a few pixels wide.
     """
-    from scipy.ndimage import zoom
-
     img = np.asarray(image, dtype=np.float64)
     fine = zoom(img, upsample, order=3, mode="grid-constant", grid_mode=True)
     area = np.count_nonzero(fine >= 0.5 * fine.max()) / upsample**2
@@ -199,8 +199,6 @@ def load_psf(path: str | Path, shape: tuple[int, int], pixel_scale: float) -> PS
         For a missing or unreadable file, an unusable PSF, or a PSFEx model that does not
         cover the image.
     """
-    from .imageio import read_image
-
     path = Path(path)
     if not path.is_file():
         raise LumosError(f"PSF file not found: {path}")

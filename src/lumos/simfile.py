@@ -11,6 +11,7 @@ file.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
 from .observe import SimulationExtras
@@ -42,7 +44,7 @@ _STAMP_FIELDS = ("pixels", "profile", "i_mag", "ccd_xy", "band_idx", "flags", "o
 
 def _h5py():
     try:
-        import h5py  # noqa: PLC0415
+        import h5py  # noqa: PLC0415 - only when an HDF5 stamp file is read or written
     except ImportError as exc:  # pragma: no cover - h5py is a dependency
         raise ImportError("HDF5 I/O needs h5py (pip install h5py)") from exc
     return h5py
@@ -240,7 +242,6 @@ def _chunk_pool(workers: int, job: ChunkJob) -> Iterator[Callable]:
     if workers == 1:
         yield lambda items: map(job, items)
         return
-    import multiprocessing as mp  # noqa: PLC0415 - only for several workers
 
     # fork where the platform has it (the workers start at once with the parent's imports;
     # no torch thread pool has started in the parent yet), else spawn
@@ -278,8 +279,6 @@ def write_chunks(out: Path, n: int, sizes: Iterable[int], job: ChunkJob, attrs: 
     -------
     Path
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     h5py = _h5py()
     done = 0
     with h5py.File(out, "w") as h5, tqdm(

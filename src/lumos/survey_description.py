@@ -28,7 +28,13 @@ import numpy as np
 
 from .bands import PAUS_BANDS, Band, band_response, get_band, register_band
 from .errors import LumosError
+from .imageio import DEFAULT_KEYWORDS
+from .observe import default_background
+from .population import ZERO_POINT, PopulationConfig
+from .psf_pool import PSFExPool
+from .simconfig import SimulationConfig
 from .spectra import clear_flux_tables
+from .survey_sky import SurveySky
 
 __all__ = [
     "SurveyBand",
@@ -255,8 +261,6 @@ class Survey:
         LumosError
             If the band is not one of the survey's, or the camera state is out of range.
         """
-        from .imageio import DEFAULT_KEYWORDS
-
         out = dict(overrides or {})
         if out.get("band") is not None:
             out["band"] = self.band(str(out["band"])).name
@@ -310,9 +314,6 @@ class Survey:
         **kwargs
             Further :class:`~lumos.simulate.SimulationConfig` fields.
         """
-        from .population import PopulationConfig
-        from .simulate import SimulationConfig
-
         if self.is_paus:
             return SimulationConfig(**kwargs)
         self.check_simulable()
@@ -335,19 +336,13 @@ class Survey:
         for PSF family ``psfex``, a :class:`lumos.psf_pool.PSFExPool` of the survey's files."""
         if self.psf.family != "psfex":
             return None
-        from .psf_pool import PSFExPool
-
         return PSFExPool(self.psf.files, self.pixel_scale)
 
     def background(self):
         """The synthetic sky of this survey: :class:`lumos.simulate.default_background`
         for PAUS, else a :class:`SurveySky` of the bands' typical sky levels."""
         if self.is_paus:
-            from .simulate import default_background
-
             return default_background()
-        from .survey_sky import SurveySky
-
         return SurveySky(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -373,9 +368,6 @@ class Survey:
 @functools.lru_cache(maxsize=1)
 def paus_survey() -> Survey:
     """The built-in PAU Survey: 40 narrow bands, two camera states, the PAUCam CCD."""
-    from .population import ZERO_POINT, PopulationConfig
-    from .simulate import SimulationConfig
-
     sim = SimulationConfig()
     bands = tuple(
         SurveyBand(b.name, ZERO_POINT, b.exposure_time, _PAUS_SKY_RATE, b.wavelength, b.fwhm)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from .errors import LumosError
@@ -207,8 +208,6 @@ def _strip_bom(table: Table) -> Table:
 
 
 def _first_table_hdu(path: Path, what: str, error) -> int:
-    from astropy.io import fits
-
     try:
         with fits.open(path) as hdul:
             for i, hdu in enumerate(hdul):
@@ -220,6 +219,7 @@ def _first_table_hdu(path: Path, what: str, error) -> int:
 
 
 def _read_parquet(path: Path) -> Table:
+    # pyarrow (about 0.1 s to import) only for Parquet tables
     import pyarrow.parquet as pq
 
     arrow = pq.read_table(path)
@@ -243,6 +243,7 @@ def _read_parquet(path: Path) -> Table:
 
 
 def _write_parquet(table: Table, path: str) -> None:
+    # pyarrow (about 0.1 s to import) only for Parquet tables
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -307,8 +308,6 @@ def _write_fits(table: Table, path: str) -> None:
     """FITS whose TUNITn values are FITS-standard (:func:`fits_unit`), so that any reader
     gets them without a warning. Where the FITS form differs from the table's unit, or there
     is none, ``LUNITn`` keeps the unit as written, for :func:`read_table` to restore."""
-    from astropy.io import fits
-
     plain = table.copy(copy_data=False)
     units = {}
     for name in plain.colnames:

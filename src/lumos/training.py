@@ -47,6 +47,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import (
@@ -233,8 +235,6 @@ def train(
 def _train(model: LumosNet, batches: TrainingBatches, steps_per_epoch: int,
            val_batch: StampBatch, config: TrainingConfig, directory: Path, resume: bool,
            progress: bool, dist: Ranks, device: torch.device, threads: int) -> TrainingResult:
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     model.to(device)
     if model.config.channels_last:
@@ -294,8 +294,6 @@ def _train(model: LumosNet, batches: TrainingBatches, steps_per_epoch: int,
 
     train_module: nn.Module = RawForward(model)
     if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
         train_module = DistributedDataParallel(
             train_module, device_ids=[device.index] if device.type == "cuda" else None
         )

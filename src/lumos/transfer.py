@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import latest_checkpoint, load_optimizer_state, read_checkpoint, write_checkpoint
@@ -316,8 +317,6 @@ def transfer(
         ``val_sigma68_rel`` for simulated pairs). Entry 0 (epoch 0) is the model before
         transfer.
     """
-    from tqdm.auto import tqdm
-
     config = TransferConfig() if config is None else config
     if not isinstance(getattr(model, "head", None), nn.Linear):
         raise ValueError("transfer needs a LumosNet whose last layer `head` is nn.Linear")

@@ -51,6 +51,8 @@ def _load(image: ImageLike, hdu: int | str | None, label: str) -> np.ndarray:
     if isinstance(image, np.ndarray):
         data = image
     elif isinstance(image, (str, Path)):
+        # astropy.io.fits (about 0.3 s to import) only for a path: lumos.sky is part of every
+        # simulation, which reads no FITS file
         from astropy.io import fits
 
         path = Path(image)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..simulate import Simulator
 from ..sky.base import Artefact
 from ..stats import sigma68
 from .measuring import CLASSICAL, measure_all, usable
@@ -110,8 +111,6 @@ def run_accuracy(
     -------
     AccuracyResult
     """
-    from ..simulate import Simulator
-
     if n < 1:
         raise ValueError(f"the accuracy experiment needs at least one galaxy, got {n}")
     sim = Simulator(config, seed=seed)

@@ -26,8 +26,9 @@ import torch
 from astropy.table import Table
 
 from ..backgrounds import SyntheticSky
-from ..bands import PAUS_BANDS
-from ..coadd import inverse_variance_coadd
+from ..bands import PAUS_BANDS, get_band
+from ..bayes import coadd_likelihoods, default_population_prior
+from ..coadd import coadd_tables, inverse_variance_coadd
 from ..flags import UNUSABLE
 from ..stats import pair_pull, sigma68
 from .measuring import measure_all, measure_lumos
@@ -93,9 +94,6 @@ def run_coadds(model, n: int, seed: int, n_exposures: int = 4,
     dict
         JSON-ready metrics (see the module docstring).
     """
-    from ..bayes import coadd_likelihoods, default_population_prior
-    from ..coadd import coadd_tables
-
     if n_exposures < 2:
         raise ValueError(f"n_exposures must be at least 2, got {n_exposures}")
     rng = experiment_rng("coadd", n, seed)
@@ -179,8 +177,6 @@ def run_coadds(model, n: int, seed: int, n_exposures: int = 4,
 
 
 def _exposure_time(band_number: int) -> float:
-    from ..bands import get_band
-
     return float(get_band(_BAND_NAMES[band_number]).exposure_time)
 
 

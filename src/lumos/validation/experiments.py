@@ -57,7 +57,31 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..model_io import model_paths, sha256_file
+from ..simconfig import CatalogueErrors, SimulationConfig
+from ..training import validation_seed
+from .accuracy import run_accuracy
+from .artefacts import run_artefacts
+from .coadds import run_coadds
+from .deblend import run_deblending
 from .measuring import CLASSICAL, METHOD_LABELS
+from .metrics import gaussian_pit
+from .plots import (
+    plot_accuracy_vs_mag,
+    plot_colour_errors,
+    plot_deblending,
+    plot_flux_vs_truth,
+    plot_outliers,
+    plot_pair_pull_distribution,
+    plot_pair_pull_width,
+    plot_pit,
+    plot_sensitivity,
+    plot_snr,
+)
+from .repeats import run_repeats
+from .report import write_report
+from .sensitivity import run_sensitivity
+from .snr import run_snr_colours
 
 __all__ = [
     "EXPERIMENTS",
@@ -170,8 +194,6 @@ def check_seeds(model) -> None:
         used.add(int(calibration["seed"]))
     training = meta.get("training")
     if isinstance(training, dict) and isinstance(training.get("seed"), int):
-        from ..training import validation_seed
-
         used.add(int(training["seed"]))
         used.add(validation_seed(int(training["seed"])))
     clash = sorted(set(SEEDS.values()) & used)
@@ -208,8 +230,6 @@ def _describe_model(model, model_path: str | Path | None) -> dict:
         out["n_parameters"] = int(n_par() if callable(n_par) else n_par)
     if model_path is not None:
         try:
-            from ..model_io import model_paths, sha256_file
-
             out["weights_sha256"] = sha256_file(model_paths(model_path)[0])
         except (OSError, ValueError):
             pass
@@ -300,7 +320,6 @@ def run_validation(
     metrics["plots"] = plots
     clean = to_json(metrics)
     (out / "metrics.json").write_text(json.dumps(clean, indent=1) + "\n")
-    from .report import write_report
 
     write_report(clean, out / "report.md")
     if progress:
@@ -317,10 +336,6 @@ def _labelled(by_method: dict) -> dict:
 
 
 def _accuracy(model, sizes, seed, methods, out, progress):
-    from .accuracy import run_accuracy
-    from .metrics import gaussian_pit
-    from .plots import plot_accuracy_vs_mag, plot_flux_vs_truth, plot_pit
-
     res = run_accuracy(model, sizes.accuracy, seed, methods, progress=progress)
     cal = res.metrics.get("calibration", {})
     c = res.common
@@ -346,10 +361,6 @@ def _accuracy(model, sizes, seed, methods, out, progress):
 
 
 def _catalogue_errors(model, sizes, seed, methods, out, progress):
-    from ..simconfig import CatalogueErrors, SimulationConfig
-    from .accuracy import run_accuracy
-    from .plots import plot_accuracy_vs_mag
-
     errors = CatalogueErrors.realistic()
     config = SimulationConfig(catalogue_errors=errors)
     res = run_accuracy(model, sizes.catalogue_errors, seed, methods, config=config,
@@ -364,9 +375,6 @@ def _catalogue_errors(model, sizes, seed, methods, out, progress):
 
 
 def _deblending(model, sizes, seed, methods, out, progress):
-    from .deblend import run_deblending
-    from .plots import plot_deblending
-
     res = run_deblending(model, sizes.deblend_pairs, sizes.deblend_realisations, seed,
                          sizes.deblend_max_distance, progress=progress)  # fmt: skip
     title = "i = 22 target at the centre, i = 20 neighbour (NB685, 90 s)"
@@ -375,9 +383,6 @@ def _deblending(model, sizes, seed, methods, out, progress):
 
 
 def _artefacts(model, sizes, seed, methods, out, progress):
-    from .artefacts import run_artefacts
-    from .plots import plot_outliers
-
     res = run_artefacts(model, sizes.artefacts, seed, methods, progress=progress)
     plot_outliers({k: _labelled(v) for k, v in res.metrics["sets"].items()},
                   out / "artefacts.png")  # fmt: skip
@@ -385,9 +390,6 @@ def _artefacts(model, sizes, seed, methods, out, progress):
 
 
 def _repeats(model, sizes, seed, methods, out, progress):
-    from .plots import plot_pair_pull_distribution, plot_pair_pull_width
-    from .repeats import run_repeats
-
     res = run_repeats(model, sizes.repeats, seed, progress=progress)
     m = res.metrics
     plot_pair_pull_width(np.asarray(m["mag_bins"]),
@@ -398,15 +400,10 @@ def _repeats(model, sizes, seed, methods, out, progress):
 
 
 def _coadds(model, sizes, seed, methods, out, progress):
-    from .coadds import run_coadds
-
     return run_coadds(model, sizes.coadds, seed, progress=progress), []
 
 
 def _sensitivity(model, sizes, seed, methods, out, progress):
-    from .plots import plot_sensitivity
-    from .sensitivity import run_sensitivity
-
     res = run_sensitivity(model, sizes.sensitivity, seed, sizes.sensitivity_grid,
                           sizes.background_grid, progress=progress)  # fmt: skip
     plot_sensitivity(res.grids, {k: _labelled(v) for k, v in res.response.items()},
@@ -415,9 +412,6 @@ def _sensitivity(model, sizes, seed, methods, out, progress):
 
 
 def _snr_colours(model, sizes, seed, methods, out, progress):
-    from .plots import plot_colour_errors, plot_snr
-    from .snr import run_snr_colours
-
     res = run_snr_colours(model, sizes.snr_colours, seed, progress=progress)
     m = res.metrics
     plot_snr(m["snr"], np.asarray(m["mag_bins"]), m["trays"], out / "snr.png")

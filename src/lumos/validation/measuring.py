@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..bayes import SharedError, predict_posterior, split_shared
+from ..classical import measure_classical
 from ..flags import UNUSABLE, Flag
 from .scenes import Observation, Targets, observe
 
@@ -45,8 +47,6 @@ def _predict(model, batch):
     likelihood model the posterior with the population prior
     (:func:`lumos.bayes.predict_posterior`)."""
     if getattr(getattr(model, "config", None), "likelihood", False):
-        from ..bayes import predict_posterior
-
         return predict_posterior(model, batch)
     predict = getattr(model, "predict", None)
     if callable(predict):
@@ -89,8 +89,6 @@ def measure_lumos(model, obs: Observation, chunk_size: int = 1024) -> dict[str, 
         for lo in range(0, len(batch), chunk_size):
             sub = batch[lo : lo + chunk_size]
             if likelihood:
-                from ..bayes import SharedError, predict_posterior, split_shared
-
                 like = model.predict(sub).to(torch.float64)
                 mix = predict_posterior(model, sub, likelihood=like)
                 per, shared = split_shared(like, SharedError.of(model.config))
@@ -135,8 +133,6 @@ def measure_classical_methods(
     dict
         Method name -> ``{"flux", "flux_err", "flags"}`` (electrons).
     """
-    from ..classical import measure_classical
-
     out = {}
     for method in methods:
         options = {"true_profile": obs.profile_true} if method == "weighted_oracle" else {}

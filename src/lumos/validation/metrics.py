@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.table import Table
+from scipy.special import ndtr
 
 from ..stats import P025, P16, P84, P975, sigma68
 
@@ -84,8 +85,6 @@ def pit_values(weight, mean, sigma, truth) -> np.ndarray:
     truth : array_like, shape (N,)
         True fluxes.
     """
-    from scipy.special import ndtr
-
     weight = np.asarray(weight, dtype=float)
     mean = np.asarray(mean, dtype=float)
     sigma = np.asarray(sigma, dtype=float)
@@ -115,8 +114,6 @@ def interval_coverage(lo: np.ndarray, hi: np.ndarray, truth: np.ndarray) -> floa
 
 def gaussian_pit(flux: np.ndarray, flux_err: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """PIT of a Gaussian error bar: Phi((f_true - f) / flux_err) (NaN where undefined)."""
-    from scipy.special import ndtr
-
     flux, err, truth = (np.asarray(a, dtype=float) for a in (flux, flux_err, truth))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (truth - flux) / err

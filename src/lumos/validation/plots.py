@@ -26,6 +26,7 @@ __all__ = [
 
 
 def _pyplot():
+    # matplotlib (about 0.5 s to import) only when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg")

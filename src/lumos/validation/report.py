@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .metrics import CALIBRATION_TOLERANCES, COVERAGE68, COVERAGE95
+
 __all__ = ["write_report", "render_report", "accuracy_table"]
 
 _DEBLEND_DISTANCES = (0, 1, 2, 3, 4, 6, 8, 10, 12, 15, 20, 25, 30)
@@ -116,9 +118,7 @@ def _calibration(m: dict, experiment: str = "accuracy",
     lines = [title, ""]
     cal = acc.get("calibration")
     if cal:
-        from .metrics import CALIBRATION_TOLERANCES as tol
-        from .metrics import COVERAGE68, COVERAGE95
-
+        tol = CALIBRATION_TOLERANCES
         ok = cal["checks"]
         rows = [
             ["PIT KS distance to uniform", _f(cal["pit_ks"]), "0",
