@@ -97,8 +97,8 @@ def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
     assert cal.config.sigma_scale != 1.0 and cal.config.likelihood
     assert 0.0 <= cal.config.shared_error < 1.0
     # the default shared error is a curve of the relative likelihood width
-    assert len(cal.config.shared_error_widths) == 6
-    assert len(cal.config.shared_error_values) == 6
+    assert len(cal.config.shared_error_widths) == 12
+    assert len(cal.config.shared_error_values) == 12
     assert np.all(np.diff(cal.config.shared_error_widths) > 0)
     assert "calibration" in cal.metadata
     assert main(["calibrate", str(tmp_path / "m"), "--out", str(tmp_path / "k"), "--n", "200",
@@ -158,3 +158,31 @@ def test_train_start_resets_the_calibration_and_records_the_bulge_disk_model(tmp
     assert net["shared_error_widths"] == [] and net["shared_error_values"] == []
     sim = meta["training"]["simulation_config"]
     assert sim["two_component_model"] == "fit" and sim["two_component_fraction"] == 0.5
+
+
+def test_shared_error_curve_recovers_a_known_shared_error():
+    """Two exposures share an error sqrt(a^2 + (b w)^2) of the flux: the fitted curve gives
+    D of unit width in every bin of precision, and a constant does not."""
+    from lumos.calibration import shared_error_curve, shared_error_form
+    from lumos.mixture import GaussianMixture
+    from lumos.stats import sigma68
+
+    rng = np.random.default_rng(11)
+    n = 6000
+    f = np.full(n, 100.0)
+    w = np.exp(rng.uniform(np.log(0.02), np.log(0.6), n))  # total relative width
+    c = shared_error_form(0.02, 0.5, w)
+    own = np.sqrt(w**2 - c**2)
+    shared = c * f * rng.standard_normal(n)
+    mixes = []
+    for _ in range(2):
+        mu = f + shared + own * f * rng.standard_normal(n)
+        mixes.append(GaussianMixture(torch.zeros(n, 1, dtype=torch.float64),
+                                     torch.tensor(mu[:, None]), torch.tensor((w * f)[:, None])))
+    curve, per_bin = shared_error_curve(mixes[0], mixes[1], bins=6)
+    assert all(0.9 < v < 1.1 for v in per_bin), per_bin
+    got = np.interp(np.log([0.05, 0.3]), np.log(curve.widths), curve.values)
+    np.testing.assert_allclose(got, shared_error_form(0.02, 0.5, np.array([0.05, 0.3])),
+                               rtol=0.3)  # fmt: skip
+    d0 = (mixes[0].mean() - mixes[1].mean()).numpy() / (np.sqrt(2) * w * f)
+    assert sigma68(d0[w < 0.05]) < 0.9  # without the shared error D is too narrow

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from scipy.optimize import brentq, minimize_scalar
+from scipy.optimize import brentq, minimize, minimize_scalar
 
 from .bayes import SharedError, split_shared
 from .loss import likelihood_weights
@@ -32,7 +32,7 @@ from .stats import P16, P84, sigma68
 from .training import training_simulation
 
 __all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "fit_shared_error_curve",
-           "calibrate_model"]
+           "shared_error_form", "shared_error_curve", "calibrate_model"]
 
 
 @dataclass(frozen=True)
@@ -159,10 +159,10 @@ def fit_shared_error_curve(model: LumosNet, first, second, bins: int = 6
                            ) -> tuple[SharedError, list[float]]:
     """The shared error as a curve of the exposures' relative likelihood width.
 
-    The pairs are split into ``bins`` equal-count bins of ``sqrt(w1 w2)``, the geometric
-    mean of the two exposures' relative widths ``w = std / |mean|``; in each bin ``c`` is the
-    value for which sigma68 of D is 1 (0 where D is already at least 1 wide), placed at the
-    bin's median width.
+    ``c(w) = sqrt(a^2 + (b w)^2)`` (:func:`shared_error_form`) of the relative likelihood
+    width ``w = std / |mean|``, with ``a`` and ``b`` chosen so that sigma68 of D is as close
+    to 1 as it can be (least squares) in each of ``bins`` equal-count bins of
+    ``sqrt(w1 w2)``, the geometric mean of the two exposures' widths.
 
     Parameters
     ----------
@@ -177,26 +177,60 @@ def fit_shared_error_curve(model: LumosNet, first, second, bins: int = 6
     d_sigma68 : list of float
         sigma68 of D in each bin with the curve.
     """
-    return _fit_curve(*_pair_mixtures(model, first, second), bins)
+    return shared_error_curve(*_pair_mixtures(model, first, second), bins)
 
 
-def _fit_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int
-               ) -> tuple[SharedError, list[float]]:
+def shared_error_form(a: float, b: float, widths) -> np.ndarray:
+    """The two-parameter shared error ``c(w) = sqrt(a^2 + (b w)^2)``, at most ``0.95 w``.
+
+    ``a`` is a relative error every exposure shares whatever its precision (the catalogue
+    profile's mismatch with the light); ``b`` the fraction of the exposure's own relative
+    width ``w`` that is shared (neighbours and the scene, which stay where they are).
+    """
+    w = np.asarray(widths, dtype=float)
+    return np.minimum(np.hypot(a, b * w), 0.95 * w)
+
+
+def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6
+                       ) -> tuple[SharedError, list[float]]:
+    """The shared-error curve of two exposures' likelihoods of the same galaxies.
+
+    ``(a, b)`` of :func:`shared_error_form` minimise the squared deviations of sigma68(D)
+    from 1 over ``bins`` equal-count bins of the pairs' width; the curve is stored at 12
+    nodes spanning the 1-99% range of the widths.
+
+    Returns
+    -------
+    curve : SharedError
+    d_sigma68 : list of float
+        sigma68 of D in each bin with the curve.
+    """
     w = np.sqrt(_relative_width(m1) * _relative_width(m2))
     good = np.isfinite(w) & (w > 0)
     edges = np.quantile(w[good], np.linspace(0.0, 1.0, int(bins) + 1))
-    nodes, values = [], []
-    for k in range(int(bins)):
-        sel = good & (w >= edges[k]) & ((w < edges[k + 1]) if k < bins - 1 else (w <= edges[k + 1]))
-        idx = torch.from_numpy(np.flatnonzero(sel))
-        c, _, _ = _unit_width_c(m1[idx], m2[idx])
-        nodes.append(float(np.median(w[sel])))
-        values.append(c)
-    curve = SharedError(_unit_width_c(m1, m2)[0], tuple(nodes), tuple(values))
-    d = _pair_d(m1, m2, curve)
-    per_bin = [float(sigma68(d[good & (w >= edges[k]) & (w <= edges[k + 1])]))
-               for k in range(int(bins))]  # fmt: skip
-    return curve, per_bin
+    in_bin = [good & (w >= edges[k]) & (w <= edges[k + 1]) for k in range(int(bins))]
+    lo, hi = np.quantile(w[good], [0.01, 0.99])
+    nodes = tuple(float(x) for x in np.geomspace(lo, hi, 12))
+
+    def curve(a: float, b: float) -> SharedError:
+        c = np.clip(shared_error_form(a, b, nodes), 0.0, 0.99)
+        return SharedError(0.0, nodes, tuple(float(x) for x in c))
+
+    def widths(a: float, b: float) -> list[float]:
+        d = _pair_d(m1, m2, curve(a, b))
+        return [float(sigma68(d[sel])) for sel in in_bin]
+
+    def cost(theta) -> float:
+        a, b = float(np.clip(theta[0], 0.0, 0.5)), float(np.clip(theta[1], 0.0, 0.95))
+        return float(sum((v - 1.0) ** 2 for v in widths(a, b)))
+
+    grid = [(a, b) for a in np.linspace(0.0, 0.1, 11) for b in np.linspace(0.0, 0.9, 10)]
+    start = min(grid, key=cost)
+    fit = minimize(cost, np.array(start), method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 200})  # fmt: skip
+    a, b = float(np.clip(fit.x[0], 0.0, 0.5)), float(np.clip(fit.x[1], 0.0, 0.95))
+    best = curve(a, b)
+    return SharedError(_unit_width_c(m1, m2)[0], best.widths, best.values), widths(a, b)
 
 
 def _relative_width(m: GaussianMixture) -> np.ndarray:
@@ -254,7 +288,7 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
         shared_c, d0, d1 = _unit_width_c(m1, m2)
         changes = {"shared_error": shared_c}
         if shared == "curve":
-            curve, bins = _fit_curve(m1, m2, 6)
+            curve, bins = shared_error_curve(m1, m2, 6)
             changes.update(shared_error_widths=curve.widths, shared_error_values=curve.values)
             d1 = sigma68(_pair_d(m1, m2, curve))
             extra = {"shared_error_widths": curve.widths,
