@@ -6,11 +6,12 @@ builds the same layers and normalises its inputs exactly as it did in training.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .bands import N_BAND_INDEX
 from .instrument import CCD_HEIGHT, CCD_WIDTH
+from .settings import settings_from_dict, settings_to_dict
 from .stamps import STAMP_SIZE
 
 __all__ = ["NetworkConfig", "NORMS"]
@@ -221,21 +222,12 @@ class NetworkConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
+        return settings_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown network configuration keys: {', '.join(unknown)}")
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
-        config = cls(**values)
+        config = settings_from_dict(cls, data, "network")
         config.validate()
         return config
 

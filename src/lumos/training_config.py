@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .settings import check_positive_integers, settings_from_dict, settings_to_dict
 
 __all__ = ["TrainingConfig"]
 
@@ -75,11 +77,8 @@ class TrainingConfig:
     data_workers: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("n_epochs", "samples_per_epoch", "batch_size", "lr_step_epochs",
-                     "validation_chunk", "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"TrainingConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("n_epochs", "samples_per_epoch", "batch_size",
+                                       "lr_step_epochs", "validation_chunk", "keep_checkpoints"))
         w = self.data_workers
         if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0:
             raise ValueError(f"TrainingConfig.data_workers must be an integer >= 0, got {w!r}")
@@ -94,13 +93,9 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
-        return asdict(self)
+        return settings_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training configuration keys: {', '.join(unknown)}")
-        return cls(**data)
+        return settings_from_dict(cls, data, "training")

@@ -47,11 +47,10 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -65,6 +64,7 @@ from .mixture import pair_nll
 from .model_io import save_model
 from .network import BodyOutput, LumosNet, RawOutput
 from .pairs import PairSet
+from .settings import check_positive_integers, settings_from_dict, settings_to_dict
 from .stamps import StampBatch
 from .streams import augment_batch, derive_seed
 
@@ -157,10 +157,8 @@ class TransferConfig:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_epochs", "batch_size", "lr_step_epochs", "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"TransferConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("n_epochs", "batch_size", "lr_step_epochs",
+                                       "keep_checkpoints"))
         for name in ("sim_batch_size", "sim_pool"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) < 1):
@@ -179,16 +177,12 @@ class TransferConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
-        return asdict(self)
+        return settings_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransferConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown transfer configuration keys: {', '.join(unknown)}")
-        return cls(**data)
+        return settings_from_dict(cls, data, "transfer")
 
 
 def _frozen_digest(model: LumosNet) -> str:
