@@ -37,6 +37,7 @@ from ..observe import (
     stamp_batch,
 )
 from ..population import sample_population
+from ..rows import Rows
 from ..scene import SimulatedBands
 from ..simconfig import SimulationConfig
 from ..stamps import STAMP_SIZE, StampBatch
@@ -139,7 +140,7 @@ def render_profiles(
 
 
 @dataclass
-class Targets:
+class Targets(Rows):
     """The galaxies to observe and how (arrays of length N).
 
     Attributes
@@ -185,9 +186,6 @@ class Targets:
             dtype = np.int64 if f.name in ("band", "camera_state") else float
             setattr(self, f.name, value.astype(dtype))
 
-    def __len__(self) -> int:
-        return int(self.r50.shape[0])
-
     def __getitem__(self, index) -> Targets:
         """Select rows with a slice, an integer array or a boolean mask."""
         return Targets(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -217,7 +215,7 @@ class Targets:
 
 
 @dataclass
-class Observation:
+class Observation(Rows):
     """Simulated observations of N galaxies, as the network and the classical methods see them.
 
     Attributes
@@ -247,9 +245,6 @@ class Observation:
     i_mag: np.ndarray
     band: np.ndarray
     artefacts: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.truth.shape[0])
 
     def __getitem__(self, index) -> Observation:
         """Select rows with a slice, an integer array or a boolean mask."""
