@@ -6,12 +6,13 @@ builds the same layers and normalises its inputs exactly as it did in training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .bands import N_BAND_INDEX
 from .instrument import CCD_HEIGHT, CCD_WIDTH
-from .settings import settings_from_dict, settings_to_dict
+from .settings import Settings
 from .stamps import STAMP_SIZE
 
 __all__ = ["NetworkConfig", "NORMS"]
@@ -21,7 +22,7 @@ NORMS = ("group", "none")
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(Settings, kind="network"):
     """Architecture and normalisation constants of a :class:`LumosNet`.
 
     Everything here is saved in the model file, so a loaded model normalises its inputs
@@ -220,14 +221,10 @@ class NetworkConfig:
                 )
         return int(self.conv_channels[-1]), side
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary."""
-        return settings_to_dict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        config = settings_from_dict(cls, data, "network")
+    def from_dict(cls, data: Mapping[str, Any]) -> NetworkConfig:
+        """Inverse of :meth:`to_dict`; unknown keys and invalid settings raise ValueError."""
+        config = super().from_dict(data)
         config.validate()
         return config
 

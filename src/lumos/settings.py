@@ -2,8 +2,10 @@
 
 The settings of the network, of training, of fine-tuning and of validation are dataclasses
 of plain values and tuples; :func:`settings_to_dict` and :func:`settings_from_dict` are the
-one conversion between them and JSON (tuples stored as lists), and
-:func:`check_positive_integers` the one check of their count-like fields.
+one conversion between them and JSON (tuples stored as lists), which a :class:`Settings`
+dataclass has as its ``to_dict`` and ``from_dict``. :func:`check_positive_integers` is the
+one check of their count-like fields and :func:`check_optimiser` of the optimiser settings
+that training and fine-tuning share.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["check_positive_integers", "settings_from_dict", "settings_to_dict"]
+__all__ = ["Settings", "check_optimiser", "check_positive_integers", "settings_from_dict",
+           "settings_to_dict"]
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Settings")
 
 
 def check_positive_integers(settings: Any, names: Iterable[str]) -> None:
@@ -63,3 +67,40 @@ def settings_from_dict(cls: type[T], data: Mapping[str, Any], what: str) -> T:
     if unknown:
         raise ValueError(f"unknown {what} configuration keys: {', '.join(unknown)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def check_optimiser(settings: Any) -> None:
+    """Raise ValueError unless ``settings`` has a positive ``learning_rate``, an ``lr_decay``
+    in (0, 1] and a ``max_grad_norm`` that is positive or None."""
+    if not settings.learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {settings.learning_rate}")
+    if not 0 < settings.lr_decay <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1], got {settings.lr_decay}")
+    if settings.max_grad_norm is not None and not settings.max_grad_norm > 0:
+        raise ValueError(
+            f"max_grad_norm must be positive or None, got {settings.max_grad_norm}"
+        )
+
+
+class Settings:
+    """Base of a settings dataclass: :meth:`to_dict` and :meth:`from_dict`.
+
+    A subclass names what it configures, for the messages of :meth:`from_dict`:
+    ``class TrainingConfig(Settings, kind="training")``.
+    """
+
+    kind = "settings"
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls.kind = kind
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (tuples as lists)."""
+        return settings_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[str, Any]) -> S:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        return settings_from_dict(cls, data, cls.kind)

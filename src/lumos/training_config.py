@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from .settings import check_positive_integers, settings_from_dict, settings_to_dict
+from .settings import Settings, check_optimiser, check_positive_integers
 
 __all__ = ["TrainingConfig"]
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(Settings, kind="training"):
     """Settings of :func:`train`.
 
     Parameters
@@ -82,20 +81,6 @@ class TrainingConfig:
         w = self.data_workers
         if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0:
             raise ValueError(f"TrainingConfig.data_workers must be an integer >= 0, got {w!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        check_optimiser(self)
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary."""
-        return settings_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        return settings_from_dict(cls, data, "training")
