@@ -38,8 +38,7 @@ from .metrics import outlier_fractions
 from .scenes import (
     CONTEXT,
     clean_sky,
-    draw_targets,
-    experiment_rng,
+    experiment_targets,
     make_observation,
     render_profiles,
 )
@@ -141,19 +140,16 @@ def run_artefacts(
 
     Parameters
     ----------
-    model, methods, progress
+    model, seed, methods, progress
         As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Galaxies per set.
-    seed : int
-        Random seed.
 
     Returns
     -------
     ArtefactResult
     """
-    rng = experiment_rng("artefact", n, seed)
-    targets, _ = draw_targets(n, rng)
+    rng, targets, _ = experiment_targets("artefact", n, seed)
     parts = []
     for lo in range(0, n, CHUNK):
         parts.append(_measure_sets(model, targets[lo : lo + CHUNK], rng, methods))

@@ -69,12 +69,10 @@ def run_snr_colours(
 
     Parameters
     ----------
-    model, methods, progress
+    model, seed, methods, progress
         As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Number of galaxies (each observed in two bands).
-    seed : int
-        Random seed.
 
     Returns
     -------
