@@ -33,15 +33,10 @@ from ..observe import shot_noise
 from ..population import PopulationConfig, sample_population
 from ..sky.artefacts import add_cosmic_rays
 from ..sky.base import Artefact
+from .draws import experiment_targets
 from .measuring import CLASSICAL, measure_all
 from .metrics import outlier_fractions
-from .scenes import (
-    CONTEXT,
-    clean_sky,
-    experiment_targets,
-    make_observation,
-    render_profiles,
-)
+from .scenes import CONTEXT, clean_sky, make_observation, render_profiles
 
 __all__ = ["ArtefactResult", "run_artefacts", "KINDS"]
 

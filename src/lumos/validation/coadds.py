@@ -31,9 +31,10 @@ from ..bayes import coadd_likelihoods, default_population_prior
 from ..coadd import coadd_tables, inverse_variance_coadd
 from ..flags import UNUSABLE
 from ..stats import pair_pull, sigma68
+from .draws import experiment_targets
 from .measuring import measure_all, measure_lumos
 from .metrics import MAG_BINS, binned_statistic
-from .scenes import another_exposure, experiment_targets, observe
+from .scenes import another_exposure, observe
 
 __all__ = ["run_coadds"]
 

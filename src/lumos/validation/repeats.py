@@ -22,9 +22,10 @@ import numpy as np
 
 from ..backgrounds import SyntheticSky
 from ..stats import pair_pull, sigma68
+from .draws import experiment_targets
 from .measuring import observe_and_measure
 from .metrics import MAG_BINS, binned_statistic
-from .scenes import another_exposure, experiment_targets
+from .scenes import another_exposure
 
 __all__ = ["RepeatResult", "observe_twice", "run_repeats"]
 

@@ -36,7 +36,7 @@ from ..observe import (
     render,
     stamp_batch,
 )
-from ..population import GalaxyPopulation, sample_population
+from ..population import sample_population
 from ..rows import Rows
 from ..scene import SimulatedBands
 from ..simconfig import SimulationConfig
@@ -49,7 +49,6 @@ __all__ = [
     "clean_sky",
     "crop",
     "draw_targets",
-    "experiment_targets",
     "another_exposure",
     "exposure_times",
     "observation_from_simulation",
@@ -80,42 +79,6 @@ def clean_sky() -> SyntheticSky:
         bad_columns_per_ccd=0.0,
         saturated_stars_per_ccd=0.0,
     )
-
-
-def experiment_rng(experiment: str, n: int, seed: int) -> np.random.Generator:
-    """The random generator of an experiment on ``n`` galaxies, from ``seed``.
-
-    Raises
-    ------
-    ValueError
-        If ``n`` is below 1 (the message names ``experiment``).
-    """
-    if n < 1:
-        raise ValueError(f"the {experiment} experiment needs at least one galaxy, got {n}")
-    return np.random.default_rng(np.random.SeedSequence(seed))
-
-
-def experiment_targets(experiment: str, n: int, seed: int,
-                       **draw) -> tuple[np.random.Generator, Targets, GalaxyPopulation]:
-    """The random generator of an experiment on ``n`` galaxies and the galaxies it draws first.
-
-    Parameters
-    ----------
-    experiment, n, seed
-        As in :func:`experiment_rng`.
-    **draw
-        Further arguments of :func:`draw_targets`.
-
-    Returns
-    -------
-    rng : numpy.random.Generator
-        The generator, after drawing the galaxies.
-    targets, galaxies
-        As returned by :func:`draw_targets`.
-    """
-    rng = experiment_rng(experiment, n, seed)
-    targets, galaxies = draw_targets(n, rng, **draw)
-    return rng, targets, galaxies
 
 
 def crop(images: np.ndarray, size: int = STAMP_SIZE) -> np.ndarray:

@@ -31,9 +31,10 @@ import numpy as np
 
 from ..population import POPULATION_Q_RANGE, PopulationConfig
 from ..profiles import SERSIC_N_RANGE
+from .draws import experiment_targets
 from .measuring import measure_all
 from .metrics import tolerance_for_error
-from .scenes import CONTEXT, clean_sky, experiment_targets, observe, render_profiles
+from .scenes import CONTEXT, clean_sky, observe, render_profiles
 
 __all__ = ["SensitivityResult", "run_sensitivity", "PARAMETERS", "ERROR_LEVEL"]
 
