@@ -198,6 +198,20 @@ class _Evaluator:
         return cdf, dens.sum(dim=2)
 
 
+def _valid_part(
+    mix: Mixture, shape: tuple[int, ...]
+) -> tuple[Tensor, Tensor | None, Mixture | None]:
+    """A float64 NaN result of ``shape`` (rows first) and the rows of ``mix`` that hold a
+    valid mixture: their indices and the sub-mixture (both None when there are none)."""
+    result = torch.full(shape, math.nan, dtype=torch.float64)
+    if shape[0] == 0:
+        return result, None, None
+    rows = torch.nonzero(mix.valid_rows()).squeeze(1)
+    if rows.numel() == 0:
+        return result, None, None
+    return result, rows, mix[rows]
+
+
 def _solve_quantiles_block(
     mix: Mixture, levels: Tensor, rtol: float = 1e-8
 ) -> Tensor:
@@ -210,13 +224,9 @@ def _solve_quantiles_block(
     have all converged leave the active set.
     """
     n, n_levels = levels.shape
-    result = torch.full((n, n_levels), math.nan, dtype=torch.float64)
-    if n == 0:
+    result, vrows, sub = _valid_part(mix, (n, n_levels))
+    if sub is None:
         return result
-    vrows = torch.nonzero(mix.valid_rows()).squeeze(1)
-    if vrows.numel() == 0:
-        return result
-    sub = mix[vrows]
     ev = _Evaluator(sub)
     p = levels[vrows].clone()
     mean, std = sub.mean()[:, None], sub.std()[:, None]
@@ -279,13 +289,9 @@ def _find_peaks_block(mix: Mixture, rtol: float = 1e-8) -> Tensor:
     the radius shrinks. The best point of every start is kept; the highest one wins.
     """
     n, k = mix.means.shape
-    result = torch.full((n,), math.nan, dtype=torch.float64)
-    if n == 0:
+    result, idx, sub = _valid_part(mix, (n,))
+    if sub is None:
         return result
-    idx = torch.nonzero(mix.valid_rows()).squeeze(1)
-    if idx.numel() == 0:
-        return result
-    sub = mix[idx]
     m = idx.numel()
     lw = sub.effective_log_weights() - torch.log(sub.sigmas)  # [m, K]
     if k > _MAX_STARTS:  # start from the tallest components only

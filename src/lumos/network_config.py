@@ -6,11 +6,13 @@ builds the same layers and normalises its inputs exactly as it did in training.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .bands import N_BAND_INDEX
 from .instrument import CCD_HEIGHT, CCD_WIDTH
+from .settings import Settings
 from .stamps import STAMP_SIZE
 
 __all__ = ["NetworkConfig", "NORMS"]
@@ -20,7 +22,7 @@ NORMS = ("group", "none")
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(Settings, kind="network"):
     """Architecture and normalisation constants of a :class:`LumosNet`.
 
     Everything here is saved in the model file, so a loaded model normalises its inputs
@@ -219,23 +221,10 @@ class NetworkConfig:
                 )
         return int(self.conv_channels[-1]), side
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown network configuration keys: {', '.join(unknown)}")
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
-        config = cls(**values)
+    def from_dict(cls, data: Mapping[str, Any]) -> NetworkConfig:
+        """Inverse of :meth:`to_dict`; unknown keys and invalid settings raise ValueError."""
+        config = super().from_dict(data)
         config.validate()
         return config
 

@@ -22,6 +22,7 @@ import torch
 from .flags import Flag
 from .profiles import SersicRenderer, valid_profile_parameters
 from .psf import MoffatPSF
+from .rows import Rows
 from .sky import BackgroundSample, SyntheticSky
 from .stamps import StampBatch
 
@@ -53,7 +54,7 @@ STAMP_DTYPES = {
 
 
 @dataclass(frozen=True)
-class Exposure:
+class Exposure(Rows):
     """How ``m`` objects are observed (arrays of length m).
 
     Attributes
@@ -82,9 +83,6 @@ class Exposure:
     psf_fwhm: np.ndarray
     psf_beta: np.ndarray
     offset: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.band.shape[0])
 
 
 def draw_pointing(m: int, config, rng: np.random.Generator,
@@ -253,7 +251,7 @@ def stamp_batch(pixels: np.ndarray, profile: np.ndarray, **fields) -> StampBatch
 
 
 @dataclass
-class SimulationExtras:
+class SimulationExtras(Rows):
     """Everything the simulator knows about a batch, for classical methods and diagnostics.
 
     Images are context cutouts of ``C x C`` pixels centred like the stamps (the 60 x 60
@@ -331,9 +329,6 @@ class SimulationExtras:
     band: np.ndarray
     camera_state: np.ndarray
     exposure_time: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.true_flux.shape[0])
 
     @property
     def context_size(self) -> int:

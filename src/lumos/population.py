@@ -43,6 +43,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .rows import Rows
 from .spectra import (
     STAR_TEMPERATURE_RANGE,
     TEMPLATE_NAMES,
@@ -165,7 +166,7 @@ class PopulationConfig:
 
 
 @dataclass
-class GalaxyPopulation:
+class GalaxyPopulation(Rows):
     """A sample of simulated galaxies (arrays of length N).
 
     Attributes
@@ -204,9 +205,6 @@ class GalaxyPopulation:
     flux_e_per_s: np.ndarray
     bands: tuple[str, ...]
 
-    def __len__(self) -> int:
-        return int(self.r50.shape[0])
-
     def __getitem__(self, index) -> GalaxyPopulation:
         """Select galaxies with a slice, an integer array or a boolean mask."""
         return GalaxyPopulation(
@@ -218,7 +216,7 @@ class GalaxyPopulation:
 
 
 @dataclass
-class StarPopulation:
+class StarPopulation(Rows):
     """A sample of stars (point sources with black-body spectra).
 
     Attributes
@@ -237,9 +235,6 @@ class StarPopulation:
     temperature: np.ndarray
     flux_e_per_s: np.ndarray
     bands: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return int(self.i_mag.shape[0])
 
 
 def sample_i_mag(

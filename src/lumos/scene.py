@@ -22,6 +22,7 @@ from .bands import N_PAUS_BANDS, PAUS_BANDS, band_from_index, get_band
 from .bulgedisk import describe_bank, two_component_galaxies
 from .population import ZERO_POINT as POPULATION_ZERO_POINT
 from .population import GalaxyPopulation, PopulationConfig, sample_population, sample_stars
+from .rows import Rows
 
 __all__ = ["STAR_R50", "STAR_N", "SimulatedBands", "Neighbours", "Components", "Scene",
            "draw_neighbours", "fitted_bulge_disks", "galaxy_components"]
@@ -118,7 +119,7 @@ class SimulatedBands:
 
 
 @dataclass(frozen=True)
-class Neighbours:
+class Neighbours(Rows):
     """Sources around the central galaxies (arrays of length K, one row per neighbour).
 
     Attributes
@@ -148,9 +149,6 @@ class Neighbours:
     q: np.ndarray
     pa: np.ndarray
     flux_e_per_s: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.host.shape[0])
 
     def canvas_position(self, offset: np.ndarray) -> np.ndarray:
         """Positions relative to the canvas centre when the galaxies sit at ``offset``."""

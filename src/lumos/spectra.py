@@ -207,9 +207,7 @@ def galaxy_band_fluxes(
         table = cont
     total = np.matmul(((1.0 - f) * w)[:, None, :], table[i0])[:, 0]
     total += np.matmul((f * w)[:, None, :], table[i0 + 1])[:, 0]
-    ratio = total[:, :-1] / total[:, -1:]
-    flux = mag_to_flux(i_mag)[:, None] * ratio
-    return np.clip(flux, 0.0, flux_max)
+    return _scale_to_i(i_mag, total[:, :-1] / total[:, -1:], flux_max)
 
 
 def star_band_fluxes(
@@ -219,18 +217,10 @@ def star_band_fluxes(
 
     Parameters
     ----------
-    i_mag : numpy.ndarray
-        i-band AB magnitudes, shape (N,).
     temperature : numpy.ndarray
         Temperatures in Kelvin (3000-12000), shape (N,).
-    bands : sequence of str, optional
-        Band names (default the 40 PAUS narrow bands).
-    flux_max : float
-        Upper clip, e-/s.
-
-    Returns
-    -------
-    numpy.ndarray, shape (N, B)
+    i_mag, bands, flux_max
+        As in :func:`galaxy_band_fluxes`, which also gives the result's shape and units.
     """
     names = band_names(bands)
     table = _star_table(names)
@@ -238,6 +228,12 @@ def star_band_fluxes(
     ratio = np.stack(
         [np.interp(temperature, _STAR_T_GRID, table[:, b]) for b in range(len(names))], axis=1
     )
+    return _scale_to_i(i_mag, ratio, flux_max)
+
+
+def _scale_to_i(i_mag: np.ndarray, ratio: np.ndarray, flux_max: float) -> np.ndarray:
+    """Band fluxes (e-/s, clipped to [0, flux_max]) of sources of i magnitude ``i_mag`` whose
+    band-to-i flux ratios are ``ratio`` [N, B]."""
     return np.clip(mag_to_flux(i_mag)[:, None] * ratio, 0.0, flux_max)
 
 

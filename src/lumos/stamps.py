@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .flags import Flag
+from .rows import Rows
 
 __all__ = [
     "StampBatch",
@@ -42,7 +43,7 @@ _POSITION_LIMIT = 1e12
 
 
 @dataclass
-class StampBatch:
+class StampBatch(Rows):
     """A batch of galaxy stamps, as the network sees them.
 
     Simulations and real images both produce this type, and the network does its own
@@ -91,9 +92,6 @@ class StampBatch:
             value = getattr(self, f.name)
             if value is not None and value.shape[0] != n:
                 raise ValueError(f"{f.name} has {value.shape[0]} rows, pixels has {n}")
-
-    def __len__(self) -> int:
-        return int(self.pixels.shape[0])
 
     def _map(self, fn) -> StampBatch:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -134,10 +134,8 @@ def simulator_stream(sim_config=None, **simulator_kwargs) -> SimulatorStream:
 
     Parameters
     ----------
-    sim_config : lumos.simulate.SimulationConfig, optional
-        Simulation settings.
-    **simulator_kwargs
-        Passed to :class:`lumos.simulate.Simulator` (background, renderer_factory, ...).
+    sim_config, **simulator_kwargs
+        As in :class:`SimulatorStream`.
 
     Returns
     -------

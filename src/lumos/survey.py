@@ -14,32 +14,17 @@ The public names of four modules of one job each:
 
 from __future__ import annotations
 
-from .survey_description import (
-    BROAD_BANDS,
-    PAUS_NAME,
-    POPULATION_WAVELENGTHS,
-    Survey,
-    SurveyBand,
-    SurveyPSF,
-    clear_population_tables,
-    paus_survey,
-)
+from . import survey_description
+from .survey_description import *  # noqa: F403  (its __all__)
 from .survey_file import load_survey, survey_from_dict
 from .survey_models import check_model_band, model_survey
 from .survey_sky import SurveySky
 
 __all__ = [
-    "SurveyBand",
-    "SurveyPSF",
-    "Survey",
-    "BROAD_BANDS",
-    "PAUS_NAME",
-    "POPULATION_WAVELENGTHS",
-    "paus_survey",
+    *survey_description.__all__,
     "load_survey",
     "survey_from_dict",
     "model_survey",
     "check_model_band",
     "SurveySky",
-    "clear_population_tables",
 ]

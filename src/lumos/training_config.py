@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from .settings import Settings, check_optimiser, check_positive_integers
 
 __all__ = ["TrainingConfig"]
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(Settings, kind="training"):
     """Settings of :func:`train`.
 
     Parameters
@@ -75,32 +76,11 @@ class TrainingConfig:
     data_workers: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("n_epochs", "samples_per_epoch", "batch_size", "lr_step_epochs",
-                     "validation_chunk", "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"TrainingConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("n_epochs", "samples_per_epoch", "batch_size",
+                                       "lr_step_epochs", "validation_chunk", "keep_checkpoints"))
         w = self.data_workers
         if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0:
             raise ValueError(f"TrainingConfig.data_workers must be an integer >= 0, got {w!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        check_optimiser(self)
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training configuration keys: {', '.join(unknown)}")
-        return cls(**data)

@@ -47,11 +47,10 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -65,6 +64,7 @@ from .mixture import pair_nll
 from .model_io import save_model
 from .network import BodyOutput, LumosNet, RawOutput
 from .pairs import PairSet
+from .settings import Settings, check_optimiser, check_positive_integers
 from .stamps import StampBatch
 from .streams import augment_batch, derive_seed
 
@@ -98,7 +98,7 @@ def _finite_mean(values: Tensor) -> Tensor:
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(Settings, kind="transfer"):
     """Settings of :func:`transfer`.
 
     Parameters
@@ -157,38 +157,18 @@ class TransferConfig:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n_epochs", "batch_size", "lr_step_epochs", "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"TransferConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(self, ("n_epochs", "batch_size", "lr_step_epochs",
+                                       "keep_checkpoints"))
         for name in ("sim_batch_size", "sim_pool"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) < 1):
                 raise ValueError(f"TransferConfig.{name} must be a positive integer or None")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        check_optimiser(self)
         if not (self.pair_weight >= 0 and self.sim_weight >= 0
                 and self.pair_weight + self.sim_weight > 0):
             raise ValueError("pair_weight and sim_weight must be >= 0 and not both 0")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransferConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown transfer configuration keys: {', '.join(unknown)}")
-        return cls(**data)
 
 
 def _frozen_digest(model: LumosNet) -> str:

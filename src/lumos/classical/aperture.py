@@ -31,7 +31,7 @@ import numpy as np
 
 from ..flags import Flag
 from .background import R_IN, R_OUT, AnnulusBackground, annulus_background
-from .common import ContextCutouts, bad_shape, source_centre
+from .common import ContextCutouts, bad_shape, mark_failed, source_centre
 from .geometry import ellipse_overlap, elliptical_radius
 
 __all__ = ["APERTURE_FRACTION", "aperture_photometry", "aperture_semi_major", "cog_estimate"]
@@ -346,10 +346,7 @@ def aperture_photometry(
     flags[background.partial] |= int(Flag.EDGE)
     flags[~np.isfinite(ap["a"])] |= int(Flag.BAD_PROFILE | Flag.FAILED)
     flags[background.failed] |= int(Flag.FAILED)
-    bad = ((flags & int(Flag.FAILED)) != 0) | ~np.isfinite(flux) | ~np.isfinite(err)
-    flags[bad] |= int(Flag.FAILED)
-    flux[bad] = np.nan
-    err[bad] = np.nan
+    mark_failed(flux, err, flags)
     return {
         "flux": flux,
         "flux_err": err,

@@ -24,6 +24,7 @@ __all__ = [
     "ContextCutouts",
     "CONTEXT_SIZE",
     "empty_result",
+    "mark_failed",
     "source_centre",
 ]
 
@@ -247,6 +248,36 @@ def empty_result(n: int, flags: np.ndarray | None = None, extras: tuple[str, ...
     for name in extras:
         out[name] = np.full(n, np.nan)
     return out
+
+
+def mark_failed(flux: np.ndarray, flux_err: np.ndarray, flags: np.ndarray,
+                *also: np.ndarray) -> np.ndarray:
+    """Mark the rows without a measurement, in place: ``FAILED`` in ``flags`` and NaN flux.
+
+    A row has no measurement where its flux or error is not finite, where ``flags``
+    already hold ``FAILED``, or where one of the masks ``also`` is True.
+
+    Parameters
+    ----------
+    flux, flux_err : numpy.ndarray, float (N,)
+        Flux and error; NaN on the failed rows afterwards.
+    flags : numpy.ndarray, int64 (N,)
+        Flags; ``FAILED`` is added on the failed rows.
+    *also : numpy.ndarray, bool (N,)
+        Further rows that failed.
+
+    Returns
+    -------
+    numpy.ndarray, bool (N,)
+        The failed rows.
+    """
+    failed = ~np.isfinite(flux) | ~np.isfinite(flux_err) | ((flags & int(Flag.FAILED)) != 0)
+    for mask in also:
+        failed |= mask
+    flags[failed] |= int(Flag.FAILED)
+    flux[failed] = np.nan
+    flux_err[failed] = np.nan
+    return failed
 
 
 def bad_shape(cutouts: ContextCutouts) -> np.ndarray:

@@ -33,7 +33,7 @@ from scipy.optimize import minimize
 from ..flags import Flag
 from .aperture import APERTURE_FRACTION, first_aperture_guess
 from .background import R_IN, R_OUT, AnnulusBackground, annulus_background
-from .common import ContextCutouts, bad_shape
+from .common import ContextCutouts, bad_shape, mark_failed
 from .region import region_pixels
 
 __all__ = ["modelfit_photometry", "fit_amplitude", "fit_amplitude_nelder_mead", "OBJECTIVES"]
@@ -384,11 +384,7 @@ def modelfit_photometry(
     no_region = ~np.isfinite(a_reg) & ~background.failed
     flags[bad_shape(cutouts) | no_region] |= int(Flag.BAD_PROFILE)
     flags[background.partial] |= int(Flag.EDGE)
-    failed = ~np.isfinite(flux) | ~np.isfinite(err) | ((flags & int(Flag.FAILED)) != 0)
-    flags[failed] |= int(Flag.FAILED)
-    flux[failed] = np.nan
-    err[failed] = np.nan
-    chi2[failed] = np.nan
+    chi2[mark_failed(flux, err, flags)] = np.nan
     return {
         "flux": flux,
         "flux_err": err,

@@ -20,7 +20,7 @@ import sep
 from scipy.spatial import cKDTree
 
 from ..flags import Flag
-from .common import ContextCutouts, bad_shape, source_centre
+from .common import ContextCutouts, bad_shape, mark_failed, source_centre
 
 __all__ = ["sep_auto_photometry", "sep_auto_cutouts", "KRON_FACTOR", "MIN_RADIUS"]
 
@@ -333,9 +333,5 @@ def sep_auto_cutouts(
         out["a"][k], out["b"][k], out["theta"][k] = a, b, th
         out["sep_flags"][k] = int(flag[0]) | det_flag
         out["flags"][k] |= int(_sep_flags_to_lumos(flag)[0])
-    failed = ~np.isfinite(out["flux"]) | ~np.isfinite(out["flux_err"])
-    failed |= (out["flags"] & int(Flag.FAILED)) != 0
-    out["flags"][failed] |= int(Flag.FAILED)
-    out["flux"][failed] = np.nan
-    out["flux_err"][failed] = np.nan
+    mark_failed(out["flux"], out["flux_err"], out["flags"])
     return out

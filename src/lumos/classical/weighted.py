@@ -30,7 +30,7 @@ import numpy as np
 
 from ..flags import Flag
 from .background import R_IN, R_OUT, AnnulusBackground, annulus_background
-from .common import ContextCutouts, bad_shape
+from .common import ContextCutouts, bad_shape, mark_failed
 from .modelfit import pixel_sky_variance
 from .region import region_pixels
 
@@ -256,10 +256,7 @@ def weighted_photometry(
         level = annulus.level
 
     flags[bad] |= int(Flag.BAD_PROFILE)
-    failed = ~np.isfinite(flux) | ~np.isfinite(err) | bad | ((flags & int(Flag.FAILED)) != 0)
-    flags[failed] |= int(Flag.FAILED)
-    flux[failed] = np.nan
-    err[failed] = np.nan
+    mark_failed(flux, err, flags, bad)
     return {
         "flux": flux,
         "flux_err": err,

@@ -16,6 +16,7 @@ import numpy as np
 
 from lumos.bands import N_BAND_INDEX
 from lumos.instrument import CCD_HEIGHT, CCD_WIDTH
+from lumos.rows import Rows
 
 __all__ = [
     "CORE_HALF_WIDTH",
@@ -66,7 +67,7 @@ class Artefact(enum.IntFlag):
 
 
 @dataclass
-class BackgroundSample:
+class BackgroundSample(Rows):
     """A batch of background stamps.
 
     Attributes
@@ -90,9 +91,6 @@ class BackgroundSample:
     sky_sigma: np.ndarray
     artefacts: np.ndarray
     source: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return int(self.pixels.shape[0])
 
 
 @runtime_checkable

@@ -99,7 +99,7 @@ def run_accuracy(
     n : int
         Number of galaxies.
     seed : int
-        Simulator seed (a validation seed the training never used).
+        The experiment's seed (a validation seed the training never used).
     methods : sequence of str
         Classical methods.
     config : lumos.simulate.SimulationConfig, optional

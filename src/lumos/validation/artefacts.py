@@ -33,16 +33,10 @@ from ..observe import shot_noise
 from ..population import PopulationConfig, sample_population
 from ..sky.artefacts import add_cosmic_rays
 from ..sky.base import Artefact
+from .draws import experiment_targets
 from .measuring import CLASSICAL, measure_all
 from .metrics import outlier_fractions
-from .scenes import (
-    CONTEXT,
-    clean_sky,
-    draw_targets,
-    experiment_rng,
-    make_observation,
-    render_profiles,
-)
+from .scenes import CONTEXT, clean_sky, make_observation, render_profiles
 
 __all__ = ["ArtefactResult", "run_artefacts", "KINDS"]
 
@@ -141,19 +135,16 @@ def run_artefacts(
 
     Parameters
     ----------
-    model, methods, progress
+    model, seed, methods, progress
         As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Galaxies per set.
-    seed : int
-        Random seed.
 
     Returns
     -------
     ArtefactResult
     """
-    rng = experiment_rng("artefact", n, seed)
-    targets, _ = draw_targets(n, rng)
+    rng, targets, _ = experiment_targets("artefact", n, seed)
     parts = []
     for lo in range(0, n, CHUNK):
         parts.append(_measure_sets(model, targets[lo : lo + CHUNK], rng, methods))

@@ -31,9 +31,10 @@ from ..bayes import coadd_likelihoods, default_population_prior
 from ..coadd import coadd_tables, inverse_variance_coadd
 from ..flags import UNUSABLE
 from ..stats import pair_pull, sigma68
+from .draws import experiment_targets
 from .measuring import measure_all, measure_lumos
 from .metrics import MAG_BINS, binned_statistic
-from .scenes import another_exposure, draw_targets, experiment_rng, observe
+from .scenes import another_exposure, observe
 
 __all__ = ["run_coadds"]
 
@@ -96,8 +97,7 @@ def run_coadds(model, n: int, seed: int, n_exposures: int = 4,
     """
     if n_exposures < 2:
         raise ValueError(f"n_exposures must be at least 2, got {n_exposures}")
-    rng = experiment_rng("coadd", n, seed)
-    first, _ = draw_targets(n, rng)
+    rng, first, _ = experiment_targets("coadd", n, seed)
     sky = SyntheticSky()
     ids = np.arange(n)
     likelihood = bool(getattr(model.config, "likelihood", False))

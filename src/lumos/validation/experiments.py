@@ -58,6 +58,7 @@ import numpy as np
 
 from .. import __version__
 from ..model_io import model_paths, sha256_file
+from ..settings import check_positive_integers
 from ..simconfig import CatalogueErrors, SimulationConfig
 from ..training import validation_seed
 from .accuracy import run_accuracy
@@ -142,14 +143,10 @@ class ValidationSizes:
     coadds: int = 2000
 
     def __post_init__(self) -> None:
-        for name in ("accuracy", "deblend_pairs", "deblend_realisations", "deblend_max_distance",
-                     "artefacts", "repeats", "sensitivity", "snr_colours",
-                     "catalogue_errors", "coadds"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(
-                    f"ValidationSizes.{name} must be a positive integer, got {value!r}"
-                )
+        check_positive_integers(self, ("accuracy", "deblend_pairs", "deblend_realisations",
+                                       "deblend_max_distance", "artefacts", "repeats",
+                                       "sensitivity", "snr_colours", "catalogue_errors",
+                                       "coadds"))  # fmt: skip
         for name in ("sensitivity_grid", "background_grid"):
             grid = getattr(self, name)
             if len(grid) == 0 or not all(np.isfinite(v) and v > 0 for v in grid):

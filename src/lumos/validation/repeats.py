@@ -22,9 +22,10 @@ import numpy as np
 
 from ..backgrounds import SyntheticSky
 from ..stats import pair_pull, sigma68
+from .draws import experiment_targets
 from .measuring import observe_and_measure
 from .metrics import MAG_BINS, binned_statistic
-from .scenes import another_exposure, draw_targets, experiment_rng
+from .scenes import another_exposure
 
 __all__ = ["RepeatResult", "observe_twice", "run_repeats"]
 
@@ -59,19 +60,16 @@ def run_repeats(
 
     Parameters
     ----------
-    model, methods, progress
+    model, seed, methods, progress
         As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Number of galaxies (pairs of exposures).
-    seed : int
-        Random seed.
 
     Returns
     -------
     RepeatResult
     """
-    rng = experiment_rng("repeated-observation", n, seed)
-    first, _ = draw_targets(n, rng)
+    rng, first, _ = experiment_targets("repeated-observation", n, seed)
     _, meas = observe_twice(model, first, rng, methods, progress, "repeats: exposure")
     pull = {
         name: pair_pull(meas[0][name]["flux"], meas[0][name]["flux_err"],

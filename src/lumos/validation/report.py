@@ -28,6 +28,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + [""]
 
 
+def _section(title: str, text: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+             figures: dict[str, str]) -> list[str]:
+    """A section of the report: its title, one paragraph, a table and figures (alt text ->
+    file name)."""
+    lines = [title, "", text, "", *_table(header, rows)]
+    for alt, name in figures.items():
+        lines += [f"![{alt}]({name})", ""]
+    return lines
+
+
 def _bins(edges: Sequence[float]) -> list[str]:
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
@@ -254,19 +264,16 @@ def _artefacts(m: dict) -> list[str]:
         rows.append([kind.replace("_", " ")] + [
             f"{_pct(res[k]['outlier_3sigma'])} / {_pct(res[k]['outlier_50pct'])}"
             for k in methods])  # fmt: skip
-    lines = [
+    return _section(
         "## 4. Artefacts and outliers",
-        "",
         f"{a['n']} galaxies observed on an artefact-free sky (clean), then the same images hit "
         "by cosmic rays on the target, a scattered-light edge, or an uncatalogued neighbour "
         "3-12 pixels away; 'any' pools the three. Outliers [%]: |f - f_true| > 3 flux_err / "
         "|f - f_true| > 50% (the paper reports 10% for aperture photometry and 2% for lumos "
         "on PAUS data).",
-        "",
-    ]
-    lines += _table(["set"] + [_labels(m).get(k, k) for k in methods], rows)
-    lines += ["![outlier fractions](artefacts.png)", ""]
-    return lines
+        ["set"] + [_labels(m).get(k, k) for k in methods], rows,
+        {"outlier fractions": "artefacts.png"},
+    )
 
 
 def _repeats(m: dict) -> list[str]:
@@ -276,9 +283,8 @@ def _repeats(m: dict) -> list[str]:
              _pct(v["frac_abs_D_gt_3"], ".2f"), _pct(v["frac_abs_D_gt_5"], ".2f")]
             + [_f(x, ".2f") for x in v["sigma68_D_per_bin"]]
             for k, v in r["methods"].items()]  # fmt: skip
-    lines = [
+    return _section(
         "## 5. Repeated observations (paper Eq. 19, Figs. 11-12)",
-        "",
         f"{r['n']} galaxies observed twice (same band and flux; independent PSF, CCD position, "
         "offset, noise and artefacts). D = (f1 - f2) / sqrt(s1^2 + s2^2) has sigma68 = 1 for "
         "calibrated, independent errors. The lumos PDFs of the two observations also share the "
@@ -288,13 +294,11 @@ def _repeats(m: dict) -> list[str]:
         "the truth directly); the classical methods use the pixels only. For a likelihood model "
         "the row `lumos likelihood` uses `flux_like` / `flux_like_err`, which hold only what "
         "differs between exposures: there sigma68(D) = 1 is the target.",
-        "",
-    ]
-    lines += _table(["method", "sigma68(D)", "median D", "abs(D) > 3 [%]", "abs(D) > 5 [%]"]
-                    + [f"sigma68 i {b}" for b in bins], rows)  # fmt: skip
-    lines += ["![width of D against magnitude](repeats_width.png)", "",
-              "![distribution of D](repeats_distribution.png)", ""]  # fmt: skip
-    return lines
+        ["method", "sigma68(D)", "median D", "abs(D) > 3 [%]", "abs(D) > 5 [%]"]
+        + [f"sigma68 i {b}" for b in bins], rows,
+        {"width of D against magnitude": "repeats_width.png",
+         "distribution of D": "repeats_distribution.png"},
+    )  # fmt: skip
 
 
 def _sensitivity(m: dict) -> list[str]:
@@ -311,19 +315,16 @@ def _sensitivity(m: dict) -> list[str]:
         unit = " (of the sky level)" if param == "background" else ""
         rows.append([param.replace("_", " ") + unit] + cells)
     lo, hi = s["i_mag_range"]
-    lines = [
+    return _section(
         "## 6. Sensitivity to catalogue errors (paper appendix C, Table 1)",
-        "",
         f"{s['n']} galaxies with i = {lo:g}-{hi:g}; the same images are measured with one input "
         "wrong (profile parameters: in the model profile and shape given to each method, not in "
         "the image; background: a constant offset under the galaxy, in units of the sky level). "
         f"Error in each input that shifts the median flux by {100 * s['error_level']:.0f}% "
         "(either sign; larger = more robust; '>' = not reached in the tested range):",
-        "",
-    ]
-    lines += _table(["input"] + [_labels(m).get(k, k) for k in methods], rows)
-    lines += ["![flux response to catalogue errors](sensitivity.png)", ""]
-    return lines
+        ["input"] + [_labels(m).get(k, k) for k in methods], rows,
+        {"flux response to catalogue errors": "sensitivity.png"},
+    )
 
 
 def _snr(m: dict) -> list[str]:

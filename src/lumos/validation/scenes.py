@@ -37,6 +37,7 @@ from ..observe import (
     stamp_batch,
 )
 from ..population import sample_population
+from ..rows import Rows
 from ..scene import SimulatedBands
 from ..simconfig import SimulationConfig
 from ..stamps import STAMP_SIZE, StampBatch
@@ -78,19 +79,6 @@ def clean_sky() -> SyntheticSky:
         bad_columns_per_ccd=0.0,
         saturated_stars_per_ccd=0.0,
     )
-
-
-def experiment_rng(experiment: str, n: int, seed: int) -> np.random.Generator:
-    """The random generator of an experiment on ``n`` galaxies, from ``seed``.
-
-    Raises
-    ------
-    ValueError
-        If ``n`` is below 1 (the message names ``experiment``).
-    """
-    if n < 1:
-        raise ValueError(f"the {experiment} experiment needs at least one galaxy, got {n}")
-    return np.random.default_rng(np.random.SeedSequence(seed))
 
 
 def crop(images: np.ndarray, size: int = STAMP_SIZE) -> np.ndarray:
@@ -139,7 +127,7 @@ def render_profiles(
 
 
 @dataclass
-class Targets:
+class Targets(Rows):
     """The galaxies to observe and how (arrays of length N).
 
     Attributes
@@ -185,9 +173,6 @@ class Targets:
             dtype = np.int64 if f.name in ("band", "camera_state") else float
             setattr(self, f.name, value.astype(dtype))
 
-    def __len__(self) -> int:
-        return int(self.r50.shape[0])
-
     def __getitem__(self, index) -> Targets:
         """Select rows with a slice, an integer array or a boolean mask."""
         return Targets(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -217,7 +202,7 @@ class Targets:
 
 
 @dataclass
-class Observation:
+class Observation(Rows):
     """Simulated observations of N galaxies, as the network and the classical methods see them.
 
     Attributes
@@ -247,9 +232,6 @@ class Observation:
     i_mag: np.ndarray
     band: np.ndarray
     artefacts: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.truth.shape[0])
 
     def __getitem__(self, index) -> Observation:
         """Select rows with a slice, an integer array or a boolean mask."""

@@ -31,9 +31,10 @@ import numpy as np
 
 from ..population import POPULATION_Q_RANGE, PopulationConfig
 from ..profiles import SERSIC_N_RANGE
+from .draws import experiment_targets
 from .measuring import measure_all
 from .metrics import tolerance_for_error
-from .scenes import CONTEXT, clean_sky, draw_targets, experiment_rng, observe, render_profiles
+from .scenes import CONTEXT, clean_sky, observe, render_profiles
 
 __all__ = ["SensitivityResult", "run_sensitivity", "PARAMETERS", "ERROR_LEVEL"]
 
@@ -126,12 +127,10 @@ def run_sensitivity(
 
     Parameters
     ----------
-    model, methods, progress
+    model, seed, methods, progress
         As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Number of galaxies (each measured with every perturbation).
-    seed : int
-        Random seed.
     grid : sequence of float
         Relative errors tested for the profile parameters (each with both signs; negative
         ones only up to -0.75).
@@ -144,9 +143,9 @@ def run_sensitivity(
     -------
     SensitivityResult
     """
-    rng = experiment_rng("sensitivity", n, seed)
-    targets, _ = draw_targets(n, rng, population=PopulationConfig(mag_range=mag_range,
-                                                                  mag_slope=0.0))  # fmt: skip
+    rng, targets, _ = experiment_targets(
+        "sensitivity", n, seed, population=PopulationConfig(mag_range=mag_range, mag_slope=0.0)
+    )
     base = observe(targets, clean_sky(), rng, size=CONTEXT)
     ref = measure_all(model, base, methods)
     truth = targets.flux

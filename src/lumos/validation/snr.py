@@ -22,9 +22,10 @@ import numpy as np
 
 from ..bands import N_PAUS_BANDS, PAUS_BANDS
 from ..stats import sigma68
+from .draws import experiment_rng
 from .metrics import MAG_BINS, binned_statistic, colour_error
 from .repeats import observe_twice
-from .scenes import draw_targets, experiment_rng, exposure_times
+from .scenes import draw_targets, exposure_times
 
 __all__ = ["SnrColourResult", "run_snr_colours", "TRAYS"]
 
@@ -69,12 +70,10 @@ def run_snr_colours(
 
     Parameters
     ----------
-    model, methods, progress
+    model, seed, methods, progress
         As in :func:`~lumos.validation.accuracy.run_accuracy`.
     n : int
         Number of galaxies (each observed in two bands).
-    seed : int
-        Random seed.
 
     Returns
     -------
