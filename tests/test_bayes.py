@@ -71,6 +71,16 @@ def test_shared_error_counted_once_in_coadd():
     assert co["flux_err"][0] == pytest.approx(np.hypot(5.0, 5.0), rel=1e-3)
 
 
+def test_coadd_shared_error_is_the_weighted_mean_of_the_exposures():
+    # two precise exposures sharing 2%, one noisy sharing 20%: the co-add's shared error is
+    # the inverse-variance weighted mean (weights 1/1, 1/1, 1/100 -> c = (2 + 2 + 0.2) / 2.01)
+    tabs = [_table([100.0], [1.0], shared=0.02), _table([100.0], [1.0], shared=0.02),
+            _table([100.0], [10.0], shared=0.2)]
+    co = coadd_likelihoods(tabs, prior="none")
+    c = (0.02 + 0.02 + 0.2 / 100.0) / (2.0 + 1.0 / 100.0)
+    assert co["flux_shared_err"][0] == pytest.approx(c * 100.0, rel=1e-3)
+
+
 def test_prior_applied_once_in_coadd():
     prior = FluxPrior("table", ("NB685",), (17.0, 23.0), np.ones((1, 1, 1)),
                       np.full((1, 1, 1), 80.0), np.full((1, 1, 1), 10.0), per_second=False)

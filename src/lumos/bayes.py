@@ -292,9 +292,10 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
 
     For each galaxy and band the per-exposure likelihoods (``like_*``) are multiplied
     (:func:`lumos.mixture.product`, reduced to 5 components), the shared variance
-    ``(c |f|)^2`` with ``c`` the largest ``flux_shared_err / |flux_like|`` of its exposures
-    is added once, and the prior is applied once (learnt from the co-added likelihoods
-    with ``prior="auto"`` where a band has enough galaxies). The inverse-variance co-add
+    ``(c |f|)^2``, with ``c`` the mean of the exposures' ``flux_shared_err / |flux_like|``
+    weighted by ``1 / flux_like_err^2`` (the weights of the co-add), is added once, and
+    the prior is applied once (learnt from the co-added likelihoods with ``prior="auto"``
+    where a band has enough galaxies). The inverse-variance co-add
     (Eq. 21) of ``flux_like`` with ``flux_like_err`` is given beside it.
 
     Parameters
@@ -366,10 +367,16 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
         return out
     # product of the likelihood mixtures, exposures padded with a flat factor
     mix = _mixture_columns(allt, "like")
+    # the shared relative error of the co-add: the exposures' own, averaged with the weights
+    # the co-add gives them (inverse variance of their per-exposure likelihoods), as for an
+    # error common to all of them
     rel = np.asarray(allt["flux_shared_err"], float) / np.maximum(np.abs(f), 1e-300)
-    rel = np.where(use & np.isfinite(rel), rel, 0.0)
-    c_group = np.zeros(g)
-    np.maximum.at(c_group, group, rel)
+    ivar = 1.0 / np.asarray(allt["flux_like_err"], float) ** 2
+    ok = use & np.isfinite(rel) & np.isfinite(ivar) & (ivar > 0)
+    weight = np.where(ok, ivar, 0.0)
+    total = np.bincount(group, weights=weight, minlength=g)
+    c_group = np.bincount(group, weights=np.where(ok, weight * rel, 0.0), minlength=g)
+    c_group = np.where(total > 0, c_group / np.maximum(total, 1e-300), 0.0)
     rows = np.flatnonzero(use)
     order, slot, counts = group_slots(group[rows], g)
     order = rows[order]
