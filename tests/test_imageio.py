@@ -239,3 +239,16 @@ def test_overwrite_is_announced_the_same_way(tmp_path, capsys):
     (tmp_path / "dir" / "report.md").write_text("x")
     announce_overwrite("validate", tmp_path / "dir")
     assert "files written into it will be overwritten" in capsys.readouterr().err
+
+
+def test_extension_inherits_primary_keywords_without_warnings(tmp_path, recwarn):
+    primary = fits.PrimaryHDU()
+    primary.header["EXPTIME"] = 90.0
+    primary.header["HIERARCH TIME_RECORDED"] = "2018-03-14T06:00:43"
+    image = fits.ImageHDU(np.ones((8, 8), np.float32), name="SCI")
+    path = tmp_path / "mef.fits"
+    fits.HDUList([primary, image]).writeto(path)
+    recwarn.clear()
+    _, header, _ = read_image(path)
+    assert header["EXPTIME"] == 90.0 and header["TIME_RECORDED"] == "2018-03-14T06:00:43"
+    assert not [w for w in recwarn if "HIERARCH" in str(w.message)]

@@ -181,7 +181,7 @@ def _inherit(header: fits.Header, primary: fits.Header) -> None:
         key = card.keyword
         if key in _STRUCTURAL or key.startswith("NAXIS") or key in header:
             continue
-        header.append((key, card.value, card.comment), end=True)
+        header.append(fits.Card.fromstring(card.image), end=True)  # HIERARCH stays, silently
 
 
 def check_image_data(data: np.ndarray, path: str | Path) -> None:
