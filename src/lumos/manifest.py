@@ -289,17 +289,29 @@ def _sigint_ignored():
 
 
 @contextmanager
-def _quiet_dask():
-    """Silence Dask's logging while a cluster is torn down after an interruption."""
-    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL + 1)
+def _log_levels(levels: dict[str, int]):
+    """Set some loggers' levels for the duration of a block."""
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: lg.level for name, lg in loggers.items()}
+    for name, lg in loggers.items():
+        lg.setLevel(levels[name])
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+        for name, lg in loggers.items():
+            lg.setLevel(before[name])
+
+
+def _quiet_dask():
+    """Silence Dask's logging while a cluster is torn down after an interruption."""
+    return _log_levels({n: logging.CRITICAL + 1 for n in ("distributed", "tornado", "asyncio")})
+
+
+#: While a manifest runs: the errors the Dask client's event loop logs when Ctrl-C lands
+#: inside one of its waits (its cancel callback fails and the key it waited for is
+#: rescheduled) are not the user's to see; the interruption is reported in one line.
+_RUN_LOG_LEVELS = {"tornado.application": logging.CRITICAL + 1,
+                   "distributed.client": logging.ERROR}
 
 
 def _quiet_worker() -> None:
@@ -485,35 +497,36 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
             )  # fmt: skip
     interrupted = False
     client, futures = None, {}
-    try:
-        client = Client(scheduler or cluster)
-        if cluster is not None:
-            client.run(_quiet_worker)
-        futures = {
-            client.submit(_run_job, job, method, model, keywords, columns, pure=False): job
-            for job in todo
-        }
-        with tqdm(total=len(todo), desc="images", unit="img", disable=not progress) as bar:
-            for future in as_completed(futures):
-                job = futures[future]
-                try:
-                    error = future.result()
-                except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                if error:
-                    failures[job.listed] = error
-                    print(f"lumos measure: skipped {Path(job.image).name}: {error}",
-                          file=sys.stderr)  # fmt: skip
-                bar.update(1)
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        with _quiet_dask() if interrupted else nullcontext():
-            if client is not None:
-                if interrupted and cluster is None:
-                    client.cancel(list(futures))
-                client.close()
+    with _log_levels(_RUN_LOG_LEVELS):
+        try:
+            client = Client(scheduler or cluster)
             if cluster is not None:
-                cluster.close()
+                client.run(_quiet_worker)
+            futures = {
+                client.submit(_run_job, job, method, model, keywords, columns, pure=False): job
+                for job in todo
+            }
+            with tqdm(total=len(todo), desc="images", unit="img", disable=not progress) as bar:
+                for future in as_completed(futures):
+                    job = futures[future]
+                    try:
+                        error = future.result()
+                    except Exception as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                    if error:
+                        failures[job.listed] = error
+                        print(f"lumos measure: skipped {Path(job.image).name}: {error}",
+                              file=sys.stderr)  # fmt: skip
+                    bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            with _quiet_dask() if interrupted else nullcontext():
+                if client is not None:
+                    if interrupted and cluster is None:
+                        client.cancel(list(futures))
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
 
