@@ -47,12 +47,13 @@ TINY = ValidationSizes(
     snr_colours=60,
     catalogue_errors=150,
     coadds=60,
+    fitted_catalogue=150,
 )
 
 PNGS = (
     "pit.png", "accuracy_vs_mag.png", "flux_vs_truth.png", "deblending.png", "artefacts.png",
     "repeats_width.png", "repeats_distribution.png", "sensitivity.png", "snr.png", "colours.png",
-    "accuracy_catalogue_errors.png",
+    "accuracy_catalogue_errors.png", "accuracy_fitted_catalogue.png",
 )  # fmt: skip
 METHODS = ("lumos", "aperture", "modelfit", "weighted", "weighted_oracle", "sep_auto")
 
@@ -133,6 +134,17 @@ def test_catalogue_errors_experiment(cli_run):
     assert _finite(e["calibration"]["pit_ks"]) and 0 < e["calibration"]["coverage68"] < 1
     for name in ("lumos", "aperture"):
         assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
+
+
+@pytest.mark.slow  # the module's tiny `lumos validate` run
+def test_fitted_catalogue_experiment(cli_run):
+    out, m = cli_run
+    e = m["fitted_catalogue"]
+    assert e["n_galaxies"] == TINY.fitted_catalogue and e["errors"]["n_frac"] == 0.15
+    assert _finite(e["calibration"]["pit_ks"]) and 0 < e["calibration"]["coverage68"] < 1
+    for name in ("lumos", "aperture"):
+        assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
+    assert "## 10. Bulge + disk galaxies behind" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow  # the module's tiny `lumos validate` run

@@ -95,7 +95,7 @@ __all__ = [
 
 #: Experiments in report order.
 EXPERIMENTS = ("accuracy", "deblending", "artefacts", "repeats", "sensitivity", "snr_colours",
-               "catalogue_errors", "coadds")  # fmt: skip
+               "catalogue_errors", "coadds", "fitted_catalogue")  # fmt: skip
 
 #: Fixed validation seeds, one per experiment: ``10_000_001 + k``.
 SEEDS = {name: 10_000_001 + k for k, name in enumerate(EXPERIMENTS)}
@@ -127,6 +127,9 @@ class ValidationSizes:
         Galaxies of the accuracy set with catalogue errors (experiment 8).
     coadds : int
         Galaxies observed four times for the co-add and leakage tests (experiment 9).
+    fitted_catalogue : int
+        Bulge + disk galaxies behind the single-Sersic fits of their light, with catalogue
+        errors (experiment 10).
     """
 
     accuracy: int = 20_000
@@ -141,12 +144,13 @@ class ValidationSizes:
     snr_colours: int = 4000
     catalogue_errors: int = 10_000
     coadds: int = 2000
+    fitted_catalogue: int = 10_000
 
     def __post_init__(self) -> None:
         check_positive_integers(self, ("accuracy", "deblend_pairs", "deblend_realisations",
                                        "deblend_max_distance", "artefacts", "repeats",
                                        "sensitivity", "snr_colours", "catalogue_errors",
-                                       "coadds"))  # fmt: skip
+                                       "coadds", "fitted_catalogue"))  # fmt: skip
         for name in ("sensitivity_grid", "background_grid"):
             grid = getattr(self, name)
             if len(grid) == 0 or not all(np.isfinite(v) and v > 0 for v in grid):
@@ -172,6 +176,7 @@ class ValidationSizes:
             snr_colours=200,
             catalogue_errors=500,
             coadds=200,
+            fitted_catalogue=500,
         )
 
 
@@ -302,6 +307,7 @@ def run_validation(
         "snr_colours": _snr_colours,
         "catalogue_errors": _catalogue_errors,
         "coadds": _coadds,
+        "fitted_catalogue": _fitted_catalogue,
     }
     for name in EXPERIMENTS:
         if name not in experiments:
@@ -369,6 +375,21 @@ def _catalogue_errors(model, sizes, seed, methods, out, progress):
         out / "accuracy_catalogue_errors.png",
     )
     return {**res.metrics, "errors": asdict(errors)}, ["accuracy_catalogue_errors.png"]
+
+
+def _fitted_catalogue(model, sizes, seed, methods, out, progress):
+    errors = CatalogueErrors.realistic()
+    config = SimulationConfig(catalogue_errors=errors, two_component_fraction=1.0,
+                              two_component_model="fit")  # fmt: skip
+    res = run_accuracy(model, sizes.fitted_catalogue, seed, methods, config=config,
+                       progress=progress)  # fmt: skip
+    c = res.common
+    plot_accuracy_vs_mag(
+        {METHOD_LABELS[k]: (res.i_mag[c], r["flux"][c], res.truth[c])
+         for k, r in res.results.items()},  # fmt: skip
+        out / "accuracy_fitted_catalogue.png",
+    )
+    return {**res.metrics, "errors": asdict(errors)}, ["accuracy_fitted_catalogue.png"]
 
 
 def _deblending(model, sizes, seed, methods, out, progress):
