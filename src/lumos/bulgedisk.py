@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -164,6 +164,11 @@ class BulgeDiskBank:
 
     def __len__(self) -> int:
         return int(self.n_fit.size)
+
+    @cached_property
+    def tree(self) -> cKDTree:
+        """The entries in (log n_fit / 0.1, q_fit / 0.05), for nearest-neighbour look-ups."""
+        return cKDTree(np.stack([np.log(self.n_fit) / 0.1, self.q_fit / 0.05], axis=1))
 
     def save(self, path: str | Path) -> None:
         """Write the bank as a compressed ``.npz`` of float64 arrays (no pickles)."""
@@ -399,9 +404,8 @@ def describe_bank(r50, sersic_n, q, pa, rng: np.random.Generator,
         empty = np.zeros(0)
         return {k: empty for k in ("bulge_fraction", "r50_bulge", "q_bulge", "pa_bulge",
                                    "r50_disk", "q_disk", "pa_disk", "n", "q")}  # fmt: skip
-    pts = np.stack([np.log(bank.n_fit) / 0.1, bank.q_fit / 0.05], axis=1)
     k = min(int(neighbours), len(bank))
-    _, idx = cKDTree(pts).query(np.stack([np.log(n) / 0.1, q / 0.05], axis=1), k=k)
+    _, idx = bank.tree.query(np.stack([np.log(n) / 0.1, q / 0.05], axis=1), k=k)
     idx = np.asarray(idx).reshape(r50.size, k)
     pick = idx[np.arange(r50.size), rng.integers(0, k, r50.size)]
     wrap = lambda a: (a + 90.0) % 180.0 - 90.0  # noqa: E731

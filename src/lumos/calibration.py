@@ -1,17 +1,21 @@
 """Calibration of a trained model on fresh simulations: sigma scale and shared error.
 
-Two numbers are fitted after training, on simulations drawn like the model's training set
+Fitted after training, on simulations drawn like the model's training set
 (:func:`lumos.training.training_simulation`) from seeds that training and validation never
 use; the weights do not change:
 
 * ``sigma_scale``: temperature scaling, every component sigma multiplied by one number
   chosen by maximum likelihood (the training loss, truncated and for a likelihood model
   importance weighted as in training);
-* ``shared_error`` (likelihood models): the relative error shared by two exposures of one
-  galaxy. Each galaxy is observed twice with one catalogue (its errors shared, the PSF,
-  offsets, sky and noise new, :func:`lumos.pairs.simulate_pairs`), and ``c`` is the
-  value for which ``D`` (Eq. 19) of the per-exposure likelihoods
-  (:func:`lumos.bayes.split_shared`) has ``sigma68(D) = 1``.
+* the shared error (likelihood models): the relative error shared by the exposures of one
+  galaxy. Each scene is observed twice (:func:`lumos.pairs.simulate_pairs`: its catalogue
+  with its errors, its neighbours and its bulge + disk galaxies shared; PSF, offset, sky and
+  noise new). By default it is a curve of the exposure's relative likelihood width ``w``,
+  ``c(w) = sqrt(a^2 + (b w)^2)`` (:func:`shared_error_form`), with ``a`` and ``b`` such
+  that ``D`` (Eq. 19) of the per-exposure likelihoods (:func:`lumos.bayes.split_shared`)
+  has ``sigma68(D)`` as close to 1 as it can in bins of ``w``
+  (:func:`shared_error_curve`); or one number ``c`` with ``sigma68(D) = 1`` over all pairs
+  (:func:`fit_shared_error`), which is always recorded as ``shared_error``.
 """
 
 from __future__ import annotations
