@@ -363,33 +363,29 @@ def _accuracy(model, sizes, seed, methods, out, progress):
     return res.metrics, ["pit.png", "accuracy_vs_mag.png", "flux_vs_truth.png"]
 
 
-def _catalogue_errors(model, sizes, seed, methods, out, progress):
-    errors = CatalogueErrors.realistic()
-    config = SimulationConfig(catalogue_errors=errors)
-    res = run_accuracy(model, sizes.catalogue_errors, seed, methods, config=config,
-                       progress=progress)  # fmt: skip
+def _accuracy_with(model, n, seed, methods, out, progress, config, plot: str):
+    """Experiment 1-2's measurement on another simulation, with its accuracy plot."""
+    res = run_accuracy(model, n, seed, methods, config=config, progress=progress)
     c = res.common
     plot_accuracy_vs_mag(
         {METHOD_LABELS[k]: (res.i_mag[c], r["flux"][c], res.truth[c])
          for k, r in res.results.items()},  # fmt: skip
-        out / "accuracy_catalogue_errors.png",
+        out / plot,
     )
-    return {**res.metrics, "errors": asdict(errors)}, ["accuracy_catalogue_errors.png"]
+    return {**res.metrics, "errors": asdict(config.catalogue_errors)}, [plot]
+
+
+def _catalogue_errors(model, sizes, seed, methods, out, progress):
+    config = SimulationConfig(catalogue_errors=CatalogueErrors.realistic())
+    return _accuracy_with(model, sizes.catalogue_errors, seed, methods, out, progress, config,
+                          "accuracy_catalogue_errors.png")  # fmt: skip
 
 
 def _fitted_catalogue(model, sizes, seed, methods, out, progress):
-    errors = CatalogueErrors.realistic()
-    config = SimulationConfig(catalogue_errors=errors, two_component_fraction=1.0,
-                              two_component_model="fit")  # fmt: skip
-    res = run_accuracy(model, sizes.fitted_catalogue, seed, methods, config=config,
-                       progress=progress)  # fmt: skip
-    c = res.common
-    plot_accuracy_vs_mag(
-        {METHOD_LABELS[k]: (res.i_mag[c], r["flux"][c], res.truth[c])
-         for k, r in res.results.items()},  # fmt: skip
-        out / "accuracy_fitted_catalogue.png",
-    )
-    return {**res.metrics, "errors": asdict(errors)}, ["accuracy_fitted_catalogue.png"]
+    config = SimulationConfig(catalogue_errors=CatalogueErrors.realistic(),
+                              two_component_fraction=1.0, two_component_model="fit")
+    return _accuracy_with(model, sizes.fitted_catalogue, seed, methods, out, progress, config,
+                          "accuracy_fitted_catalogue.png")  # fmt: skip
 
 
 def _deblending(model, sizes, seed, methods, out, progress):

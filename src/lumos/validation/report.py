@@ -163,10 +163,20 @@ def _calibration(m: dict, experiment: str = "accuracy",
     return lines
 
 
+def _accuracy_section(m: dict, experiment: str, title: str, intro: str, plot: str,
+                      alt: str) -> list[str]:
+    """A calibration + accuracy section of another simulation (sections 8 and 10)."""
+    e = m[experiment]
+    lines = _calibration(m, experiment, title, pit_plot=False)
+    lines[2:2] = [intro, ""]
+    lines += [f"{e['n_common']} of {e['n_galaxies']} galaxies measured by every method:", "",
+              accuracy_table(m, experiment=experiment), "", f"![{alt}]({plot})", ""]
+    return lines
+
+
 def _catalogue_errors(m: dict) -> list[str]:
-    e = m["catalogue_errors"]
-    err = e.get("errors", {})
-    intro = [
+    err = m["catalogue_errors"].get("errors", {})
+    intro = (
         "Real external catalogues measure r50, n, q and pa with errors, and real galaxies are "
         "not single Sersic profiles. Here every method (the lumos profile channel, the "
         "apertures, the profile fit, the weights) is given catalogue parameters with "
@@ -174,40 +184,27 @@ def _catalogue_errors(m: dict) -> list[str]:
         f"{100 * err.get('n_frac', 0):g}% in n, {err.get('q_sigma', 0):g} in q, "
         f"{err.get('pa_sigma', 0):g} degrees in pa, {100 * err.get('psf_fwhm_frac', 0):g}% "
         f"in the PSF FWHM and {err.get('i_mag_sigma', 0):g} mag in i "
-        "(`CatalogueErrors.realistic()`); everything else as in sections 1-2.",
-        "",
-    ]
-    lines = _calibration(m, "catalogue_errors",
-                         "## 8. Calibration and accuracy with catalogue errors",
-                         pit_plot=False)  # fmt: skip
-    lines[2:2] = intro
-    lines += [f"{e['n_common']} of {e['n_galaxies']} galaxies measured by every method:", "",
-              accuracy_table(m, experiment="catalogue_errors"), "",
-              "![bias and sigma68 against magnitude, catalogue errors]"
-              "(accuracy_catalogue_errors.png)", ""]  # fmt: skip
-    return lines
+        "(`CatalogueErrors.realistic()`); everything else as in sections 1-2."
+    )
+    return _accuracy_section(m, "catalogue_errors",
+                             "## 8. Calibration and accuracy with catalogue errors", intro,
+                             "accuracy_catalogue_errors.png",
+                             "bias and sigma68 against magnitude, catalogue errors")
 
 
 def _fitted_catalogue(m: dict) -> list[str]:
-    e = m["fitted_catalogue"]
-    intro = [
+    intro = (
         "Catalogues from deeper imaging describe a galaxy by the single Sersic profile that "
         "fits its light. Here every galaxy is a bulge (n = 4) + disk (n = 1) with its own "
         "sizes, axis ratios and misaligned position angles, and its catalogue entry is the "
         "least-squares single-Sersic fit of that light (`lumos.bulgedisk`), with the errors "
         "of section 8 on top (`SimulationConfig(two_component_fraction=1, "
-        "two_component_model=\"fit\")`); everything else as in sections 1-2.",
-        "",
-    ]
-    lines = _calibration(m, "fitted_catalogue",
-                         "## 10. Bulge + disk galaxies behind the single-Sersic fits of their "
-                         "light", pit_plot=False)  # fmt: skip
-    lines[2:2] = intro
-    lines += [f"{e['n_common']} of {e['n_galaxies']} galaxies measured by every method:", "",
-              accuracy_table(m, experiment="fitted_catalogue"), "",
-              "![bias and sigma68 against magnitude, fitted catalogue]"
-              "(accuracy_fitted_catalogue.png)", ""]  # fmt: skip
-    return lines
+        "two_component_model=\"fit\")`); everything else as in sections 1-2."
+    )
+    return _accuracy_section(m, "fitted_catalogue",
+                             "## 10. Bulge + disk galaxies behind the single-Sersic fits of "
+                             "their light", intro, "accuracy_fitted_catalogue.png",
+                             "bias and sigma68 against magnitude, fitted catalogue")
 
 
 def _accuracy(m: dict) -> list[str]:
