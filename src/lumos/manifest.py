@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -261,17 +262,26 @@ def _say(message: str) -> None:
     print(f"lumos measure: {message}", file=sys.stderr)
 
 
-def _tidy_parts(parts: Path, keep: set[str]) -> None:
-    """Remove temporary files and parts of earlier inputs; remove the folder when empty."""
-    if not parts.is_dir():
-        return
-    for p in parts.iterdir():
-        if p.is_file() and p.name not in keep:
-            p.unlink(missing_ok=True)
-    try:
-        parts.rmdir()  # only when empty
-    except OSError:
-        pass
+def _tidy_parts(parts: Path, keep: set[str], settle: float = 1.0) -> None:
+    """Remove temporary files and parts of earlier inputs; remove the folder when empty.
+
+    A worker of an interrupted run may still be checking that it can write there (a
+    short-lived probe file): for up to ``settle`` seconds the folder is tidied again until
+    only the kept parts are left.
+    """
+    deadline = time.monotonic() + settle
+    while parts.is_dir():
+        for p in parts.iterdir():
+            if p.is_file() and p.name not in keep:
+                p.unlink(missing_ok=True)
+        try:
+            parts.rmdir()  # only when empty
+            return
+        except OSError:
+            if not any(p.name not in keep for p in parts.iterdir()) or \
+                    time.monotonic() > deadline:  # fmt: skip
+                return
+            time.sleep(0.05)
 
 
 @contextmanager
