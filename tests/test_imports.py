@@ -25,7 +25,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundations": ("lumos", "lumos.errors", "lumos.flags", "lumos.instrument", "lumos.stats",
                     "lumos.chunks", "lumos.truncated_normal", "lumos.mixture_summaries",
-                    "lumos.psf_base", "lumos.devices", "lumos.settings", "lumos.rows"),
+                    "lumos.psf_base", "lumos.devices", "lumos.interrupts", "lumos.settings",
+                    "lumos.rows"),
     "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.gaussian_mixture",
                "lumos.mixture", "lumos.psf", "lumos.image_psf", "lumos.sersic",
                "lumos.wraparound", "lumos.grid_product",

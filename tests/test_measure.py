@@ -614,20 +614,20 @@ def test_interrupted_manifest_says_one_line_and_leaves_no_parts(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.fits", "images.csv"]
 
 
-def test_workers_start_with_sigint_ignored():
+def test_workers_start_withsigint_ignored():
     import signal
 
-    from lumos.manifest import _quiet_worker, _sigint_ignored
+    from lumos.interrupts import quiet_worker, sigint_ignored
 
     before = signal.getsignal(signal.SIGINT)
-    with _sigint_ignored():
+    with sigint_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is before
     from tqdm import tqdm
 
     previous = tqdm.get_lock()
     try:
-        _quiet_worker()
+        quiet_worker()
         assert not type(tqdm.get_lock()).__module__.startswith("multiprocessing")
         assert not any(type(lock).__module__.startswith("multiprocessing")
                        for lock in getattr(tqdm.get_lock(), "locks", []))  # fmt: skip

@@ -31,14 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +44,11 @@ import torch
 from astropy.io import fits
 from astropy.table import Table, vstack
 from tqdm.auto import tqdm
-from tqdm.std import tqdm as std_tqdm
 
 from . import __version__
 from .errors import LumosError
 from .imageio import read_image
+from .interrupts import RUN_LOG_LEVELS, log_levels, quiet_dask, quiet_worker, sigint_ignored
 from .measure import measure_file
 from .model_io import default_model_path, model_paths
 from .survey import load_survey
@@ -284,55 +281,6 @@ def _tidy_parts(parts: Path, keep: set[str], settle: float = 1.0) -> None:
             time.sleep(0.05)
 
 
-@contextmanager
-def _sigint_ignored():
-    """Ignore SIGINT while worker processes start, so that they inherit the ignoring: a
-    Ctrl-C then reaches only this process, which stops the workers itself."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
-def _log_levels(levels: dict[str, int]):
-    """Set some loggers' levels for the duration of a block."""
-    loggers = {name: logging.getLogger(name) for name in levels}
-    before = {name: lg.level for name, lg in loggers.items()}
-    for name, lg in loggers.items():
-        lg.setLevel(levels[name])
-    try:
-        yield
-    finally:
-        for name, lg in loggers.items():
-            lg.setLevel(before[name])
-
-
-def _quiet_dask():
-    """Silence Dask's logging while a cluster is torn down after an interruption."""
-    return _log_levels({n: logging.CRITICAL + 1 for n in ("distributed", "tornado", "asyncio")})
-
-
-#: While a manifest runs: the errors the Dask client's event loop logs when Ctrl-C lands
-#: inside one of its waits (its cancel callback fails and the key it waited for is
-#: rescheduled) are not the user's to see; the interruption is reported in one line.
-_RUN_LOG_LEVELS = {"tornado.application": logging.CRITICAL + 1,
-                   "distributed.client": logging.ERROR}
-
-
-def _quiet_worker() -> None:
-    """Prepare a local worker process for a quiet interruption: its progress bars get a
-    thread lock instead of tqdm's default process lock (a semaphore reported as leaked when
-    an interrupted worker is stopped), and its warnings about the tasks an interruption
-    cancels are not logged."""
-    std_tqdm.set_lock(threading.RLock())
-    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
-
-
 def _survey_overrides(job: _Job, keywords) -> dict:
     """The job's overrides completed by its survey file (none: as they are).
 
@@ -352,7 +300,7 @@ def _survey_overrides(job: _Job, keywords) -> dict:
 def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) -> str | None:
     """Measure one image into its part file (in a worker process); returns an error
     message or None."""
-    _quiet_worker()
+    quiet_worker()
     torch.set_num_threads(1)
     try:
         overrides = _survey_overrides(job, keywords)
@@ -500,18 +448,18 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
     workers = n_workers or min(len(todo), os.cpu_count() or 1)
     cluster = None
     if scheduler is None:
-        with _sigint_ignored():
+        with sigint_ignored():
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
                 dashboard_address=None, scheduler_kwargs=_NO_DASHBOARD,
             )  # fmt: skip
     interrupted = False
     client, futures = None, {}
-    with _log_levels(_RUN_LOG_LEVELS):
+    with log_levels(RUN_LOG_LEVELS):
         try:
             client = Client(scheduler or cluster)
             if cluster is not None:
-                client.run(_quiet_worker)
+                client.run(quiet_worker)
             futures = {
                 client.submit(_run_job, job, method, model, keywords, columns, pure=False): job
                 for job in todo
@@ -532,7 +480,7 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
             interrupted = True
             raise
         finally:
-            with _quiet_dask() if interrupted else nullcontext():
+            with quiet_dask() if interrupted else nullcontext():
                 if client is not None:
                     if interrupted and cluster is None:
                         client.cancel(list(futures))
