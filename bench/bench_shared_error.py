@@ -21,20 +21,14 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from lumos.bayes import SharedError, split_shared
+from lumos.bayes import SharedError
+from lumos.calibration import pair_d
 from lumos.model_io import load_default_model, load_model
 from lumos.pairs import PairSimulation, simulate_pairs
-from lumos.stats import pair_pull, sigma68
+from lumos.stats import sigma68
 from lumos.training import training_simulation
 
 BINS = ((17.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
-
-
-def d_values(m1, m2, shared) -> np.ndarray:
-    """D of the per-exposure likelihoods of each pair with the given shared error."""
-    p1, _ = split_shared(m1, shared)
-    p2, _ = split_shared(m2, shared)
-    return pair_pull(p1.mean().numpy(), p1.std().numpy(), p2.mean().numpy(), p2.std().numpy())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
             (f"the model's constant, {model.config.shared_error:.4f}", model.config.shared_error),
             ("the model's curve", SharedError.of(model.config)))  # fmt: skip
     for name, shared in rows:
-        d = d_values(m1, m2, shared)
+        d = pair_d(m1, m2, shared)
         per_bin = [sigma68(d[(i_mag >= lo) & (i_mag < hi)]) for lo, hi in BINS]
         print(f"| {name} | {sigma68(d):.3f} | " + " | ".join(f"{v:.3f}" for v in per_bin) + " |")
 

@@ -52,13 +52,7 @@ def _bank_of(shapes):
     renderer = SersicRenderer(bd._FIT_SIZE, bd._FIT_PIXEL, dtype=torch.float64)
     psf = GaussianPSF(bd._FIT_PSF_PIXELS * bd._FIT_PIXEL)
     fit = bd.fit_single_sersic(bd._render_two(renderer, psf, shapes), renderer, psf)
-    return bd.BulgeDiskBank(
-        bulge_fraction=shapes["bulge_fraction"], r50_bulge=shapes["r50_bulge"] / fit["r50"],
-        q_bulge=shapes["q_bulge"], pa_bulge=shapes["pa_bulge"] - fit["pa"],
-        r50_disk=shapes["r50_disk"] / fit["r50"], q_disk=shapes["q_disk"],
-        pa_disk=shapes["pa_disk"] - fit["pa"], n_fit=fit["n"], q_fit=fit["q"],
-        cost=fit["cost"],
-    )  # fmt: skip
+    return bd._relative_to_fit(shapes, fit)
 
 
 def test_shipped_bank_is_build_bank_4000_seed_7():

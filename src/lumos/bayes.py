@@ -49,6 +49,7 @@ __all__ = [
     "SHARED_FLOOR",
     "PRIOR_CHOICES",
     "SharedError",
+    "relative_width",
     "split_shared",
     "fill_likelihood",
     "default_population_prior",
@@ -65,6 +66,12 @@ PRIOR_CHOICES = ("auto", "population", "empirical", "none")
 _POSTERIOR_COMPONENTS = 5
 _SUMMARY_FLUX = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "flux_q84",
                  "sigma68", "sigma95")  # fmt: skip
+
+
+def relative_width(mixture: GaussianMixture) -> np.ndarray:
+    """``w = std / |mean|`` of each row of a likelihood mixture, float64, shape (N,)."""
+    mean = mixture.mean().to(torch.float64)
+    return (mixture.std().to(torch.float64) / mean.abs().clamp_min(1e-300)).numpy()
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,8 @@ class SharedError:
         n = mixture.means.shape[0]
         if not self.widths:
             return torch.full((n,), float(self.constant), dtype=torch.float64)
-        mean = mixture.mean().to(torch.float64)
-        rel = mixture.std().to(torch.float64) / mean.abs().clamp_min(1e-300)
-        x = np.log(np.clip(np.nan_to_num(rel.numpy(), nan=1.0, posinf=1e6), 1e-12, 1e12))
+        rel = relative_width(mixture)
+        x = np.log(np.clip(np.nan_to_num(rel, nan=1.0, posinf=1e6), 1e-12, 1e12))
         c = np.interp(x, np.log(np.asarray(self.widths, float)),
                       np.asarray(self.values, float))  # fmt: skip
         return torch.from_numpy(c)
@@ -371,12 +377,9 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
     # the co-add gives them (inverse variance of their per-exposure likelihoods), as for an
     # error common to all of them
     rel = np.asarray(allt["flux_shared_err"], float) / np.maximum(np.abs(f), 1e-300)
-    ivar = 1.0 / np.asarray(allt["flux_like_err"], float) ** 2
-    ok = use & np.isfinite(rel) & np.isfinite(ivar) & (ivar > 0)
-    weight = np.where(ok, ivar, 0.0)
-    total = np.bincount(group, weights=weight, minlength=g)
-    c_group = np.bincount(group, weights=np.where(ok, weight * rel, 0.0), minlength=g)
-    c_group = np.where(total > 0, c_group / np.maximum(total, 1e-300), 0.0)
+    err = np.asarray(allt["flux_like_err"], float)
+    ok = use & np.isfinite(rel) & np.isfinite(err) & (err > 0)
+    c_group = np.nan_to_num(inverse_variance_coadd(group, rel, err, ok, g)[0], nan=0.0)
     rows = np.flatnonzero(use)
     order, slot, counts = group_slots(group[rows], g)
     order = rows[order]

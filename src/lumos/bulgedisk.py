@@ -209,6 +209,24 @@ def draw_bulge_disk_shapes(m: int, rng: np.random.Generator) -> dict[str, np.nda
             "r50_disk": np.ones(len(u)), "q_disk": q_disk, "pa_disk": np.zeros(len(u))}  # fmt: skip
 
 
+def _wrap_pa(angle):
+    """Position angles [degrees] folded into [-90, 90)."""
+    return (np.asarray(angle, dtype=float) + 90.0) % 180.0 - 90.0
+
+
+def _relative_to_fit(shapes: dict[str, np.ndarray], fit: dict[str, np.ndarray]
+                     ) -> BulgeDiskBank:
+    """The bank of ``shapes`` with lengths and angles relative to their fits."""
+    r, pa = fit["r50"], fit["pa"]
+    return BulgeDiskBank(
+        bulge_fraction=shapes["bulge_fraction"], r50_bulge=shapes["r50_bulge"] / r,
+        q_bulge=shapes["q_bulge"], pa_bulge=_wrap_pa(shapes["pa_bulge"] - pa),
+        r50_disk=shapes["r50_disk"] / r, q_disk=shapes["q_disk"],
+        pa_disk=_wrap_pa(shapes["pa_disk"] - pa), n_fit=fit["n"], q_fit=fit["q"],
+        cost=fit["cost"],
+    )  # fmt: skip
+
+
 def _render_two(renderer: SersicRenderer, psf, shapes: dict[str, np.ndarray]) -> torch.Tensor:
     bt = torch.as_tensor(shapes["bulge_fraction"], dtype=torch.float64)[:, None, None]
     bulge = renderer.render(shapes["r50_bulge"], 4.0, shapes["q_bulge"], shapes["pa_bulge"],
@@ -321,8 +339,7 @@ def fit_single_sersic(images: torch.Tensor, renderer: SersicRenderer, psf,
         cost = np.where(better, cost_t, cost)
         lam = np.where(better, lam / 3.0, lam * 4.0)
     r50, n, q, pa = _unpack(p)
-    pa = (pa + 90.0) % 180.0 - 90.0
-    return {"r50": r50, "n": n, "q": q, "pa": pa, "cost": cost / norm}
+    return {"r50": r50, "n": n, "q": q, "pa": _wrap_pa(pa), "cost": cost / norm}
 
 
 def build_bank(m: int, seed: int = 7, chunk: int = 250) -> BulgeDiskBank:
@@ -349,14 +366,7 @@ def build_bank(m: int, seed: int = 7, chunk: int = 250) -> BulgeDiskBank:
         part = {k: v[start : start + chunk] for k, v in shapes.items()}
         fits.append(fit_single_sersic(_render_two(renderer, psf, part), renderer, psf))
     fit = {k: np.concatenate([f[k] for f in fits]) for k in fits[0]}
-    r = fit["r50"]
-    wrap = lambda a: (a - fit["pa"] + 90.0) % 180.0 - 90.0  # noqa: E731
-    return BulgeDiskBank(
-        bulge_fraction=shapes["bulge_fraction"], r50_bulge=shapes["r50_bulge"] / r,
-        q_bulge=shapes["q_bulge"], pa_bulge=wrap(shapes["pa_bulge"]),
-        r50_disk=shapes["r50_disk"] / r, q_disk=shapes["q_disk"],
-        pa_disk=wrap(shapes["pa_disk"]), n_fit=fit["n"], q_fit=fit["q"], cost=fit["cost"],
-    )  # fmt: skip
+    return _relative_to_fit(shapes, fit)
 
 
 @lru_cache(maxsize=1)
@@ -408,12 +418,11 @@ def describe_bank(r50, sersic_n, q, pa, rng: np.random.Generator,
     _, idx = bank.tree.query(np.stack([np.log(n) / 0.1, q / 0.05], axis=1), k=k)
     idx = np.asarray(idx).reshape(r50.size, k)
     pick = idx[np.arange(r50.size), rng.integers(0, k, r50.size)]
-    wrap = lambda a: (a + 90.0) % 180.0 - 90.0  # noqa: E731
     return {
         "bulge_fraction": bank.bulge_fraction[pick],
         "r50_bulge": r50 * bank.r50_bulge[pick], "q_bulge": bank.q_bulge[pick],
-        "pa_bulge": wrap(pa + bank.pa_bulge[pick]),
+        "pa_bulge": _wrap_pa(pa + bank.pa_bulge[pick]),
         "r50_disk": r50 * bank.r50_disk[pick], "q_disk": bank.q_disk[pick],
-        "pa_disk": wrap(pa + bank.pa_disk[pick]),
+        "pa_disk": _wrap_pa(pa + bank.pa_disk[pick]),
         "n": bank.n_fit[pick], "q": bank.q_fit[pick],
     }  # fmt: skip

@@ -26,17 +26,17 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, minimize, minimize_scalar
 
-from .bayes import SharedError, split_shared
+from .bayes import SharedError, relative_width, split_shared
 from .loss import likelihood_weights
 from .mixture import GaussianMixture, mixture_nll
 from .network import LumosNet
 from .pairs import PairSimulation, simulate_pairs
 from .simulate import Simulator
-from .stats import P16, P84, sigma68
+from .stats import P16, P84, pair_pull, sigma68
 from .training import training_simulation
 
 __all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "fit_shared_error_curve",
-           "shared_error_form", "shared_error_curve", "calibrate_model"]
+           "shared_error_form", "shared_error_curve", "pair_d", "calibrate_model"]
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,13 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
     return scale, coverage(1.0), coverage(scale)
 
 
-def _pair_d(m1: GaussianMixture, m2: GaussianMixture, c: float | SharedError) -> np.ndarray:
-    p1, _ = split_shared(m1, c)
-    p2, _ = split_shared(m2, c)
-    d = (p1.mean() - p2.mean()) / torch.sqrt(p1.variance() + p2.variance())
-    return d.numpy()
+def pair_d(m1: GaussianMixture, m2: GaussianMixture, shared: float | SharedError
+           ) -> np.ndarray:
+    """D (Eq. 19, :func:`lumos.stats.pair_pull`) of each pair's per-exposure likelihoods
+    (:func:`lumos.bayes.split_shared` with ``shared``)."""
+    p1, _ = split_shared(m1, shared)
+    p2, _ = split_shared(m2, shared)
+    return pair_pull(p1.mean().numpy(), p1.std().numpy(), p2.mean().numpy(), p2.std().numpy())
 
 
 def _unit_width_c(m1: GaussianMixture, m2: GaussianMixture, hi: float = 0.5
@@ -123,7 +125,7 @@ def _unit_width_c(m1: GaussianMixture, m2: GaussianMixture, hi: float = 0.5
     """``c`` with sigma68(D) = 1 on these pairs (0 if D is already wide enough)."""
 
     def width(c: float) -> float:
-        return sigma68(_pair_d(m1, m2, c))
+        return sigma68(pair_d(m1, m2, c))
 
     before = width(0.0)
     if before >= 1.0:
@@ -195,13 +197,14 @@ def shared_error_form(a: float, b: float, widths) -> np.ndarray:
     return np.minimum(np.hypot(a, b * w), 0.95 * w)
 
 
-def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6
-                       ) -> tuple[SharedError, list[float]]:
+def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6,
+                       constant: float | None = None) -> tuple[SharedError, list[float]]:
     """The shared-error curve of two exposures' likelihoods of the same galaxies.
 
     ``(a, b)`` of :func:`shared_error_form` minimise the squared deviations of sigma68(D)
     from 1 over ``bins`` equal-count bins of the pairs' width; the curve is stored at 12
-    nodes spanning the 1-99% range of the widths.
+    nodes spanning the 1-99% range of the widths. ``constant`` (default: fitted with
+    :func:`fit_shared_error`'s rule) is recorded as the curve's ``constant``.
 
     Returns
     -------
@@ -209,7 +212,7 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6
     d_sigma68 : list of float
         sigma68 of D in each bin with the curve.
     """
-    w = np.sqrt(_relative_width(m1) * _relative_width(m2))
+    w = np.sqrt(relative_width(m1) * relative_width(m2))
     good = np.isfinite(w) & (w > 0)
     edges = np.quantile(w[good], np.linspace(0.0, 1.0, int(bins) + 1))
     in_bin = [good & (w >= edges[k]) & (w <= edges[k + 1]) for k in range(int(bins))]
@@ -221,7 +224,7 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6
         return SharedError(0.0, nodes, tuple(float(x) for x in c))
 
     def widths(a: float, b: float) -> list[float]:
-        d = _pair_d(m1, m2, curve(a, b))
+        d = pair_d(m1, m2, curve(a, b))
         return [float(sigma68(d[sel])) for sel in in_bin]
 
     def cost(theta) -> float:
@@ -234,11 +237,9 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6
                    options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 200})  # fmt: skip
     a, b = float(np.clip(fit.x[0], 0.0, 0.5)), float(np.clip(fit.x[1], 0.0, 0.95))
     best = curve(a, b)
-    return SharedError(_unit_width_c(m1, m2)[0], best.widths, best.values), widths(a, b)
-
-
-def _relative_width(m: GaussianMixture) -> np.ndarray:
-    return (m.std() / m.mean().abs().clamp_min(1e-300)).numpy()
+    if constant is None:
+        constant = _unit_width_c(m1, m2)[0]
+    return SharedError(constant, best.widths, best.values), widths(a, b)
 
 
 def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
@@ -276,9 +277,7 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     kwargs = dict(simulator_kwargs or {})
     batch = Simulator(sim, seed=seed, **kwargs).sample(int(n))
     scale, cov0, cov1 = fit_sigma_scale(model, batch)
-    out = LumosNet(model.config.replace(sigma_scale=scale))
-    out.load_state_dict(model.state_dict())
-    out.metadata = dict(getattr(model, "metadata", {}) or {})
+    out = model.with_config(model.config.replace(sigma_scale=scale))
     if shared not in ("curve", "constant"):
         raise ValueError(f"shared must be 'curve' or 'constant', got {shared!r}")
     shared_c, d0, d1 = 0.0, float("nan"), float("nan")
@@ -292,13 +291,10 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
         shared_c, d0, d1 = _unit_width_c(m1, m2)
         changes = {"shared_error": shared_c}
         if shared == "curve":
-            curve, bins = shared_error_curve(m1, m2, 6)
+            curve, bins = shared_error_curve(m1, m2, 6, constant=shared_c)
             changes.update(shared_error_widths=curve.widths, shared_error_values=curve.values)
-            d1 = sigma68(_pair_d(m1, m2, curve))
+            d1 = sigma68(pair_d(m1, m2, curve))
             extra = {"shared_error_widths": curve.widths,
                      "shared_error_values": curve.values, "d_sigma68_bins": tuple(bins)}
-        calibrated = LumosNet(out.config.replace(**changes))
-        calibrated.load_state_dict(out.state_dict())
-        calibrated.metadata = out.metadata
-        out = calibrated
+        out = out.with_config(out.config.replace(**changes))
     return out.eval(), CalibrationResult(scale, shared_c, cov0, cov1, d0, d1, **extra)

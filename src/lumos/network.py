@@ -207,6 +207,13 @@ class LumosNet(nn.Module):
         if config.channels_last:
             self.to(memory_format=torch.channels_last)
 
+    def with_config(self, config: NetworkConfig) -> LumosNet:
+        """A copy with other settings of the same network shapes, its weights and metadata."""
+        out = LumosNet(config)
+        out.load_state_dict(self.state_dict())
+        out.metadata = dict(self.metadata)
+        return out
+
     # -- properties -------------------------------------------------------------------
     @property
     def n_components(self) -> int:

@@ -231,3 +231,9 @@ class NetworkConfig(Settings, kind="network"):
     def replace(self, **changes) -> NetworkConfig:
         """A copy with some settings changed."""
         return replace(self, **changes)
+
+    def uncalibrated(self) -> NetworkConfig:
+        """A copy without the calibration fitted after training (sigma scale 1, no shared
+        error): what training starts from and what :mod:`lumos.calibration` fits."""
+        return replace(self, sigma_scale=1.0, shared_error=0.0, shared_error_widths=(),
+                       shared_error_values=())

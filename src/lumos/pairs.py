@@ -340,9 +340,7 @@ def _draw_scene(cfg, m: int, bands: SimulatedBands, rng: np.random.Generator):
     band, state = bands.draw(m, cfg.camera_state_prob, rng)
     truth = gal.flux_e_per_s[np.arange(m), band] * bands.exposure_time(band)
     nb = draw_neighbours(cfg, m, cfg.stamp_size, bands, rng, on_sky=True)
-    fitted = None
-    if cfg.two_component_model == "fit":
-        gal, fitted = fitted_bulge_disks(cfg, gal, rng)
+    gal, fitted = fitted_bulge_disks(cfg, gal, rng)
     cat = apply_catalogue_errors(cfg.catalogue_errors, gal.r50, gal.n, gal.q, gal.pa,
                                  gal.i_mag, np.ones(m), rng)  # fmt: skip
     return Scene(gal, nb, cat, galaxy_components(cfg, gal, rng, fitted)), band, state, truth

@@ -252,9 +252,18 @@ class Components:
         return int(self.two.sum())
 
 
+def _two_components(config, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Which of ``m`` galaxies are a bulge + disk (``config.two_component_fraction``; no
+    draw when it is 0, so that such streams do not change)."""
+    if config.two_component_fraction > 0:
+        return rng.random(m) < config.two_component_fraction
+    return np.zeros(m, dtype=bool)
+
+
 def fitted_bulge_disks(config, galaxies: GalaxyPopulation, rng: np.random.Generator
-                       ) -> tuple[GalaxyPopulation, tuple[np.ndarray, dict]]:
-    """For ``two_component_model="fit"``: choose the bulge + disk galaxies and their shapes.
+                       ) -> tuple[GalaxyPopulation, tuple[np.ndarray, dict] | None]:
+    """For ``two_component_model="fit"``: choose the bulge + disk galaxies and their shapes
+    (for ``"matched"``: the galaxies unchanged and None, without a draw).
 
     A fraction ``config.two_component_fraction`` of the galaxies becomes a bulge + disk from
     the bank of fitted shapes (:func:`lumos.bulgedisk.describe_bank`) placed behind the
@@ -265,13 +274,12 @@ def fitted_bulge_disks(config, galaxies: GalaxyPopulation, rng: np.random.Genera
     -------
     galaxies : GalaxyPopulation
         With ``n`` and ``q`` of the fitted galaxies replaced.
-    fitted : tuple
+    fitted : tuple or None
         ``(two, components)`` for :func:`galaxy_components`.
     """
-    m = len(galaxies)
-    two = np.zeros(m, dtype=bool)
-    if config.two_component_fraction > 0:
-        two = rng.random(m) < config.two_component_fraction
+    if config.two_component_model != "fit":
+        return galaxies, None
+    two = _two_components(config, len(galaxies), rng)
     g = galaxies
     comp = describe_bank(g.r50[two], g.n[two], g.q[two], g.pa[two], rng)
     n, q = g.n.copy(), g.q.copy()
@@ -290,9 +298,7 @@ def galaxy_components(config, galaxies: GalaxyPopulation, rng: np.random.Generat
     """
     g, m = galaxies, len(galaxies)
     if fitted is None:
-        two = np.zeros(m, dtype=bool)
-        if config.two_component_fraction > 0:
-            two = rng.random(m) < config.two_component_fraction
+        two = _two_components(config, m, rng)
         comp = two_component_galaxies(g.r50[two], g.n[two], g.q[two], rng)
         comp["pa_bulge"] = comp["pa_disk"] = g.pa[two]
     else:

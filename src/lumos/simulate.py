@@ -289,9 +289,7 @@ class Simulator:
 
         # neighbours (a close one for some stamps, random ones everywhere) and the catalogue
         nb = draw_neighbours(cfg, m, size, self.bands, rng)
-        fitted = None
-        if cfg.two_component_model == "fit":
-            gal, fitted = fitted_bulge_disks(cfg, gal, rng)
+        gal, fitted = fitted_bulge_disks(cfg, gal, rng)
         cat = self._catalogue(gal, fwhm, rng)
         scene = Scene(gal, nb, cat, galaxy_components(cfg, gal, rng, fitted))
         components = scene.components

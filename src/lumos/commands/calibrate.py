@@ -9,18 +9,6 @@ from ..errors import LumosError
 from .surveys import survey_simulation
 
 
-def uncalibrated(model):
-    """The model with its calibration undone (sigma scale 1, no shared error); calibration
-    never changes the weights, so this is the trained model."""
-    from ..network import LumosNet
-
-    out = LumosNet(model.config.replace(sigma_scale=1.0, shared_error=0.0,
-                                        shared_error_widths=(), shared_error_values=()))
-    out.load_state_dict(model.state_dict())
-    out.metadata = dict(getattr(model, "metadata", {}) or {})
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from ..calibration import calibrate_model
     from ..model_io import load_model, save_model
@@ -32,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     previous = None
     if getattr(args, "recalibrate", False):
         previous = dict(model.metadata or {}).get("calibration")
-        model = uncalibrated(model)
+        model = model.with_config(model.config.uncalibrated())
     if model.config.sigma_scale != 1.0:
         raise LumosError(f"{args.model} is already calibrated (sigma_scale "
                          f"{model.config.sigma_scale:g}); calibrate the trained model or "

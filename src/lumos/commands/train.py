@@ -78,9 +78,8 @@ def run(args: argparse.Namespace) -> int:
     start = getattr(args, "start", None)
     if start:
         base = load_model(start)
-        config = base.config.replace(sigma_scale=1.0,  # calibrate again afterwards
-                                     shared_error=0.0, shared_error_widths=(),
-                                     shared_error_values=(), i_mag_range=mag_range)
+        # calibrate again afterwards
+        config = base.config.uncalibrated().replace(i_mag_range=mag_range)
         if args.likelihood:
             config = config.replace(likelihood=True)
         model = LumosNet(config)
