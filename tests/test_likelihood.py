@@ -35,10 +35,68 @@ def test_default_stream_unchanged_by_flux_prior_option():
 
 
 @pytest.mark.parametrize("bad", [{"flux_prior": "flat"}, {"flux_range": (0.0, 1.0)},
-                                 {"flux_range": (5.0, 1.0)}])
+                                 {"flux_range": (5.0, 1.0)},
+                                 {"flux_prior": "asinh", "flux_range": (-1.0, 10.0)},
+                                 {"flux_prior": "asinh", "flux_softening": 1.0,
+                                  "flux_range": (-1.0, -0.5)},
+                                 {"flux_softening": -1.0}])
 def test_flux_prior_validation(bad):
     with pytest.raises(ValueError):
         SimulationConfig(**bad)
+
+
+def test_asinh_fluxes_reach_below_zero_and_negative_galaxies_remove_light():
+    soft = 1.5
+    cfg = SimulationConfig(flux_prior="asinh", flux_softening=soft, flux_range=(-6.0, 1000.0),
+                           bands=("NB685",), random_neighbours=0.0, close_neighbour_fraction=0.0)
+    from lumos.bands import get_band
+
+    t = get_band("NB685").exposure_time
+    batch, extras = Simulator(cfg, seed=4).sample_with_context(600, 60)
+    rate = batch.truth.double().numpy() / t
+    assert rate.min() >= -6.0 - 1e-4 and rate.max() <= 1000.0 * (1 + 1e-6)
+    # u = asinh(f / s) is uniform: its mean is the middle of its range
+    u = np.arcsinh(rate / soft)
+    lo, hi = np.arcsinh(-6.0 / soft), np.arcsinh(1000.0 / soft)
+    assert abs(u.mean() - (lo + hi) / 2) < 0.3
+    assert 0.15 < (rate < 0).mean() < 0.3
+    np.testing.assert_allclose(batch.truth_scale.numpy(), soft * t)
+    # a negative flux subtracts its profile's light (the pixels hold sky + its signed light)
+    galaxy_sum = extras.galaxy.sum(axis=(1, 2))
+    neg = rate < -1.0
+    assert neg.sum() > 20 and np.all(galaxy_sum[neg] < 0)
+    # without shot noise, the same seed's pixels minus the galaxy do not depend on its flux
+    quiet = dict(cfg.to_dict(), shot_noise="none")
+    _, a = Simulator(SimulationConfig.from_dict(quiet), seed=5).sample_with_context(64, 60)
+    positive = dict(quiet, flux_prior="loguniform", flux_range=(1.0, 1000.0))
+    _, b = Simulator(SimulationConfig.from_dict(positive), seed=5).sample_with_context(64, 60)
+    assert (a.true_flux < 0).any() and (b.true_flux > 0).all()
+    np.testing.assert_allclose(a.pixels - a.galaxy, b.pixels - b.galaxy, atol=0.05)
+    # the same seed draws the same stream; the default stream has truth_scale 0
+    again = Simulator(cfg, seed=4).sample(50)
+    assert torch.equal(again.truth, Simulator(cfg, seed=4).sample(50).truth)
+    assert float(Simulator(SimulationConfig(), seed=4).sample(4).truth_scale.abs().max()) == 0
+
+
+def test_softened_weights_and_loss_on_the_whole_line():
+    truth = torch.tensor([-3.0, 0.0, 4.0, 30.0])
+    ref = torch.full((4,), 10.0)
+    scale = torch.full((4,), 4.0)
+    w = likelihood_weights(truth, ref, scale)
+    raw = torch.hypot(truth, scale) / ref
+    assert torch.allclose(w, raw / raw.mean())
+    # zero scale is the log-uniform weight
+    assert torch.allclose(likelihood_weights(truth.abs(), ref, torch.zeros(4)),
+                          likelihood_weights(truth.abs(), ref))
+    # rows drawn below zero are fitted on the whole line: finite loss at negative truth
+    torch.manual_seed(2)
+    net = LumosNet(NetworkConfig.tiny().replace(likelihood=True))
+    cfg = SimulationConfig(flux_prior="asinh", flux_softening=1.5, flux_range=(-6.0, 1000.0))
+    batch = Simulator(cfg, seed=12).sample(32)
+    assert bool((batch.truth < 0).any())
+    loss = batch_loss(RawForward(net), batch, likelihood=True)
+    assert torch.isfinite(loss)
+    loss.backward()
 
 
 def test_likelihood_model_ignores_magnitude_and_never_truncates():
@@ -158,6 +216,28 @@ def test_train_start_resets_the_calibration_and_records_the_bulge_disk_model(tmp
     assert net["shared_error_widths"] == [] and net["shared_error_values"] == []
     sim = meta["training"]["simulation_config"]
     assert sim["two_component_model"] == "fit" and sim["two_component_fraction"] == 0.5
+    assert sim["flux_prior"] == "loguniform"
+
+
+def test_train_flux_softening_records_the_asinh_fluxes(tmp_path, capsys):
+    import json
+
+    from lumos.cli import main
+    from lumos.network_ranges import max_flux_rate
+
+    args = ["train", "--config", "tiny", "--out", str(tmp_path / "s"), "--epochs", "1",
+            "--samples-per-epoch", "50", "--batch-size", "50", "--val-size", "20",
+            "--threads", "1", "--data-workers", "0"]
+    assert main(args + ["--flux-softening", "1.5"]) != 0  # needs --likelihood
+    assert "--flux-softening needs --likelihood" in capsys.readouterr().err
+    assert main(args + ["--likelihood", "--flux-softening", "-1"]) != 0
+    assert not (tmp_path / "s.json").exists()
+    assert main(args + ["--likelihood", "--flux-softening", "1.5"]) == 0
+    meta = json.loads((tmp_path / "s.json").read_text())
+    sim = meta["training"]["simulation_config"]
+    assert sim["flux_prior"] == "asinh" and sim["flux_softening"] == 1.5
+    assert sim["flux_range"] == [-6.0, 1000.0]
+    assert max_flux_rate(meta["training"]) == 1000.0
 
 
 def test_shared_error_curve_recovers_a_known_shared_error():

@@ -27,7 +27,7 @@ import torch
 from scipy.optimize import brentq, minimize, minimize_scalar
 
 from .bayes import SharedError, relative_width, split_shared
-from .loss import likelihood_weights
+from .loss import likelihood_support, likelihood_weights
 from .mixture import GaussianMixture, mixture_nll
 from .network import LumosNet
 from .pairs import PairSimulation, simulate_pairs
@@ -85,8 +85,8 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
     ref = r["reference"].double()
     target = batch.truth.double() / ref
     if model.config.likelihood:
-        trunc = torch.ones_like(r["truncated"])
-        weights = likelihood_weights(batch.truth.double(), ref)
+        trunc, scale = likelihood_support(batch, r["truncated"])
+        weights = likelihood_weights(batch.truth.double(), ref, scale)
         # coverage is measured on the untruncated likelihood, as it is reported
         cover_trunc = torch.zeros_like(trunc)
     else:

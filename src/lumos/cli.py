@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--likelihood", action="store_true",
                    help="train a likelihood model: no catalogue magnitude input, fluxes drawn "
                    "log-uniform, importance-weighted loss")
+    p.add_argument("--flux-softening", type=float, metavar="S",
+                   help="with --likelihood: draw the training fluxes with density ~ 1 / "
+                   "sqrt(f^2 + S^2) from -4 S to the survey's largest training flux (e-/s; S "
+                   "about a faint galaxy's flux error), so that the likelihood is learnt at, "
+                   "around and below zero flux (default: log-uniform in the survey's "
+                   "flux_range)")
     p.add_argument("--threads", type=int,
                    help="torch threads (default: the cores not used by --data-workers)")
     p.add_argument("--data-workers", type=int, default=1,

@@ -63,14 +63,14 @@ def training_simulation_record(metadata: dict[str, Any] | None) -> dict | None:
 def max_flux_rate(metadata: dict[str, Any] | None) -> float | None:
     """Largest band flux of the training simulations, electrons per second.
 
-    ``flux_range[1]`` of a log-uniform training flux distribution, else the population's
-    ``flux_max``; None for a model that does not record it.
+    ``flux_range[1]`` of a log-uniform or asinh-uniform training flux distribution, else
+    the population's ``flux_max``; None for a model that does not record it.
     """
     sim = training_simulation_record(metadata)
     if sim is None:
         return None
-    if sim.get("flux_prior") == "loguniform" and isinstance(sim.get("flux_range"),
-                                                              list | tuple):
+    if sim.get("flux_prior") in ("loguniform", "asinh") and isinstance(sim.get("flux_range"),
+                                                                         list | tuple):
         return float(sim["flux_range"][1])
     pop = sim.get("population")
     if isinstance(pop, dict) and isinstance(pop.get("flux_max"), int | float):

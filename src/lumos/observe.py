@@ -50,6 +50,7 @@ STAMP_DTYPES = {
     "flags": np.int64,
     "offset": np.float32,
     "truth": np.float32,
+    "truth_scale": np.float32,
 }
 
 

@@ -30,12 +30,13 @@ __all__ = [
     "SHOT_NOISE_MODES",
     "FLUX_PRIORS",
     "TWO_COMPONENT_MODELS",
+    "draw_training_flux",
 ]
 
 #: Photon shot-noise models of the sources (see ``SimulationConfig.shot_noise``).
 SHOT_NOISE_MODES = ("poisson", "gaussian", "none")
 #: Where the central galaxy's band flux comes from (see ``SimulationConfig.flux_prior``).
-FLUX_PRIORS = ("population", "loguniform")
+FLUX_PRIORS = ("population", "loguniform", "asinh")
 #: How bulge + disk galaxies relate to their catalogue entries.
 TWO_COMPONENT_MODELS = ("matched", "fit")
 
@@ -178,9 +179,19 @@ class SimulationConfig:
         spectrum (``"population"``, the TEAHUPOO colours at its i magnitude), or a draw
         log-uniform in ``flux_range`` independent of its shape, magnitude and band
         (``"loguniform"``, for likelihood models: the training flux distribution is then
-        known, ``p(f) = 1 / (f log(hi / lo))``, and can be divided out).
+        known, ``p(f) = 1 / (f log(hi / lo))``, and can be divided out), or a draw
+        ``f = s sinh(u)`` with ``u`` uniform in ``[asinh(lo / s), asinh(hi / s)]``
+        (``"asinh"``, ``s = flux_softening``): density ``p(f) ~ 1 / sqrt(f^2 + s^2)``,
+        log-uniform for ``|f| >> s`` and flat near zero, down to a negative ``lo``, so that
+        a likelihood model sees galaxies at, around and below zero flux (a negative flux
+        removes its profile's light from the stamp; see :mod:`lumos.simulate`).
     flux_range : tuple of float
-        Range of the band flux for ``flux_prior="loguniform"``, electrons per second.
+        Range ``(lo, hi)`` of the band flux for ``flux_prior="loguniform"`` (``0 < lo``) or
+        ``"asinh"`` (``lo`` may be zero or negative), electrons per second.
+    flux_softening : float
+        ``s`` of ``flux_prior="asinh"``, electrons per second (> 0 there, else unused):
+        about the flux error of a faint galaxy, where the density turns from log-uniform to
+        flat.
     population : PopulationConfig
         Population of the central galaxies.
     neighbour_population : PopulationConfig
@@ -214,6 +225,7 @@ class SimulationConfig:
     two_component_model: str = "matched"
     flux_prior: str = "population"
     flux_range: tuple[float, float] = (0.2, 1000.0)
+    flux_softening: float = 0.0
     population: PopulationConfig = field(default_factory=PopulationConfig)
     neighbour_population: PopulationConfig = field(
         default_factory=lambda: PopulationConfig(mag_range=(17.0, 24.0), mag_slope=0.3)
@@ -254,8 +266,17 @@ class SimulationConfig:
                 f"flux_prior must be one of {', '.join(FLUX_PRIORS)}, got {self.flux_prior!r}"
             )
         lo, hi = self.flux_range
-        if not (0 < lo < hi and np.isfinite(hi)):
+        if self.flux_prior == "asinh":
+            if not (self.flux_softening > 0 and np.isfinite(self.flux_softening)):
+                raise ValueError(f"flux_prior 'asinh' needs flux_softening > 0, got "
+                                 f"{self.flux_softening}")  # fmt: skip
+            if not (np.isfinite(lo) and lo < hi and hi > 0 and np.isfinite(hi)):
+                raise ValueError(f"flux_range must be an increasing range with a positive "
+                                 f"upper end, got {(lo, hi)}")  # fmt: skip
+        elif not (0 < lo < hi and np.isfinite(hi)):
             raise ValueError(f"flux_range must be a positive increasing range, got {(lo, hi)}")
+        elif self.flux_softening < 0:
+            raise ValueError(f"flux_softening must be >= 0, got {self.flux_softening}")
         if self.bands is not None:
             surveys = {get_band(b).survey for b in self.bands}
             if len(surveys) > 1:
@@ -283,3 +304,41 @@ class SimulationConfig:
             if isinstance(v, list):
                 data[k] = tuple(v)
         return cls(**data)
+
+
+def draw_training_flux(config: SimulationConfig, population_flux: np.ndarray,
+                       exposure_time: np.ndarray, rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The central galaxies' true fluxes under ``config.flux_prior``, and its softening.
+
+    Parameters
+    ----------
+    config : SimulationConfig
+    population_flux : numpy.ndarray, shape (m,)
+        The galaxies' band fluxes from their spectra, electrons per second (used by
+        ``flux_prior="population"``).
+    exposure_time : numpy.ndarray, shape (m,)
+        Seconds.
+    rng : numpy.random.Generator
+        One ``uniform`` draw of ``m`` values for ``"loguniform"`` and ``"asinh"``, none
+        for ``"population"``.
+
+    Returns
+    -------
+    truth : numpy.ndarray, shape (m,)
+        True fluxes, electrons.
+    truth_scale : numpy.ndarray, float32, shape (m,)
+        ``s * exposure_time`` (electrons) for ``"asinh"``, whose density is then
+        ``p(truth) ~ 1 / sqrt(truth^2 + truth_scale^2)``; 0 otherwise (for
+        ``"loguniform"``, ``p(truth) ~ 1 / truth``).
+    """
+    m = len(exposure_time)
+    lo, hi = config.flux_range
+    if config.flux_prior == "loguniform":
+        rate = np.exp(rng.uniform(np.log(lo), np.log(hi), m))
+        return rate * exposure_time, np.zeros(m, np.float32)
+    if config.flux_prior == "asinh":
+        soft = config.flux_softening
+        rate = soft * np.sinh(rng.uniform(np.arcsinh(lo / soft), np.arcsinh(hi / soft), m))
+        return rate * exposure_time, (soft * exposure_time).astype(np.float32)
+    return population_flux * exposure_time, np.zeros(m, np.float32)

@@ -39,7 +39,9 @@ __all__ = [
 
 HDF5_FORMAT = "lumos-stamps"
 HDF5_VERSION = 1
-_STAMP_FIELDS = ("pixels", "profile", "i_mag", "ccd_xy", "band_idx", "flags", "offset", "truth")
+_STAMP_FIELDS = ("pixels", "profile", "i_mag", "ccd_xy", "band_idx", "flags", "offset", "truth",
+                 "truth_scale")
+_REQUIRED_FIELDS = _STAMP_FIELDS[:-2]
 
 
 def _h5py():
@@ -153,7 +155,7 @@ def read_hdf5(path: str | Path, start: int = 0, stop: int | None = None) -> Stam
         raise ValueError(f"stamp file not found: {path}")
     with h5py.File(path, "r") as h5:
         _check_file(h5, path)
-        missing = [n for n in _STAMP_FIELDS[:-1] if n not in h5]
+        missing = [n for n in _REQUIRED_FIELDS if n not in h5]
         if missing:
             raise ValueError(f"{path} lacks datasets: {', '.join(missing)}")
         data = {

@@ -11,6 +11,11 @@ Gaussian approximation: ``SimulationConfig.shot_noise``), and the
 result is pasted onto a background stamp of a :class:`BackgroundSource` (sky level,
 scattered light, read noise, cosmic rays, ... in electrons, *not* sky-subtracted).
 
+A likelihood model's training draws the flux independently of the galaxy
+(``SimulationConfig.flux_prior``), down to zero and below: a negative flux subtracts the
+galaxy's expected light after the shot noise of the other sources (a stamp whose pixels
+carry less light than the sky, as noise makes them at zero flux).
+
 Neighbours make blends: by default 20% of the stamps get a galaxy 4-15 pixels from the
 central one, and every stamp gets a Poisson number (mean 0.4 per 60 x 60 pixel area) of
 other sources at random positions (up to 6 pixels beyond the edges, so that outside light
@@ -55,7 +60,12 @@ from .observe import (
     sum_by_host,
 )
 from .scene import Scene, SimulatedBands, draw_neighbours, fitted_bulge_disks, galaxy_components
-from .simconfig import CatalogueErrors, SimulationConfig, apply_catalogue_errors
+from .simconfig import (
+    CatalogueErrors,
+    SimulationConfig,
+    apply_catalogue_errors,
+    draw_training_flux,
+)
 from .simfile import (
     HDF5_FORMAT,
     HDF5_VERSION,
@@ -244,6 +254,7 @@ class Simulator:
             "flags": np.empty(n, dtype=np.int64),
             "offset": np.empty((n, 2), dtype=np.float32),
             "truth": np.empty(n, dtype=np.float32),
+            "truth_scale": np.empty(n, dtype=np.float32),
         }
         start = 0
         for m in self._chunks(n):
@@ -281,11 +292,7 @@ class Simulator:
         exposure = Exposure(band=band, camera_state=state,
                             band_idx=self.bands.band_index(band, state), exposure_time=exptime,
                             ccd_xy=ccd_xy, psf_fwhm=fwhm, psf_beta=beta, offset=offset)
-        if cfg.flux_prior == "loguniform":
-            lo, hi = np.log(cfg.flux_range)
-            truth = np.exp(rng.uniform(lo, hi, m)) * exptime
-        else:
-            truth = gal.flux_e_per_s[np.arange(m), band] * exptime
+        truth = draw_training_flux(cfg, gal.flux_e_per_s[np.arange(m), band], exptime, rng)
 
         # neighbours (a close one for some stamps, random ones everywhere) and the catalogue
         nb = draw_neighbours(cfg, m, size, self.bands, rng)
@@ -341,10 +348,16 @@ class Simulator:
         neighbours = sum_by_host(images[m : m + k], host, m)
         profile_cat = images[m + k + n_two :] if render_cat else profile_true
 
-        # noise and background
+        # noise and background; a negative flux removes its light after the shot noise
+        truth, truth_scale = truth  # (flux, softening) of draw_training_flux
         galaxy = profile_true * truth.astype(np.float32)[:, None, None]
-        sources, bg = expose(galaxy + neighbours, cfg.shot_noise, self.background, exposure,
-                             rng)  # fmt: skip
+        negative = truth < 0
+        light = galaxy + neighbours
+        if negative.any():
+            light[negative] -= galaxy[negative]
+        sources, bg = expose(light, cfg.shot_noise, self.background, exposure, rng)
+        if negative.any():
+            sources[negative] += galaxy[negative]
 
         flags = profile_flags(cat["r50"], cat["n"], cat["q"])
         lo = (size - s) // 2
@@ -356,6 +369,7 @@ class Simulator:
             "flags": flags,
             "offset": exposure.offset,
             "truth": truth,
+            "truth_scale": truth_scale,
         }
         if out is None:
             pixels = np.asarray(bg.pixels, dtype=np.float32)[crop] + sources[crop]

@@ -68,6 +68,11 @@ class StampBatch(Rows):
         Sub-pixel offset (dx, dy) of the source from the stamp centre.
     truth : torch.Tensor or None, float32, shape (N,)
         True flux in image units (simulations only).
+    truth_scale : torch.Tensor or None, float32, shape (N,)
+        Softening of the training flux distribution, image units (simulations only): the
+        truth was drawn with density ``~ 1 / sqrt(truth^2 + truth_scale^2)`` where it is
+        positive, log-uniform (``~ 1 / truth``) where it is 0
+        (:func:`lumos.simconfig.draw_training_flux`).
     """
 
     pixels: torch.Tensor
@@ -78,6 +83,7 @@ class StampBatch(Rows):
     flags: torch.Tensor
     offset: torch.Tensor
     truth: torch.Tensor | None = None
+    truth_scale: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.pixels.shape[0]

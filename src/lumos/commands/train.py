@@ -8,12 +8,16 @@ points, pixel scale, CCD, PSF range), and the survey is recorded in the model fi
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
 import torch
 
 from ..errors import LumosError
+
+#: ``--flux-softening S`` draws training fluxes from ``-NEGATIVE_SOFTENINGS * S`` upwards.
+NEGATIVE_SOFTENINGS = 4.0
 
 
 def checkpoint_dir(out: str | Path, given: str | None = None) -> Path:
@@ -41,6 +45,17 @@ def _check_resume(ckpt: Path, model, seed: int, epochs: int) -> None:
           "--no-resume to start afresh)")  # fmt: skip
 
 
+def _flux_prior(likelihood: bool, softening: float | None, flux_max: float) -> dict:
+    """The training flux distribution: the population's, log-uniform (``--likelihood``)
+    or asinh-uniform from ``-NEGATIVE_SOFTENINGS * S`` (``--flux-softening S``)."""
+    if not likelihood:
+        return {"flux_prior": "population"}
+    if softening is None:
+        return {"flux_prior": "loguniform"}
+    return {"flux_prior": "asinh", "flux_softening": float(softening),
+            "flux_range": (-NEGATIVE_SOFTENINGS * float(softening), float(flux_max))}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..model_io import load_model, model_paths, save_model
     from ..network import LumosNet, NetworkConfig
@@ -66,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         raise LumosError("--lr must be positive")
     if not 0.0 <= args.two_component_fraction <= 1.0:
         raise LumosError("--two-component-fraction must be in [0, 1]")
+    softening = getattr(args, "flux_softening", None)
+    if softening is not None and not args.likelihood:
+        raise LumosError("--flux-softening needs --likelihood")
+    if softening is not None and not (softening > 0 and math.isfinite(softening)):
+        raise LumosError(f"--flux-softening must be positive, got {softening}")
     if args.threads is not None and args.threads < 1:
         raise LumosError("--threads must be positive")
     workers = getattr(args, "data_workers", 1)
@@ -104,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         catalogue_errors=errors,
         two_component_fraction=args.two_component_fraction,
         two_component_model=getattr(args, "two_component_model", "matched"),
-        flux_prior="loguniform" if args.likelihood else "population",
+        **_flux_prior(args.likelihood, softening, survey.flux_range[1]),
     )
     sim_kwargs = training_background(args, survey)
     t0 = time.perf_counter()
