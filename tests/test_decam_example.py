@@ -24,6 +24,7 @@ EXAMPLE = ROOT / "examples" / "decam"
 DECAM_TOML = EXAMPLE / "decam.toml"
 sys.path.insert(0, str(EXAMPLE))
 
+import blank_sky  # noqa: E402
 import build_catalogue  # noqa: E402
 import combine  # noqa: E402
 import exposures  # noqa: E402
@@ -250,3 +251,22 @@ def test_lumos_transfer_needs_and_uses_the_survey(decam_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pairs of observations" in out and "held-out sigma68(D)" in out
     assert (tmp_path / "t1.json").exists()
+
+
+def test_blank_positions_keep_away_from_galaxies_and_the_edge():
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [186.7, 25.5]
+    wcs.wcs.crpix = [125.0, 125.0]
+    wcs.wcs.cdelt = [-0.262 / 3600, 0.262 / 3600]
+    galaxies = Table({"x_ref": [50.0, 125.0, 200.0], "y_ref": [60.0, 125.0, 190.0]})
+    blank = blank_sky.blank_catalogue(galaxies, wcs, 200, 12.0, np.random.default_rng(3))
+    assert len(blank) == 200 and list(blank["id"]) == list(range(1, 201))
+    x, y = wcs.all_world2pix(blank["ra"], blank["dec"], 0)
+    d = np.hypot(x[:, None] - galaxies["x_ref"][None], y[:, None] - galaxies["y_ref"][None])
+    assert d.min() >= 12.0 - 1e-6
+    assert x.min() >= 12.0 - 1e-6 and x.max() <= blank_sky.PATCH - 13.0 + 1e-6
+    for column in ("r50", "sersic_n", "q", "pa", "i_mag"):
+        assert np.all(np.isfinite(blank[column]))
