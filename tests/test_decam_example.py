@@ -72,8 +72,23 @@ def test_pair_statistics_on_fluxes_in_nanomaggies():
     # galaxy 1: 1 nmgy in each exposure (errors 0.03, 0.03, 0.04); galaxy 2 has one good row
     assert stats["pairs"] == 3 and stats["galaxies"] == 1
     assert np.allclose(stats["D"], 0.0)
+    assert stats["galaxy"] == [1, 1, 1]
     clean = combine.unflagged_everywhere(t)
     assert clean["every_exposure"] == [1] and clean["every_exposure_holding_the_stamp"] == [1]
+
+
+def test_bootstrap_resamples_galaxies_with_all_their_pairs():
+    d = [1.0, -1.0, 3.0, -3.0]
+    from lumos.stats import sigma68
+
+    one = combine.bootstrap_sigma68(d[:2], [7, 7], n=50)
+    assert np.allclose(one, sigma68(np.array(d[:2])))  # every resample holds both pairs
+    lo, hi, lo95, hi95 = combine.bootstrap_sigma68(d, [1, 1, 2, 2], n=400, seed=3)
+    assert lo95 <= lo <= hi <= hi95
+    # the extremes: galaxy 1 twice, galaxy 2 twice
+    assert lo95 == pytest.approx(sigma68(np.array(d[:2] * 2)))
+    assert hi95 == pytest.approx(sigma68(np.array(d[2:] * 2)))
+    assert combine.bootstrap_sigma68(d, [1, 1, 2, 2], n=400, seed=3) == [lo, hi, lo95, hi95]
 
 
 def test_lumos_train_records_the_survey_magnitude_range(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -34,7 +35,8 @@ def test_default_stream_unchanged_by_flux_prior_option():
     assert torch.equal(a.pixels, b.pixels) and torch.equal(a.truth, b.truth)
 
 
-@pytest.mark.parametrize("bad", [{"flux_prior": "flat"}, {"flux_range": (0.0, 1.0)},
+@pytest.mark.parametrize("bad", [{"flux_prior": "flat"},
+                                 {"flux_prior": "loguniform", "flux_range": (0.0, 1.0)},
                                  {"flux_range": (5.0, 1.0)},
                                  {"flux_prior": "asinh", "flux_range": (-1.0, 10.0)},
                                  {"flux_prior": "asinh", "flux_softening": 1.0,
@@ -43,6 +45,12 @@ def test_default_stream_unchanged_by_flux_prior_option():
 def test_flux_prior_validation(bad):
     with pytest.raises(ValueError):
         SimulationConfig(**bad)
+
+
+def test_population_fluxes_accept_a_likelihood_training_range():
+    # calibration pairs draw population fluxes from a model trained down to zero flux
+    cfg = SimulationConfig(flux_prior="asinh", flux_softening=1.5, flux_range=(-6.0, 1000.0))
+    assert replace(cfg, flux_prior="population").flux_range == (-6.0, 1000.0)
 
 
 def test_asinh_fluxes_reach_below_zero_and_negative_galaxies_remove_light():

@@ -631,6 +631,16 @@ def test_workers_start_withsigint_ignored():
         assert not type(tqdm.get_lock()).__module__.startswith("multiprocessing")
         assert not any(type(lock).__module__.startswith("multiprocessing")
                        for lock in getattr(tqdm.get_lock(), "locks", []))  # fmt: skip
+        # the scheduler's loss while the cluster closes is not logged; other errors are
+        import logging
+
+        log = logging.getLogger("distributed.worker")
+        quiet_worker()
+        assert len(log.filters) == len({type(f) for f in log.filters})
+        lost = log.makeRecord(log.name, logging.ERROR, __file__, 1,
+                              "Failed to communicate with scheduler during heartbeat.", (), None)
+        other = log.makeRecord(log.name, logging.ERROR, __file__, 1, "Compute Failed", (), None)
+        assert not log.filter(lost) and log.filter(other)
     finally:
         tqdm.set_lock(previous)
 

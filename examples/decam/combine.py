@@ -10,7 +10,9 @@ It then prints, per band and method, D = (f1 - f2) / sqrt(s1^2 + s2^2) (Eq. 19,
 measured without a flag, on fluxes in nanomaggies: ``flux_like`` / ``flux_like_err`` (the
 per-exposure likelihood; for aperture photometry these are its flux and error), and
 sigma68 of D (Eq. 14), and the same on the pairs both methods measured (unflagged by lumos,
-and by aperture photometry but for ``EDGE``). The numbers are also written to
+and by aperture photometry but for ``EDGE``), with the 68% and 95% intervals of that sigma68
+when the galaxies are resampled (a bootstrap over galaxies: each brings all its pairs, as
+the pairs of one galaxy are not independent). The numbers are also written to
 ``OUT/summary.json``, and each exposure's ``to_nmgy`` to ``OUT/zero_points.csv`` (the
 ``--zero-points`` table of ``lumos transfer``).
 
@@ -75,14 +77,14 @@ def pair_statistics(table: Table, good: np.ndarray | None = None) -> dict[str, d
     Returns
     -------
     dict
-        Per band: ``pairs``, ``galaxies``, ``sigma68_D``, ``median_D`` and the D values.
+        Per band: ``pairs``, ``galaxies``, ``sigma68_D``, ``median_D``, the D values and the
+        galaxy of each (``galaxy``).
     """
     result = {}
     good = np.asarray(table["flags"] == 0) if good is None else np.asarray(good, dtype=bool)
     good = good & np.isfinite(table["flux_like"])
     for band in sorted(set(table["band"])):
-        d = []
-        ids = set()
+        d, of = [], []
         sub = table[good & (table["band"] == band)]
         for gid in sorted(set(sub["id"])):
             rows = sub[sub["id"] == gid]
@@ -90,13 +92,39 @@ def pair_statistics(table: Table, good: np.ndarray | None = None) -> dict[str, d
             s = np.asarray(rows["flux_like_err"] * rows["to_nmgy"])
             for i, j in itertools.combinations(range(len(rows)), 2):
                 d.append(float(pair_pull(f[i], s[i], f[j], s[j])))
-                ids.add(int(gid))
+                of.append(int(gid))
         d = np.asarray(d)
-        result[band] = {"pairs": int(d.size), "galaxies": len(ids),
+        result[band] = {"pairs": int(d.size), "galaxies": len(set(of)),
                         "sigma68_D": sigma68(d) if d.size else float("nan"),
                         "median_D": float(np.median(d)) if d.size else float("nan"),
-                        "D": [round(x, 3) for x in d]}  # fmt: skip
+                        "D": [round(x, 3) for x in d], "galaxy": of}  # fmt: skip
     return result
+
+
+def bootstrap_sigma68(d, galaxy, n: int = 4000, seed: int = 13) -> list[float]:
+    """The 16, 84, 2.5 and 97.5 percentiles of sigma68(D) over resampled galaxies.
+
+    Parameters
+    ----------
+    d : array_like
+        D of every pair.
+    galaxy : array_like
+        The galaxy of each pair; a resample draws galaxies with replacement, each with all
+        its pairs.
+    n : int
+        Resamples.
+    seed : int
+        Seed of the resampling.
+    """
+    d, galaxy = np.asarray(d, float), np.asarray(galaxy)
+    ids = np.unique(galaxy)
+    if ids.size == 0:
+        return [float("nan")] * 4
+    rows = [np.flatnonzero(galaxy == g) for g in ids]
+    rng = np.random.default_rng(seed)
+    values = [sigma68(d[np.concatenate([rows[k] for k in rng.integers(0, ids.size, ids.size)])])
+              for _ in range(int(n))]
+    return [float(v) for v in np.percentile(values, [16, 84, 2.5, 97.5])]
 
 
 def unflagged_everywhere(table: Table) -> dict[str, list[int]]:
@@ -143,10 +171,14 @@ def main(argv: list[str]) -> int:
               f"galaxies {clean['every_exposure']}; in every exposure holding their stamp: "
               f"{len(clean['every_exposure_holding_the_stamp'])}")  # fmt: skip
         for band, s in stats.items():
+            c = common[band]
+            c["bootstrap"] = bootstrap_sigma68(c["D"], c["galaxy"])
             print(f"  {band}: {s['pairs']} same-band pairs of {s['galaxies']} galaxies, "
                   f"sigma68(D) = {s['sigma68_D']:.3f}, median D = {s['median_D']:+.3f}; "
-                  f"on the pairs common to both methods ({common[band]['pairs']}): "
-                  f"sigma68(D) = {common[band]['sigma68_D']:.3f}")
+                  f"on the pairs common to both methods ({c['pairs']}): "
+                  f"sigma68(D) = {c['sigma68_D']:.3f} (bootstrap over galaxies: 68% "
+                  f"{c['bootstrap'][0]:.2f}-{c['bootstrap'][1]:.2f}, 95% "
+                  f"{c['bootstrap'][2]:.2f}-{c['bootstrap'][3]:.2f})")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     # per-image calibration of the ADU fluxes, for lumos transfer --zero-points
     Table({"image": [Path(e["image"]).name for e in exposures],

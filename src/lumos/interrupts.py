@@ -59,10 +59,21 @@ RUN_LOG_LEVELS = {"tornado.application": logging.CRITICAL + 1,
                    "distributed.client": logging.ERROR}
 
 
+class _NoHeartbeatLoss(logging.Filter):
+    """Drops a worker's report that its scheduler stopped answering heartbeats: when an
+    interrupted run closes its local cluster, the scheduler may go first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to communicate with scheduler")
+
+
 def quiet_worker() -> None:
     """Prepare a local worker process for a quiet interruption: its progress bars get a
     thread lock instead of tqdm's default process lock (a semaphore reported as leaked when
-    an interrupted worker is stopped), and its warnings about the tasks an interruption
-    cancels are not logged."""
+    an interrupted worker is stopped), its warnings about the tasks an interruption
+    cancels are not logged, nor is the loss of the scheduler while the cluster closes."""
     std_tqdm.set_lock(threading.RLock())
     logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _NoHeartbeatLoss) for f in worker_log.filters):
+        worker_log.addFilter(_NoHeartbeatLoss())

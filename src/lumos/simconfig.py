@@ -273,8 +273,10 @@ class SimulationConfig:
             if not (np.isfinite(lo) and lo < hi and hi > 0 and np.isfinite(hi)):
                 raise ValueError(f"flux_range must be an increasing range with a positive "
                                  f"upper end, got {(lo, hi)}")  # fmt: skip
-        elif not (0 < lo < hi and np.isfinite(hi)):
+        elif self.flux_prior == "loguniform" and not (0 < lo < hi and np.isfinite(hi)):
             raise ValueError(f"flux_range must be a positive increasing range, got {(lo, hi)}")
+        elif not (np.isfinite(lo) and lo < hi and np.isfinite(hi)):
+            raise ValueError(f"flux_range must be an increasing range, got {(lo, hi)}")
         elif self.flux_softening < 0:
             raise ValueError(f"flux_softening must be >= 0, got {self.flux_softening}")
         if self.bands is not None:
