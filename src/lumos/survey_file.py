@@ -13,7 +13,7 @@ described by a small TOML file read with :func:`load_survey` into a
     camera_states = ["default"]  # one or two names (2: before / after an intervention)
     reference_band = "r"         # band of the catalogue magnitude ("i": the population's i)
     mag_range = [17.0, 23.5]     # i-band AB magnitudes of the simulated galaxies
-    flux_range = [2.0, 50000.0]  # e-/s, the log-uniform range of likelihood training
+    flux_range = [2.0, 50000.0]  # e-/s, likelihood training (its top with --flux-softening)
 
     [psf]
     family = "moffat"            # or "psfex" with files = ["a-psfex.fits", "calib/*-psfex.fits"]
