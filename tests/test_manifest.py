@@ -51,3 +51,32 @@ def test_an_image_without_catalogue_is_an_error_before_any_work(tmp_path):
         measure_manifest(tmp_path / "m.ecsv", "cat.fits", tmp_path / "no" / "out.fits")
 
 
+
+
+def test_parts_folder_emptied_by_a_vanishing_probe_is_removed(tmp_path, monkeypatch):
+    """A worker's probe file gone between a failed rmdir and the next look: the now empty
+    parts folder is removed, not left behind; kept parts stay."""
+    from pathlib import Path
+
+    from lumos import manifest
+
+    parts = tmp_path / "out.fits.parts"
+    parts.mkdir()
+    (parts / ".probe.tmp").write_text("")
+    real_rmdir, calls = Path.rmdir, []
+
+    def rmdir_once_busy(self):
+        calls.append(self)
+        if len(calls) == 1:
+            raise OSError("directory not empty (a probe file, gone right after)")
+        real_rmdir(self)
+
+    monkeypatch.setattr(Path, "rmdir", rmdir_once_busy)
+    manifest._tidy_parts(parts, set())
+    assert not parts.exists() and len(calls) == 2
+    monkeypatch.setattr(Path, "rmdir", real_rmdir)
+    parts.mkdir()
+    (parts / "00000-a.parquet").write_text("kept")
+    (parts / ".00001-b.parquet.tmp").write_text("half")
+    manifest._tidy_parts(parts, {"00000-a.parquet"})
+    assert sorted(p.name for p in parts.iterdir()) == ["00000-a.parquet"]

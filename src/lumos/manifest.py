@@ -275,9 +275,9 @@ def _tidy_parts(parts: Path, keep: set[str], settle: float = 1.0) -> None:
             parts.rmdir()  # only when empty
             return
         except OSError:
-            if not any(p.name not in keep for p in parts.iterdir()) or \
-                    time.monotonic() > deadline:  # fmt: skip
-                return
+            left = [p.name for p in parts.iterdir()]
+            if (left and all(name in keep for name in left)) or time.monotonic() > deadline:
+                return  # kept parts only (or no more time); an emptied folder is tried again
             time.sleep(0.05)
 
 
