@@ -505,6 +505,24 @@ def test_cli_transfer_errors(field, trained_model, tmp_path, capsys):
     code = main(["transfer", *map(str, paths), "--model", str(tmp_path / "start"),
                  "--out", str(tmp_path / "nodir" / "new")])
     assert code == 1 and "does not exist" in capsys.readouterr().err
+    # too few reference pairs for any magnitude bin: one line, no model written
+    code = main(["transfer", *map(str, paths), "--model", str(tmp_path / "start"),
+                 "--out", str(tmp_path / "few"), "--reference-pairs", "3", "--epochs", "1"])
+    err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+           if line.strip() and not line.startswith("images:")]  # progress bars aside
+    assert code == 1 and len(err) == 1 and "--reference-pairs 3" in err[0], err
+    assert not list(tmp_path.glob("few*"))
+
+
+def test_reference_edges_follow_the_model_magnitude_range(trained_model):
+    from lumos.consistency import D_REFERENCE_EDGES, reference_edges
+
+    paus = trained_model.with_config(trained_model.config.replace(i_mag_range=(17.0, 23.0)))
+    assert reference_edges(paus) == D_REFERENCE_EDGES
+    deep = trained_model.with_config(trained_model.config.replace(i_mag_range=(16.0, 24.5)))
+    assert reference_edges(deep) == (16.0, *D_REFERENCE_EDGES, 24.5)
+    shallow = trained_model.with_config(trained_model.config.replace(i_mag_range=(18.0, 22.2)))
+    assert reference_edges(shallow) == (18.0, 18.5, 19.5, 20.5, 21.0, 21.5, 22.0, 22.2)
 
 
 def test_reference_pairs_is_an_option_of_lumos_transfer():

@@ -19,7 +19,7 @@ from .mixture import GaussianMixture
 from .pairs import PairSet
 from .stats import pair_pull, sigma68
 
-__all__ = ["DReference", "D_REFERENCE_EDGES", "d_reference", "pair_consistency",
+__all__ = ["DReference", "D_REFERENCE_EDGES", "d_reference", "reference_edges", "pair_consistency",
            "consistency_metrics"]
 
 D_REFERENCE_EDGES = (17.0, 18.5, 19.5, 20.5, 21.0, 21.5, 22.0, 22.5, 23.0)
@@ -96,6 +96,19 @@ def _calibrated_mixtures(model, pairs: PairSet, chunk_size: int):
     m2 = model.predict(pairs.second, chunk_size).calibrate(pairs.zero_point[:, 1],
                                                            pairs.zero_point_err[:, 1])
     return m1, m2
+
+
+def reference_edges(model) -> tuple[float, ...]:
+    """:data:`D_REFERENCE_EDGES`, extended to the model's magnitude range (its
+    ``i_mag_range``; a survey model may reach fainter than 23)."""
+    lo, hi = (float(v) for v in getattr(model.config, "i_mag_range",
+                                        (D_REFERENCE_EDGES[0], D_REFERENCE_EDGES[-1])))
+    edges = [e for e in D_REFERENCE_EDGES if lo <= e <= hi] or [lo]
+    if edges[0] > lo:
+        edges.insert(0, lo)
+    if edges[-1] < hi:
+        edges.append(hi)
+    return tuple(edges)
 
 
 @torch.no_grad()

@@ -62,7 +62,7 @@ def _summary(label: str, entry: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lumos transfer`` (see the module docstring); returns the exit status."""
-    from ..consistency import d_reference
+    from ..consistency import d_reference, reference_edges
     from ..model_io import load_default_model, load_model, model_paths
     from ..pairs import PairSimulation, simulate_pairs
     from ..pairs_measured import pairs_from_measurements
@@ -118,9 +118,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"lumos transfer: simulating {n_ref} pairs of the model's training domain "
               "(the calibrated width of D; --reference-pairs 0 to skip)")
         t0 = time.perf_counter()
-        reference = d_reference(model, simulate_pairs(
-            n_ref, seed=config.seed + 7919, config=PairSimulation(simulation=sim_config),
-            background=sim_kwargs.get("background")))
+        ref_pairs = simulate_pairs(n_ref, seed=config.seed + 7919,
+                                   config=PairSimulation(simulation=sim_config),
+                                   background=sim_kwargs.get("background"))  # fmt: skip
+        try:
+            reference = d_reference(model, ref_pairs, reference_edges(model))
+        except ValueError as exc:
+            raise LumosError(f"--reference-pairs {n_ref}: {exc}; simulate more pairs, or "
+                             "give --reference-pairs 0 to skip the reference") from None
         print(f"lumos transfer: training-domain width of D from {n_ref} simulated pairs in "
               f"{time.perf_counter() - t0:.0f} s: "
               + ", ".join(f"i {lo:g}-{hi:g} {w:.2f}" for lo, hi, w in
