@@ -182,6 +182,14 @@ def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
     assert again.config.shared_error_values == pytest.approx(cal.config.shared_error_values)
     assert "--recalibrate" in again.metadata["calibration"]["command"]
     assert again.metadata["calibration"]["previous"]["sigma_scale"] == cal.config.sigma_scale
+    assert again.metadata["calibration"]["catalogue_errors"] == "as-trained"
+    # calibrated for a catalogue with errors the training did not have: other numbers
+    assert main(["calibrate", str(tmp_path / "m"), "--out", str(tmp_path / "e"), "--n", "200",
+                 "--pairs", "100", "--seed", "5", "--catalogue-errors", "realistic"]) == 0
+    other = load_model(tmp_path / "e")
+    assert other.metadata["calibration"]["catalogue_errors"] == "realistic"
+    assert "--catalogue-errors realistic" in other.metadata["calibration"]["command"]
+    assert other.config.sigma_scale != pytest.approx(cal.config.sigma_scale, rel=1e-6)
 
 
 def test_fluxes_beyond_the_training_range_are_out_of_range():

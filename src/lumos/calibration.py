@@ -1,8 +1,9 @@
 """Calibration of a trained model on fresh simulations: sigma scale and shared error.
 
 Fitted after training, on simulations drawn like the model's training set
-(:func:`lumos.training.training_simulation`) from seeds that training and validation never
-use; the weights do not change:
+(:func:`lumos.training.training_simulation`; optionally with other catalogue errors, for a
+catalogue better or worse than the training's) from seeds that training and validation
+never use; the weights do not change:
 
 * ``sigma_scale``: temperature scaling, every component sigma multiplied by one number
   chosen by maximum likelihood (the training loss, truncated and for a likelihood model
@@ -31,6 +32,7 @@ from .loss import likelihood_support, likelihood_weights
 from .mixture import GaussianMixture, mixture_nll
 from .network import LumosNet
 from .pairs import PairSimulation, simulate_pairs
+from .simconfig import CatalogueErrors
 from .simulate import Simulator
 from .stats import P16, P84, pair_pull, sigma68
 from .training import training_simulation
@@ -244,7 +246,8 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6,
 
 def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
                     seed: int = 20_000_001, simulator_kwargs: dict | None = None,
-                    shared: str = "curve") -> tuple[LumosNet, CalibrationResult]:
+                    shared: str = "curve", catalogue_errors: CatalogueErrors | None = None
+                    ) -> tuple[LumosNet, CalibrationResult]:
     """Fit ``sigma_scale`` (and ``shared_error`` for a likelihood model).
 
     Parameters
@@ -264,6 +267,10 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     shared : {"curve", "constant"}
         The shared error as a curve of the relative likelihood width
         (:func:`fit_shared_error_curve`) or one number (:func:`fit_shared_error`).
+    catalogue_errors : CatalogueErrors, optional
+        The catalogue errors of the calibration simulations (default: the training's). A
+        catalogue better or worse than the training's shares less or more between
+        exposures; calibrating for it gives intervals that hold for it.
 
     Returns
     -------
@@ -274,6 +281,8 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     if model.config.sigma_scale != 1.0:
         raise ValueError("the model is already calibrated (sigma_scale != 1)")
     sim = training_simulation(model)
+    if catalogue_errors is not None:
+        sim = replace(sim, catalogue_errors=catalogue_errors)
     kwargs = dict(simulator_kwargs or {})
     batch = Simulator(sim, seed=seed, **kwargs).sample(int(n))
     scale, cov0, cov1 = fit_sigma_scale(model, batch)

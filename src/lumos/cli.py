@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-error", choices=("curve", "constant"), default="curve",
                    help="shared error of a likelihood model: a curve of the exposure's "
                    "relative likelihood width (default) or one number")
+    p.add_argument("--catalogue-errors", choices=("as-trained", "none", "realistic"),
+                   default="as-trained",
+                   help="catalogue errors of the calibration simulations: those of the "
+                   "training (default), none (a catalogue whose profiles are exact fits of "
+                   "the light, e.g. from much deeper imaging) or realistic")
     p.add_argument("--survey", metavar="FILE",
                    help="survey file of a model trained with --survey (the same survey)")
     p.add_argument("--backgrounds", metavar="MANIFEST",

@@ -12,6 +12,7 @@ from .surveys import survey_simulation
 def run(args: argparse.Namespace) -> int:
     from ..calibration import calibrate_model
     from ..model_io import load_model, save_model
+    from ..simconfig import CatalogueErrors
 
     if args.n < 100 or args.pairs < 100:
         raise LumosError("--n and --pairs must be at least 100")
@@ -27,8 +28,12 @@ def run(args: argparse.Namespace) -> int:
                          f"give --recalibrate")  # fmt: skip
     t0 = time.perf_counter()
     print(f"lumos calibrate: {args.n} stamps and {args.pairs} pairs, seed {args.seed}")
+    catalogue = getattr(args, "catalogue_errors", "as-trained")
+    errors = {"as-trained": None, "none": CatalogueErrors(),
+              "realistic": CatalogueErrors.realistic()}[catalogue]
     out, res = calibrate_model(model, n=args.n, n_pairs=args.pairs, seed=args.seed,
-                               simulator_kwargs=simulator_kwargs, shared=args.shared_error)
+                               simulator_kwargs=simulator_kwargs, shared=args.shared_error,
+                               catalogue_errors=errors)  # fmt: skip
     print(f"lumos calibrate: sigma scale {res.sigma_scale:.4f} (68% coverage "
           f"{res.coverage_before:.3f} -> {res.coverage_after:.3f})")
     if model.config.likelihood:
@@ -47,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
                    f"--pairs {args.pairs} --seed {args.seed} "
                    f"--shared-error {args.shared_error}"
                    + (" --recalibrate" if getattr(args, "recalibrate", False) else "")
+                   + (f" --catalogue-errors {catalogue}" if catalogue != "as-trained" else "")
                    + "".join(
                        f" --{k.replace('_', '-')} {getattr(args, k)}"
                        for k in ("survey", "backgrounds", "background_fraction")
                        if getattr(args, k, None) is not None),
-        "seed": args.seed, "n": args.n, "pairs": args.pairs,
+        "seed": args.seed, "n": args.n, "pairs": args.pairs, "catalogue_errors": catalogue,
         "sigma_scale": res.sigma_scale, "shared_error": res.shared_error,
         "shared_error_widths": list(res.shared_error_widths),
         "shared_error_values": list(res.shared_error_values),
