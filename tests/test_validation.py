@@ -48,6 +48,7 @@ TINY = ValidationSizes(
     catalogue_errors=150,
     coadds=60,
     fitted_catalogue=150,
+    zero_flux=60,
 )
 
 PNGS = (
@@ -342,6 +343,30 @@ def test_observation_stamp_is_the_context_centre():
         t.replace(offset=np.zeros(n))
 
 
+def test_zero_flux_experiment(cli_run):
+    out, m = cli_run
+    z = m["zero_flux"]
+    assert z["n"] == TINY.zero_flux and not z["likelihood_model"]
+    for name in ("lumos", "aperture"):
+        entry = z["methods"][name]
+        assert 0 < entry["n"] <= TINY.zero_flux and _finite(entry["sigma68_pull"])
+        assert 0.0 <= entry["inside_1"] <= 1.0
+    assert "## 11. No galaxy: measurements at zero flux" in (out / "report.md").read_text()
+
+
+def test_zero_flux_pulls_of_the_shipped_likelihood_and_of_apertures_are_centred():
+    from lumos.model_io import load_default_model
+    from lumos.validation.zero_flux import run_zero_flux
+
+    r = run_zero_flux(load_default_model(), 150, seed=4)
+    assert r["likelihood_model"]
+    for name in ("lumos", "aperture"):  # blank stamps: pulls of median ~0 (sigma 0.1 here)
+        entry = r["methods"][name]
+        assert abs(entry["median_pull"]) < 0.3, (name, entry)
+        assert 0.8 < entry["sigma68_pull"] < 1.4, (name, entry)
+
+
+@pytest.mark.slow  # the module's tiny `lumos validate` run
 def test_coadds_of_a_likelihood_model_and_no_likelihood_leakage():
     from lumos.network import LumosNet, NetworkConfig
     from lumos.validation.coadds import run_coadds

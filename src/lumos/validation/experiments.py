@@ -83,6 +83,7 @@ from .repeats import run_repeats
 from .report import write_report
 from .sensitivity import run_sensitivity
 from .snr import run_snr_colours
+from .zero_flux import run_zero_flux
 
 __all__ = [
     "EXPERIMENTS",
@@ -95,7 +96,7 @@ __all__ = [
 
 #: Experiments in report order.
 EXPERIMENTS = ("accuracy", "deblending", "artefacts", "repeats", "sensitivity", "snr_colours",
-               "catalogue_errors", "coadds", "fitted_catalogue")  # fmt: skip
+               "catalogue_errors", "coadds", "fitted_catalogue", "zero_flux")  # fmt: skip
 
 #: Fixed validation seeds, one per experiment: ``10_000_001 + k``.
 SEEDS = {name: 10_000_001 + k for k, name in enumerate(EXPERIMENTS)}
@@ -130,6 +131,8 @@ class ValidationSizes:
     fitted_catalogue : int
         Bulge + disk galaxies behind the single-Sersic fits of their light, with catalogue
         errors (experiment 10).
+    zero_flux : int
+        Catalogued galaxies without flux (experiment 11).
     """
 
     accuracy: int = 20_000
@@ -145,12 +148,13 @@ class ValidationSizes:
     catalogue_errors: int = 10_000
     coadds: int = 2000
     fitted_catalogue: int = 10_000
+    zero_flux: int = 4000
 
     def __post_init__(self) -> None:
         check_positive_integers(self, ("accuracy", "deblend_pairs", "deblend_realisations",
                                        "deblend_max_distance", "artefacts", "repeats",
                                        "sensitivity", "snr_colours", "catalogue_errors",
-                                       "coadds", "fitted_catalogue"))  # fmt: skip
+                                       "coadds", "fitted_catalogue", "zero_flux"))  # fmt: skip
         for name in ("sensitivity_grid", "background_grid"):
             grid = getattr(self, name)
             if len(grid) == 0 or not all(np.isfinite(v) and v > 0 for v in grid):
@@ -177,6 +181,7 @@ class ValidationSizes:
             catalogue_errors=500,
             coadds=200,
             fitted_catalogue=500,
+            zero_flux=200,
         )
 
 
@@ -308,6 +313,7 @@ def run_validation(
         "catalogue_errors": _catalogue_errors,
         "coadds": _coadds,
         "fitted_catalogue": _fitted_catalogue,
+        "zero_flux": _zero_flux,
     }
     for name in EXPERIMENTS:
         if name not in experiments:
@@ -415,6 +421,10 @@ def _repeats(model, sizes, seed, methods, out, progress):
 
 def _coadds(model, sizes, seed, methods, out, progress):
     return run_coadds(model, sizes.coadds, seed, progress=progress), []
+
+
+def _zero_flux(model, sizes, seed, methods, out, progress):
+    return run_zero_flux(model, sizes.zero_flux, seed, progress=progress), []
 
 
 def _sensitivity(model, sizes, seed, methods, out, progress):

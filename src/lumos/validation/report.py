@@ -419,6 +419,37 @@ def _coadds(m: dict) -> list[str]:
     return lines
 
 
+def _zero_flux(m: dict) -> list[str]:
+    r = m["zero_flux"]
+    bins = _bins(r["mag_bins"])
+    like = r.get("likelihood_model", False)
+    lines = [
+        "## 11. No galaxy: measurements at zero flux",
+        "",
+        f"{r['n']} catalogued galaxies observed as in section 1 but without light of their own "
+        "(a drop-out in the band, or a source that is not there): their stamps hold the sky, "
+        "its artefacts and the neighbours. A measurement centred on the pixels has pulls of "
+        "median 0 and sigma68 1; "
+        + ("for lumos the pull of its likelihood, `flux_like / flux_like_err` (the posterior "
+           "is truncated at zero by the prior)" if like else
+           "for lumos the pull of its posterior, `flux / flux_err`")
+        + ", for aperture photometry `flux / flux_err`.",
+        "",
+    ]
+    rows = []
+    for k, v in r["methods"].items():
+        rows.append([_labels(m).get(k, k), str(v["n"]), _f(v["median_pull"], "+.3f"),
+                     _f(v["sigma68_pull"], ".3f"), _f(v["inside_1"], ".3f"),
+                     _f(v["above_3"], ".3f")]
+                    + [f"{_f(a, '+.2f')} / {_f(b, '.2f')}"
+                       for a, b in zip(v["median_pull_per_bin"], v["sigma68_pull_per_bin"],
+                                       strict=True)])  # fmt: skip
+    lines += _table(["method", "rows", "median pull", "sigma68 pull", "inside +-1", "above 3"]
+                    + [f"i {b}: median / sigma68" for b in bins], rows)
+    lines += [""]
+    return lines
+
+
 def render_report(metrics: dict) -> str:
     """The markdown text of a validation report from its (JSON-ready) metrics."""
     lines = _header(metrics) + _quick_note(metrics)
@@ -426,7 +457,8 @@ def render_report(metrics: dict) -> str:
                 ("deblending", _deblending), ("artefacts", _artefacts),
                 ("repeats", _repeats), ("sensitivity", _sensitivity),
                 ("snr_colours", _snr), ("catalogue_errors", _catalogue_errors),
-                ("coadds", _coadds), ("fitted_catalogue", _fitted_catalogue))  # fmt: skip
+                ("coadds", _coadds), ("fitted_catalogue", _fitted_catalogue),
+                ("zero_flux", _zero_flux))  # fmt: skip
     for key, fn in sections:
         if key in metrics:
             lines += fn(metrics)
