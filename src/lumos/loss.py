@@ -5,10 +5,11 @@ Eq. 10 for galaxies fainter than the model's ``truncate_threshold``), averaged o
 batch. It is evaluated on ``truth / F_ref`` with the mixture relative to the model's
 reference flux ``F_ref``; this differs from the flux-space NLL by the per-galaxy constant
 ``log F_ref``, so the gradients are the same and the loss values are independent of the
-image units. A likelihood model (``NetworkConfig.likelihood``) is trained with the Eq. 10
-form for every stamp and importance weights (:func:`likelihood_weights`) that divide out
-the training flux distribution; rows whose fluxes were drawn down to and below zero
-(``StampBatch.truth_scale > 0``) are fitted on the whole line.
+image units. A likelihood model (``NetworkConfig.likelihood``) is trained with importance
+weights (:func:`likelihood_weights`) that divide out the training flux distribution, and its
+mixture is fitted where that distribution lives (:func:`likelihood_support`): on positive
+fluxes (the Eq. 10 form for every stamp) when they were drawn log-uniform, on the whole line
+when they were drawn down to and below zero (``StampBatch.truth_scale > 0``).
 """
 
 from __future__ import annotations
