@@ -275,3 +275,13 @@ def test_simulate_to_file_is_the_same_with_two_processes(tmp_path):
                            progress=False, background=FlatSky(), workers=2)  # fmt: skip
     a, b = read_hdf5(one), read_hdf5(two)
     assert torch.equal(a.pixels, b.pixels) and torch.equal(a.truth, b.truth)
+
+
+def test_catalogue_errors_by_their_command_line_name():
+    from lumos.simconfig import CatalogueErrors
+
+    assert CatalogueErrors.named("none") == CatalogueErrors()
+    assert not CatalogueErrors.named("none").enabled
+    assert CatalogueErrors.named("realistic") == CatalogueErrors.realistic()
+    with pytest.raises(ValueError, match="'none' or 'realistic'"):
+        CatalogueErrors.named("exact")

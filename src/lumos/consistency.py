@@ -101,8 +101,7 @@ def _calibrated_mixtures(model, pairs: PairSet, chunk_size: int):
 def reference_edges(model) -> tuple[float, ...]:
     """:data:`D_REFERENCE_EDGES`, extended to the model's magnitude range (its
     ``i_mag_range``; a survey model may reach fainter than 23)."""
-    lo, hi = (float(v) for v in getattr(model.config, "i_mag_range",
-                                        (D_REFERENCE_EDGES[0], D_REFERENCE_EDGES[-1])))
+    lo, hi = (float(v) for v in model.config.i_mag_range)
     edges = [e for e in D_REFERENCE_EDGES if lo <= e <= hi] or [lo]
     if edges[0] > lo:
         edges.insert(0, lo)

@@ -87,6 +87,16 @@ class CatalogueErrors:
         10% in r50, 15% in n, 0.05 in q, 5 degrees in pa, 3% in the PSF FWHM, 0.03 mag."""
         return cls(0.10, 0.15, 0.05, 5.0, 0.03, 0.03)
 
+    @classmethod
+    def named(cls, name: str) -> CatalogueErrors:
+        """The errors the command line names: ``"none"`` (an exact catalogue) or
+        ``"realistic"`` (:meth:`realistic`)."""
+        if name == "none":
+            return cls()
+        if name == "realistic":
+            return cls.realistic()
+        raise ValueError(f"catalogue errors must be 'none' or 'realistic', got {name!r}")
+
 
 def apply_catalogue_errors(errors: CatalogueErrors, r50, n, q, pa, i_mag, psf_fwhm,
                            rng: np.random.Generator) -> dict[str, np.ndarray]:

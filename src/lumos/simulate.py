@@ -292,7 +292,8 @@ class Simulator:
         exposure = Exposure(band=band, camera_state=state,
                             band_idx=self.bands.band_index(band, state), exposure_time=exptime,
                             ccd_xy=ccd_xy, psf_fwhm=fwhm, psf_beta=beta, offset=offset)
-        truth = draw_training_flux(cfg, gal.flux_e_per_s[np.arange(m), band], exptime, rng)
+        truth, truth_scale = draw_training_flux(cfg, gal.flux_e_per_s[np.arange(m), band],
+                                                exptime, rng)  # fmt: skip
 
         # neighbours (a close one for some stamps, random ones everywhere) and the catalogue
         nb = draw_neighbours(cfg, m, size, self.bands, rng)
@@ -301,8 +302,8 @@ class Simulator:
         scene = Scene(gal, nb, cat, galaxy_components(cfg, gal, rng, fitted))
         components = scene.components
         images = self._render(size, scene, exposure, components)
-        return self._finish(m, size, scene, exposure, truth, components, images, rng, out,
-                            with_extras)
+        return self._finish(m, size, scene, exposure, truth, truth_scale, components, images,
+                            rng, out, with_extras)
 
     def _render(self, size: int, scene: Scene, exposure: Exposure, components: dict):
         """One renderer call for everything: the central galaxies (their components), the
@@ -335,8 +336,8 @@ class Simulator:
             *(np.concatenate(a) for a in (r50, sersic, q, pa, pos, flux, psf_f, psf_b)),
         )
 
-    def _finish(self, m, size, scene, exposure, truth, components, images, rng, out,
-                with_extras):
+    def _finish(self, m, size, scene, exposure, truth, truth_scale, components, images, rng,
+                out, with_extras):
         """Noise, background and the stamps (and the extras) from the rendered images."""
         cfg = self.config
         s = cfg.stamp_size
@@ -349,7 +350,6 @@ class Simulator:
         profile_cat = images[m + k + n_two :] if render_cat else profile_true
 
         # noise and background; a negative flux removes its light after the shot noise
-        truth, truth_scale = truth  # (flux, softening) of draw_training_flux
         galaxy = profile_true * truth.astype(np.float32)[:, None, None]
         negative = truth < 0
         light = galaxy + neighbours

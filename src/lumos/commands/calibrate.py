@@ -29,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"lumos calibrate: {args.n} stamps and {args.pairs} pairs, seed {args.seed}")
     catalogue = getattr(args, "catalogue_errors", "as-trained")
-    errors = {"as-trained": None, "none": CatalogueErrors(),
-              "realistic": CatalogueErrors.realistic()}[catalogue]
+    errors = None if catalogue == "as-trained" else CatalogueErrors.named(catalogue)
     out, res = calibrate_model(model, n=args.n, n_pairs=args.pairs, seed=args.seed,
                                simulator_kwargs=simulator_kwargs, shared=args.shared_error,
                                catalogue_errors=errors)  # fmt: skip

@@ -118,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     elif latest_checkpoint(ckpt) is not None:
         print(f"lumos train: --no-resume: removing the checkpoints of an earlier run from {ckpt}")
     announce_overwrite("train", *model_paths(args.out))
-    errors = (CatalogueErrors.realistic() if args.catalogue_errors == "realistic"
-              else CatalogueErrors())  # fmt: skip
+    errors = CatalogueErrors.named(args.catalogue_errors)
     sim_config = survey.simulation_config(
         catalogue_errors=errors,
         two_component_fraction=args.two_component_fraction,

@@ -51,7 +51,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -151,10 +151,8 @@ class ValidationSizes:
     zero_flux: int = 4000
 
     def __post_init__(self) -> None:
-        check_positive_integers(self, ("accuracy", "deblend_pairs", "deblend_realisations",
-                                       "deblend_max_distance", "artefacts", "repeats",
-                                       "sensitivity", "snr_colours", "catalogue_errors",
-                                       "coadds", "fitted_catalogue", "zero_flux"))  # fmt: skip
+        # every count (the fields annotated ``int``) is a positive integer
+        check_positive_integers(self, [f.name for f in fields(self) if f.type in ("int", int)])
         for name in ("sensitivity_grid", "background_grid"):
             grid = getattr(self, name)
             if len(grid) == 0 or not all(np.isfinite(v) and v > 0 for v in grid):
