@@ -29,7 +29,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                     "lumos.rows"),
     "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.gaussian_mixture",
                "lumos.mixture", "lumos.psf", "lumos.image_psf", "lumos.sersic",
-               "lumos.wraparound", "lumos.grid_product",
+               "lumos.wraparound", "lumos.grid_product", "lumos.deconvolution",
                "lumos.sky.noise", "lumos.classical.geometry"),
     "physics": ("lumos.profiles", "lumos.spectra", "lumos.population", "lumos.bulgedisk",
                 "lumos.sky.*", "lumos.backgrounds", "lumos.imageio", "lumos.psfex",

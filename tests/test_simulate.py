@@ -285,3 +285,45 @@ def test_catalogue_errors_by_their_command_line_name():
     assert CatalogueErrors.named("realistic") == CatalogueErrors.realistic()
     with pytest.raises(ValueError, match="'none' or 'realistic'"):
         CatalogueErrors.named("exact")
+
+
+def test_catalogue_position_errors_move_the_profile_channel_not_the_light():
+    from lumos.simconfig import apply_catalogue_errors
+
+    ones = np.ones(4000)
+    exact = apply_catalogue_errors(CatalogueErrors(r50_frac=0.1), ones, ones, ones * 0.5,
+                                   ones, ones * 20, ones, np.random.default_rng(1))
+    assert np.all(exact["position_error"] == 0)
+    moved = apply_catalogue_errors(CatalogueErrors(position_sigma=0.3), ones, ones, ones * 0.5,
+                                   ones, ones * 20, ones, np.random.default_rng(1))
+    assert moved["position_error"].shape == (4000, 2)
+    assert np.std(moved["position_error"], axis=0) == pytest.approx([0.3, 0.3], rel=0.05)
+    np.testing.assert_array_equal(moved["r50"], ones)  # only the position has an error
+
+    def centroid(img):
+        a = np.arange(img.shape[-1]) - (img.shape[-1] - 1) / 2
+        w = img.sum(axis=(1, 2))
+        return np.stack([(img.sum(axis=1) * a).sum(axis=1) / w,
+                         (img.sum(axis=2) * a).sum(axis=1) / w], axis=1)
+
+    sim = _sim(9, catalogue_errors=CatalogueErrors(position_sigma=0.5),
+               close_neighbour_fraction=0.0, random_neighbours=0.0)
+    batch, e = sim.sample_with_context(6, 60)
+    shift = centroid(e.profile_catalogue) - centroid(e.profile_true)
+    recorded = batch.offset.numpy() - centroid(e.profile_true)
+    assert np.max(np.abs(shift)) > 0.2  # the profile channel sits off the light...
+    np.testing.assert_allclose(shift, recorded, atol=0.05)  # ...where the stamp says
+    np.testing.assert_allclose(batch.profile.numpy(), e.profile_catalogue, rtol=1e-6)
+
+
+def test_field_catalogue_positions_carry_the_position_error():
+    from lumos.field import simulate_field
+
+    exact = simulate_field(n_galaxies=200, shape=(300, 400), seed=4)
+    noisy = simulate_field(n_galaxies=200, shape=(300, 400), seed=4,
+                           catalogue_errors=CatalogueErrors(position_sigma=0.4))
+    np.testing.assert_array_equal(exact.image, noisy.image)  # the light is where it was
+    dx = np.asarray(noisy.catalogue["x"]) - np.asarray(exact.catalogue["x"])
+    dy = np.asarray(noisy.catalogue["y"]) - np.asarray(exact.catalogue["y"])
+    assert np.std(dx) == pytest.approx(0.4, rel=0.25)
+    assert np.std(dy) == pytest.approx(0.4, rel=0.25)

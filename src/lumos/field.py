@@ -160,7 +160,8 @@ def simulate_field(
     header["SEED"] = seed
 
     ids = np.arange(1, n_galaxies + 1)
-    cat = {"r50": pop.r50, "n": pop.n, "q": pop.q, "pa": pop.pa, "i_mag": pop.i_mag}
+    cat = {"r50": pop.r50, "n": pop.n, "q": pop.q, "pa": pop.pa, "i_mag": pop.i_mag,
+           "position_error": np.zeros((n_galaxies, 2))}
     if catalogue_errors is not None and catalogue_errors.enabled:
         err_rng = np.random.default_rng([seed, 1])
         cat = apply_catalogue_errors(catalogue_errors, pop.r50, pop.n, pop.q, pop.pa,
@@ -170,7 +171,8 @@ def simulate_field(
                              "Moffat PSF FWHM [arcsec] (PSF model)")  # fmt: skip
         header["TRUEFWHM"] = (psf_fwhm, "true PSF FWHM [arcsec]")
     catalogue = Table(
-        {"id": ids, "x": x, "y": y, "i_mag": cat["i_mag"], "r50": cat["r50"],
+        {"id": ids, "x": x + cat["position_error"][:, 0], "y": y + cat["position_error"][:, 1],
+         "i_mag": cat["i_mag"], "r50": cat["r50"],
          "sersic_n": cat["n"], "q": cat["q"], "pa": cat["pa"]}  # fmt: skip
     )
     catalogue["r50"].unit = "arcsec"

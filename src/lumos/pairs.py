@@ -377,7 +377,8 @@ def _observe_scene(scene: Scene, exposure: Exposure, truth: np.ndarray,
         p_beta = beta if config.profile_psf_beta is None else np.full(m, config.profile_psf_beta)
         fwhm_sigma = math.hypot(config.profile_psf_fwhm_error, cfg.catalogue_errors.psf_fwhm_frac)
         p_fwhm = fwhm * np.exp(fwhm_sigma * fwhm_err)
-        profile = render(renderer, moffat_psf, cat["r50"], cat["n"], cat["q"], cat["pa"], offset,
+        at = offset + cat["position_error"].astype(offset.dtype)
+        profile = render(renderer, moffat_psf, cat["r50"], cat["n"], cat["q"], cat["pa"], at,
                          np.ones(m), p_fwhm, p_beta)  # fmt: skip
     else:
         profile = profile_true
@@ -386,6 +387,7 @@ def _observe_scene(scene: Scene, exposure: Exposure, truth: np.ndarray,
     pixels = np.asarray(bg.pixels, dtype=np.float32) + sources
     return stamp_batch(pixels, profile, i_mag=cat["i_mag"], ccd_xy=exposure.ccd_xy,
                        band_idx=exposure.band_idx,
-                       flags=profile_flags(cat["r50"], cat["n"], cat["q"]), offset=offset,
+                       flags=profile_flags(cat["r50"], cat["n"], cat["q"]),
+                       offset=offset + cat["position_error"].astype(offset.dtype),
                        truth=truth)  # fmt: skip
 

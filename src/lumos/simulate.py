@@ -327,7 +327,7 @@ class Simulator:
             sersic.append(cat["n"])
             q.append(cat["q"])
             pa.append(cat["pa"])
-            pos.append(offset)
+            pos.append(offset + cat["position_error"].astype(offset.dtype))
             flux.append(np.ones(m))
             psf_f.append(cat["psf_fwhm"])
             psf_b.append(beta)
@@ -367,7 +367,7 @@ class Simulator:
             "ccd_xy": exposure.ccd_xy,
             "band_idx": exposure.band_idx,
             "flags": flags,
-            "offset": exposure.offset,
+            "offset": exposure.offset + cat["position_error"].astype(exposure.offset.dtype),
             "truth": truth,
             "truth_scale": truth_scale,
         }
