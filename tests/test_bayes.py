@@ -103,6 +103,20 @@ def test_apply_prior_fills_posterior_and_keeps_likelihood():
     assert bool(t["pdf_truncated"].all())
 
 
+
+def test_apply_prior_adds_the_posterior_columns_a_likelihood_table_lacks():
+    full = _table([100.0, 50.0], [10.0, 10.0])
+    bare = full.copy()
+    bare.remove_columns([c for c in bare.colnames if c == "eta" or c.startswith(("pdf_", "flux_q"))
+                         or c in ("flux", "flux_err", "flux_median", "flux_peak", "sigma68",
+                                  "sigma95")])  # fmt: skip
+    assert "flux" not in bare.colnames
+    apply_prior(full, "none")
+    apply_prior(bare, "none")
+    for name in ("flux", "flux_err", "flux_q16", "flux_q84", "sigma68", "eta"):
+        np.testing.assert_allclose(bare[name], full[name])
+    np.testing.assert_allclose(bare["pdf_weight"][:, :K].sum(axis=1), 1.0)
+
 def test_coadd_keeps_every_galaxy_and_skips_unusable_exposures():
     a = _table([100.0, 50.0], [10.0, 10.0])
     b = _table([102.0, np.nan], [10.0, 10.0])

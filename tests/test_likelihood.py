@@ -256,6 +256,27 @@ def test_train_flux_softening_records_the_asinh_fluxes(tmp_path, capsys):
     assert max_flux_rate(meta["training"]) == 1000.0
 
 
+
+def test_train_position_error_is_checked_and_recorded(tmp_path, capsys):
+    import json
+
+    from lumos.cli import main
+    from lumos.model_io import load_model
+    from lumos.streams import training_simulation
+
+    args = ["train", "--config", "tiny", "--out", str(tmp_path / "s"), "--epochs", "1",
+            "--samples-per-epoch", "50", "--batch-size", "50", "--val-size", "20",
+            "--threads", "1", "--data-workers", "0", "--catalogue-errors", "realistic"]
+    assert main(args + ["--position-error", "-0.1"]) != 0
+    assert "--position-error must be 0 or more pixels" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+    assert main(args + ["--position-error", "0.15"]) == 0
+    sim = json.loads((tmp_path / "s.json").read_text())["training"]["simulation_config"]
+    assert sim["catalogue_errors"]["position_sigma"] == 0.15
+    assert sim["catalogue_errors"]["r50_frac"] == 0.1  # the rest of 'realistic' kept
+    errors = training_simulation(load_model(tmp_path / "s")).catalogue_errors
+    assert errors.position_sigma == 0.15
+
 def test_shared_error_curve_recovers_a_known_shared_error():
     """Two exposures share an error sqrt(a^2 + (b w)^2) of the flux: the fitted curve gives
     D of unit width in every bin of precision, and a constant does not."""

@@ -329,3 +329,4 @@ def test_simulator_stream_batch_k_is_the_simulators_file_chunk():
     assert torch.equal(stream.batch(5, 3, 1).pixels, direct.pixels)
     with pytest.raises(ValueError, match="data_workers"):
         TrainingConfig(data_workers=-1)
+

@@ -233,6 +233,17 @@ def _prior_for(table_like: dict, prior, unit) -> tuple[GaussianMixture | None, n
     return mix, known, chosen.kind
 
 
+def _posterior_columns(out: Table) -> None:
+    """Add the posterior columns a table lacks (NaN; PDFs of ``_POSTERIOR_COMPONENTS``)."""
+    n = len(out)
+    for name in _SUMMARY_FLUX + ("eta",):
+        if name not in out.colnames:
+            out[name] = np.full(n, np.nan)
+    for name, fill in (("pdf_weight", 0.0), ("pdf_mean", np.nan), ("pdf_sigma", np.nan)):
+        if name not in out.colnames:
+            out[name] = np.full((n, _POSTERIOR_COMPONENTS), fill)
+
+
 def _write_posterior(out: Table, rows: np.ndarray, post: GaussianMixture) -> None:
     summary = post.summaries()
     for name in _SUMMARY_FLUX:
@@ -258,7 +269,7 @@ def apply_prior(table: Table, prior="auto", exposure_time: float | None = None,
     ----------
     table : astropy Table
         With ``band``, ``i_mag``, ``flags`` and :data:`LIKELIHOOD_COLUMNS`; changed in
-        place.
+        place (posterior columns it lacks are added).
     prior : str or FluxPrior
         A :data:`PRIOR_CHOICES` name, the path of a prior table, or a prior.
     exposure_time : float, optional
@@ -271,6 +282,7 @@ def apply_prior(table: Table, prior="auto", exposure_time: float | None = None,
     astropy Table
         ``table``, with ``meta["PRIOR"]`` naming the prior used.
     """
+    _posterior_columns(table)
     rows = np.flatnonzero(_usable(table))
     i_mag = np.asarray(table["i_mag"], float)[rows]
     sub = {"flux": np.where(np.isfinite(i_mag), np.asarray(table["flux_like"], float)[rows],

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", help="continue from this model's weights (fine-tuning)")
     p.add_argument("--catalogue-errors", choices=("none", "realistic"), default="none",
                    help="errors of the profile-channel catalogue in the training simulation")
+    p.add_argument("--position-error", type=float, default=0.0, metavar="PIXELS",
+                   help="error of the catalogue positions in the training simulation, pixels "
+                   "in x and in y (an astrometric tie and a WCS: e.g. 0.15)")
     p.add_argument("--two-component-fraction", type=float, default=0.0,
                    help="fraction of bulge + disk galaxies behind single-Sersic catalogue "
                    "entries")

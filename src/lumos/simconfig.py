@@ -90,10 +90,10 @@ class CatalogueErrors:
     @classmethod
     def realistic(cls) -> CatalogueErrors:
         """Errors typical of a deep space-based shape catalogue and a ground-based PSF model:
-        10% in r50, 15% in n, 0.05 in q, 5 degrees in pa, 3% in the PSF FWHM, 0.03 mag,
-        and 0.15 pixels in x and in y (0.04 arcsec at 0.26 arcsec per pixel: an
-        astrometric tie and an exposure's WCS)."""
-        return cls(0.10, 0.15, 0.05, 5.0, 0.03, 0.03, 0.15)
+        10% in r50, 15% in n, 0.05 in q, 5 degrees in pa, 3% in the PSF FWHM, 0.03 mag;
+        exact positions (add them with ``dataclasses.replace(errors, position_sigma=...)``,
+        ``lumos train --position-error``)."""
+        return cls(0.10, 0.15, 0.05, 5.0, 0.03, 0.03)
 
     @classmethod
     def named(cls, name: str) -> CatalogueErrors:

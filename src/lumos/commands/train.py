@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         raise LumosError("--lr must be positive")
     if not 0.0 <= args.two_component_fraction <= 1.0:
         raise LumosError("--two-component-fraction must be in [0, 1]")
+    position = float(getattr(args, "position_error", 0.0))
+    if not (math.isfinite(position) and position >= 0):
+        raise LumosError(f"--position-error must be 0 or more pixels, got {position:g}")
     softening = getattr(args, "flux_softening", None)
     if softening is not None and not args.likelihood:
         raise LumosError("--flux-softening needs --likelihood")
@@ -118,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     elif latest_checkpoint(ckpt) is not None:
         print(f"lumos train: --no-resume: removing the checkpoints of an earlier run from {ckpt}")
     announce_overwrite("train", *model_paths(args.out))
-    errors = CatalogueErrors.named(args.catalogue_errors)
+    errors = replace(CatalogueErrors.named(args.catalogue_errors),
+                     position_sigma=position)
     sim_config = survey.simulation_config(
         catalogue_errors=errors,
         two_component_fraction=args.two_component_fraction,
