@@ -11,7 +11,9 @@ likelihood interval (its own and shared errors). The seed default, 62000001, is 
 training, calibration or validation.
 
 Run: ``.venv/bin/python bench/bench_position.py [--model PATH ...] [--n 3000]
-[--sigmas 0 0.15 0.3 0.5] [--seed 62000001]``
+[--sigmas 0 0.15 0.3 0.5] [--survey FILE --backgrounds MANIFEST] [--seed 62000001]``
+(``--survey`` and ``--backgrounds`` for models trained with them, e.g. ``lumos-decam``; the
+flux ranges are then in that survey's units).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from lumos.commands.surveys import survey_simulation
 from lumos.model_io import load_default_model, load_model
 from lumos.simulate import Simulator
 from lumos.training import training_simulation
@@ -31,13 +34,15 @@ from lumos.validation.scenes import observation_from_simulation
 FLUX_RANGES = ((1500.0, 5000.0), (5000.0, 15000.0), (15000.0, np.inf))
 
 
-def measure(model, sigma: float, n: int, seed: int) -> dict[str, np.ndarray]:
+def measure(model, sigma: float, n: int, seed: int,
+            simulator_kwargs: dict | None = None) -> dict[str, np.ndarray]:
     """lumos's likelihood and aperture photometry on ``n`` stamps with position errors."""
     base = training_simulation(model)
     errors = replace(base.catalogue_errors, position_sigma=float(sigma))
     sim = replace(base, catalogue_errors=errors, flux_prior="loguniform",
                   flux_range=(10.0, 1000.0))  # fmt: skip
-    batch, extras = Simulator(sim, seed=seed).sample_with_context(n, context_size=100)
+    batch, extras = Simulator(sim, seed=seed, **(simulator_kwargs or {})).sample_with_context(
+        n, context_size=100)
     obs = observation_from_simulation(batch, extras)
     res = measure_all(model, obs, ("aperture",))
     lum, ap = res["lumos"], res["aperture"]
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=3000, help="stamps per position error")
     parser.add_argument("--sigmas", type=float, nargs="*", default=[0.0, 0.15, 0.3, 0.5],
                         help="position errors, pixels per axis")
+    parser.add_argument("--survey", help="survey file of the models (not PAUS)")
+    parser.add_argument("--backgrounds", help="background manifest, as in their training")
     parser.add_argument("--seed", type=int, default=62_000_001)
     args = parser.parse_args(argv)
     heads = " | ".join(f"{lo:g}-{hi:g} e-" for lo, hi in FLUX_RANGES)
@@ -62,8 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.model or [None]:
         model = (load_default_model() if path is None else load_model(path)).eval()
         label = "shipped" if path is None else str(path)
+        kwargs = survey_simulation(argparse.Namespace(model=label, survey=args.survey,
+                                                      backgrounds=args.backgrounds,
+                                                      background_fraction=None), model)
         for sigma in args.sigmas:
-            m = measure(model, sigma, args.n, args.seed)
+            m = measure(model, sigma, args.n, args.seed, kwargs)
             t = m["truth"]
             cells = []
             for lo, hi in FLUX_RANGES:
