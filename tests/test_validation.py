@@ -49,12 +49,13 @@ TINY = ValidationSizes(
     coadds=60,
     fitted_catalogue=150,
     zero_flux=60,
+    positions=150,
 )
 
 PNGS = (
     "pit.png", "accuracy_vs_mag.png", "flux_vs_truth.png", "deblending.png", "artefacts.png",
     "repeats_width.png", "repeats_distribution.png", "sensitivity.png", "snr.png", "colours.png",
-    "accuracy_catalogue_errors.png", "accuracy_fitted_catalogue.png",
+    "accuracy_catalogue_errors.png", "accuracy_fitted_catalogue.png", "accuracy_positions.png",
 )  # fmt: skip
 METHODS = ("lumos", "aperture", "modelfit", "weighted", "weighted_oracle", "sep_auto")
 
@@ -146,6 +147,21 @@ def test_fitted_catalogue_experiment(cli_run):
     for name in ("lumos", "aperture"):
         assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
     assert "## 10. Bulge + disk galaxies behind" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # the module's tiny `lumos validate` run
+def test_positions_experiment(cli_run):
+    from lumos.validation.experiments import POSITION_ERROR
+
+    out, m = cli_run
+    e = m["positions"]
+    assert e["n_galaxies"] == TINY.positions
+    assert e["errors"]["position_sigma"] == POSITION_ERROR and e["errors"]["r50_frac"] == 0.1
+    assert _finite(e["calibration"]["pit_ks"]) and 0 < e["calibration"]["coverage68"] < 1
+    for name in ("lumos", "aperture"):
+        assert _all_finite(e["accuracy"]["methods"][name]["sigma68"])
+    assert "## 12. Calibration and accuracy with catalogue position errors" in (
+        out / "report.md").read_text()
 
 
 @pytest.mark.slow  # the module's tiny `lumos validate` run

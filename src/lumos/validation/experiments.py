@@ -23,7 +23,13 @@
 8. calibration and accuracy when every method is given a catalogue with realistic errors
    (:meth:`lumos.simulate.CatalogueErrors.realistic`: 10% in r50, 15% in n, 0.05 in q,
    5 degrees in pa, 3% in the PSF FWHM, 0.03 mag in i), as real external catalogues are
-   (:mod:`~lumos.validation.accuracy` on those simulations).
+   (:mod:`~lumos.validation.accuracy` on those simulations);
+9. co-adds of four exposures and the leakage of the catalogue magnitude
+   (:mod:`~lumos.validation.coadds`);
+10. bulge + disk galaxies behind the single-Sersic fits of their light, with those errors;
+11. catalogued galaxies without light (:mod:`~lumos.validation.zero_flux`);
+12. the errors of section 8 and catalogue positions off by :data:`POSITION_ERROR` pixels in
+    x and in y (twice the shipped model's training), as an astrometric tie and a WCS are.
 
 Held-out data
     Every experiment draws its own simulations from a fixed, documented validation seed
@@ -51,7 +57,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +102,11 @@ __all__ = [
 
 #: Experiments in report order.
 EXPERIMENTS = ("accuracy", "deblending", "artefacts", "repeats", "sensitivity", "snr_colours",
-               "catalogue_errors", "coadds", "fitted_catalogue", "zero_flux")  # fmt: skip
+               "catalogue_errors", "coadds", "fitted_catalogue", "zero_flux",
+               "positions")  # fmt: skip
+#: Catalogue position error of experiment 12, pixels per axis (twice the shipped model's
+#: training: a stress test).
+POSITION_ERROR = 0.3
 
 #: Fixed validation seeds, one per experiment: ``10_000_001 + k``.
 SEEDS = {name: 10_000_001 + k for k, name in enumerate(EXPERIMENTS)}
@@ -133,6 +143,9 @@ class ValidationSizes:
         errors (experiment 10).
     zero_flux : int
         Catalogued galaxies without flux (experiment 11).
+    positions : int
+        Galaxies of the accuracy set with catalogue errors and catalogue positions off by
+        :data:`POSITION_ERROR` pixels per axis (experiment 12).
     """
 
     accuracy: int = 20_000
@@ -149,6 +162,7 @@ class ValidationSizes:
     coadds: int = 2000
     fitted_catalogue: int = 10_000
     zero_flux: int = 4000
+    positions: int = 10_000
 
     def __post_init__(self) -> None:
         # every count (the fields annotated ``int``) is a positive integer
@@ -180,6 +194,7 @@ class ValidationSizes:
             coadds=200,
             fitted_catalogue=500,
             zero_flux=200,
+            positions=500,
         )
 
 
@@ -312,6 +327,7 @@ def run_validation(
         "coadds": _coadds,
         "fitted_catalogue": _fitted_catalogue,
         "zero_flux": _zero_flux,
+        "positions": _positions,
     }
     for name in EXPERIMENTS:
         if name not in experiments:
@@ -390,6 +406,13 @@ def _fitted_catalogue(model, sizes, seed, methods, out, progress):
                               two_component_fraction=1.0, two_component_model="fit")
     return _accuracy_with(model, sizes.fitted_catalogue, seed, methods, out, progress, config,
                           "accuracy_fitted_catalogue.png")  # fmt: skip
+
+
+def _positions(model, sizes, seed, methods, out, progress):
+    errors = replace(CatalogueErrors.realistic(), position_sigma=POSITION_ERROR)
+    config = SimulationConfig(catalogue_errors=errors)
+    return _accuracy_with(model, sizes.positions, seed, methods, out, progress, config,
+                          "accuracy_positions.png")  # fmt: skip
 
 
 def _deblending(model, sizes, seed, methods, out, progress):
