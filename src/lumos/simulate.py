@@ -27,8 +27,10 @@ and PSF. These defaults cost about 0.8 extra renders per stamp.
 The model-profile channel is drawn by the same renderer from the *catalogue* parameters
 (unit total flux, same PSF and sub-pixel offset). By default the catalogue is exact;
 :class:`CatalogueErrors` adds realistic errors to r50, n, q, pa, the PSF FWHM and i_mag
-(``CatalogueErrors.realistic()``), off by default so that the network learns the flux, not
-the catalogue's mistakes, unless asked to.
+(``CatalogueErrors.realistic()``) and, with ``position_sigma``, to the position (the profile
+channel and the stamp's recorded offset then sit where the catalogue says, the light at the
+truth), off by default so that the network learns the flux, not the catalogue's mistakes,
+unless asked to.
 
 Everything is vectorised over stamps and rendered in chunks; the same seed gives identical
 batches. The pieces live in their own modules: the settings in :mod:`lumos.simconfig`, the
