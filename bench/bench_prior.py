@@ -8,8 +8,10 @@ likelihood model and applies each prior to the likelihoods (:func:`lumos.bayes.a
 ``none`` (flat on positive fluxes), ``population`` (the simulation's own colours: the true
 prior here) and ``empirical`` (deconvolved from the measured likelihoods, what ``auto``
 picks for a field). Prints, per catalogue i bin, the 68% coverage of the posterior and the
-median relative half-width ``(q84 - q16) / 2 f_true``. The seed default, 61000001, is used
-by no training, calibration or validation.
+median relative half-width ``(q84 - q16) / 2 f_true``, and the sigma68 of the likelihood's
+pull ``(flux_like - f_true) / sqrt(flux_like_err^2 + flux_shared_err^2)``, on which the
+deconvolution rests. The seed default, 61000001, is used by no training, calibration or
+validation.
 
 Run: ``.venv/bin/python bench/bench_prior.py [--model PATH] [--n 12000] [--kind fitted|mix]
 [--seed 61000001]``
@@ -27,6 +29,7 @@ from lumos.bayes import LIKELIHOOD_COLUMNS, apply_prior
 from lumos.model_io import load_default_model, load_model
 from lumos.simconfig import CatalogueErrors, SimulationConfig
 from lumos.simulate import Simulator
+from lumos.stats import sigma68
 from lumos.validation.measuring import measure_lumos
 from lumos.validation.scenes import exposure_times, observation_from_simulation
 
@@ -71,6 +74,19 @@ def coverage_by_bin(table: Table) -> list[tuple[float, float, int]]:
     return out
 
 
+def pull_width_by_bin(table: Table) -> list[float]:
+    """sigma68 of the likelihood's pull (own and shared error) per i bin."""
+    im = np.asarray(table["i_mag"], float)
+    err = np.hypot(np.asarray(table["flux_like_err"], float),
+                   np.asarray(table["flux_shared_err"], float))
+    pull = (np.asarray(table["flux_like"], float) - np.asarray(table["flux_true"], float)) / err
+    out = []
+    for a, b in zip(I_EDGES[:-1], I_EDGES[1:], strict=True):
+        s = (im >= a) & (im < b) & np.isfinite(pull)
+        out.append(sigma68(pull[s]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a likelihood model (default: the shipped one)")
@@ -89,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         table = apply_prior(base.copy(), prior, exposure_time=1.0)
         cells = [f"{c:.3f} / {100 * w:.1f}%" for c, w, _ in coverage_by_bin(table)]
         print(f"| {prior} | " + " | ".join(cells) + " |", flush=True)
+    cells = [f"{w:.3f}" for w in pull_width_by_bin(base)]
+    print("| likelihood pull sigma68 | " + " | ".join(cells) + " |")
     counts = ", ".join(str(n) for *_, n in coverage_by_bin(table))
     print(f"\ngalaxies per bin: {counts}")
 
