@@ -655,7 +655,7 @@ def test_ctrl_c_in_a_manifest_run_exits_with_one_line(field_dir, tmp_path):
     import sys
     import time
 
-    names = [f"im{i}.fits" for i in range(32)]  # enough that the run outlasts the poll
+    names = [f"im{i}.fits" for i in range(128)]  # enough that the run outlasts the poll
     for name in names:
         shutil.copy(field_dir / "image.fits", tmp_path / name)
     Table({"path": names}).write(tmp_path / "images.csv")
