@@ -667,15 +667,19 @@ def test_ctrl_c_in_a_manifest_run_exits_with_one_line(field_dir, tmp_path):
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     parts = tmp_path / "out.fits.parts"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
+    start = time.monotonic()
+    seen = None
+    while time.monotonic() < start + 120 and proc.poll() is None:
         if parts.is_dir():  # made just before the first image is measured
+            seen = time.monotonic() - start
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
-        pytest.skip("the run finished before the interruption")
+        tail = " | ".join(err.replace("\r", "\n").splitlines()[-3:])
+        pytest.skip(f"the run finished before the interruption (parts folder seen after "
+                    f"{seen} s, run over after {time.monotonic() - start:.1f} s; {tail})")
     lines = [line for line in err.replace("\r", "\n").splitlines()
              if line.strip() and not line.startswith("images:")]  # fmt: skip
     assert proc.returncode == 130 and lines == ["lumos measure: interrupted"], err
