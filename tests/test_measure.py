@@ -665,6 +665,9 @@ def test_ctrl_c_in_a_manifest_run_exits_with_one_line(field_dir, tmp_path):
          "catalogue.fits"), "--out", "out.fits", "--method", "aperture"],
         cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
+        # a shell's background job ignores SIGINT and its children inherit that; a terminal's
+        # Ctrl-C reaches a process that does not, so restore the default in the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     parts = tmp_path / "out.fits.parts"
     start = time.monotonic()
