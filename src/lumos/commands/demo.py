@@ -68,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
             f"{errors.q_sigma:g} in q, {errors.pa_sigma:g} deg in pa, "
             f"{errors.i_mag_sigma:g} mag in i, {errors.position_sigma:g} pixels in x and y) and "
             f"the header's PSF FWHM by {100 * errors.psf_fwhm_frac:g}%; bins use the true i "
-            f"magnitude.")
+            f"magnitude. The galaxies are exact single-Sersic profiles, while the shipped "
+            f"model expects catalogue entries to be Sersic fits of galaxies that are not "
+            f"(bulge + disk): it measures large, concentrated Sersic profiles a few percent "
+            f"low (model card, limits; bench/bench_profile_bias.py).")
     report = write_demo_report(out, field.catalogue, field.truth, tables, timings, note)
     total = time.perf_counter() - t0
     print(f"lumos demo: done in {total:.0f} s; report: {report}")
