@@ -16,7 +16,7 @@ import numpy as np
 from lumos.stats import sigma68
 
 __all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "median_sigma68", "best_of",
-           "galsim_toysim"]
+           "galsim_toysim", "likelihood"]
 
 #: The repository checkout.
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +69,17 @@ def galsim_toysim():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def likelihood(model, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A likelihood model's per-exposure ``flux_like``, ``flux_like_err`` and
+    ``flux_shared_err`` of a batch of stamps (electrons), as ``lumos measure`` splits them
+    (:func:`lumos.bayes.split_shared`)."""
+    import torch
+
+    from lumos.bayes import SharedError, split_shared
+
+    with torch.inference_mode():
+        mix = model.eval().predict(batch).to(torch.float64)
+    per, shared = split_shared(mix, SharedError.of(model.config))
+    return per.mean().numpy(), per.std().numpy(), shared.numpy()

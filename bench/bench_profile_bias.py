@@ -26,9 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
+from _common import likelihood
 
-from lumos.bayes import SharedError, split_shared
 from lumos.field import simulate_field
 from lumos.measure import measure_file
 from lumos.model_io import load_default_model, load_model
@@ -50,11 +49,9 @@ def stamp_bias(model, flux_prior: str, n: int, seed: int) -> list[float]:
     sim = replace(sim, flux_prior="loguniform", flux_range=(20.0, 1000.0)) \
         if flux_prior == "training" else replace(sim, flux_prior="population")  # fmt: skip
     batch = Simulator(sim, seed=seed).sample(n)
-    with torch.inference_mode():
-        mix = model.eval().predict(batch).to(torch.float64)
-    per, _ = split_shared(mix, SharedError.of(model.config))
+    mean, _, _ = likelihood(model, batch)
     truth = batch.truth.double().numpy()
-    ratio = per.mean().numpy() / truth - 1
+    ratio = mean / truth - 1
     return [float(np.median(ratio[(truth >= lo) & (truth < hi)])) for lo, hi in FLUX_RANGES]
 
 
@@ -66,12 +63,9 @@ def morphology_rows(model, n: int, seed: int) -> list[str]:
         sim = replace(base, two_component_fraction=frac, flux_prior="loguniform",
                       flux_range=(100.0, 1000.0))  # fmt: skip
         batch, extras = Simulator(sim, seed=seed + k).sample_with_context(n, context_size=60)
-        with torch.inference_mode():
-            mix = model.eval().predict(batch).to(torch.float64)
-        per, shared = split_shared(mix, SharedError.of(model.config))
+        mean, err, shared = likelihood(model, batch)
         truth = batch.truth.double().numpy()
-        mean = per.mean().numpy()
-        inside = np.abs(mean - truth) <= np.hypot(per.std().numpy(), shared.numpy())
+        inside = np.abs(mean - truth) <= np.hypot(err, shared)
         big = np.asarray(extras.r50_catalogue) > 0.8
         n_cat = np.asarray(extras.n_catalogue)
         for lo, hi in ((0.0, 1.5), (1.5, 3.0), (3.0, 10.0)):

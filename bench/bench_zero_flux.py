@@ -20,9 +20,8 @@ import argparse
 from dataclasses import replace
 
 import numpy as np
-import torch
+from _common import likelihood
 
-from lumos.bayes import SharedError, split_shared
 from lumos.commands.surveys import survey_simulation
 from lumos.model_io import load_default_model, load_model
 from lumos.simulate import Simulator
@@ -36,11 +35,9 @@ def pulls(model, n: int, rate: tuple[float, float], softening: float, seed: int,
     sim = replace(training_simulation(model), flux_prior="asinh", flux_softening=softening,
                   flux_range=rate)  # fmt: skip
     batch = Simulator(sim, seed=seed, **simulator_kwargs).sample(n)
-    with torch.inference_mode():
-        mix = model.eval().predict(batch).to(torch.float64)
-    per, _ = split_shared(mix, SharedError.of(model.config))
+    mean, err, _ = likelihood(model, batch)
     truth = batch.truth.double().numpy()
-    pull = (per.mean().numpy() - truth) / per.std().numpy()
+    pull = (mean - truth) / err
     return pull, truth
 
 

@@ -24,7 +24,7 @@ from .instrument import CCD_SHAPE, PIXEL_SCALE
 from .observe import default_renderer
 from .population import sample_population
 from .psf import MoffatPSF
-from .simconfig import apply_catalogue_errors
+from .simconfig import CatalogueErrors, apply_catalogue_errors
 from .sky import SyntheticSky
 from .stamps import stamp_origin
 from .tableio import write_table
@@ -160,13 +160,13 @@ def simulate_field(
     header["SEED"] = seed
 
     ids = np.arange(1, n_galaxies + 1)
-    cat = {"r50": pop.r50, "n": pop.n, "q": pop.q, "pa": pop.pa, "i_mag": pop.i_mag,
-           "position_error": np.zeros((n_galaxies, 2))}
-    if catalogue_errors is not None and catalogue_errors.enabled:
-        err_rng = np.random.default_rng([seed, 1])
-        cat = apply_catalogue_errors(catalogue_errors, pop.r50, pop.n, pop.q, pop.pa,
-                                     pop.i_mag, np.full(n_galaxies, psf_fwhm), err_rng)  # fmt: skip
-        header["PSFFWHM"] = (float(psf_fwhm * np.exp(catalogue_errors.psf_fwhm_frac
+    errors = catalogue_errors if catalogue_errors is not None else CatalogueErrors()
+    err_rng = np.random.default_rng([seed, 1])
+    # an exact catalogue (no error enabled) is the truth, and draws nothing
+    cat = apply_catalogue_errors(errors, pop.r50, pop.n, pop.q, pop.pa, pop.i_mag,
+                                 np.full(n_galaxies, psf_fwhm), err_rng)  # fmt: skip
+    if errors.enabled:
+        header["PSFFWHM"] = (float(psf_fwhm * np.exp(errors.psf_fwhm_frac
                                                      * err_rng.standard_normal())),
                              "Moffat PSF FWHM [arcsec] (PSF model)")  # fmt: skip
         header["TRUEFWHM"] = (psf_fwhm, "true PSF FWHM [arcsec]")

@@ -32,7 +32,7 @@ from .observe import (
 )
 from .psf import MoffatPSF
 from .scene import Scene, SimulatedBands, draw_neighbours, fitted_bulge_disks, galaxy_components
-from .simconfig import SimulationConfig, apply_catalogue_errors
+from .simconfig import SimulationConfig, apply_catalogue_errors, catalogued_offset
 from .stamps import StampBatch
 
 __all__ = ["PairSet", "PairSimulation", "simulate_pairs", "PAIRINGS"]
@@ -373,11 +373,11 @@ def _observe_scene(scene: Scene, exposure: Exposure, truth: np.ndarray,
     mismatch = (config.profile_psf_beta is not None or config.profile_psf_fwhm_error > 0
                 or psf_factory not in (moffat_psf, MoffatPSF) or cfg.catalogue_errors.enabled
                 or c.n_two > 0)
+    at = catalogued_offset(offset, cat)
     if mismatch:
         p_beta = beta if config.profile_psf_beta is None else np.full(m, config.profile_psf_beta)
         fwhm_sigma = math.hypot(config.profile_psf_fwhm_error, cfg.catalogue_errors.psf_fwhm_frac)
         p_fwhm = fwhm * np.exp(fwhm_sigma * fwhm_err)
-        at = offset + cat["position_error"].astype(offset.dtype)
         profile = render(renderer, moffat_psf, cat["r50"], cat["n"], cat["q"], cat["pa"], at,
                          np.ones(m), p_fwhm, p_beta)  # fmt: skip
     else:
@@ -388,6 +388,6 @@ def _observe_scene(scene: Scene, exposure: Exposure, truth: np.ndarray,
     return stamp_batch(pixels, profile, i_mag=cat["i_mag"], ccd_xy=exposure.ccd_xy,
                        band_idx=exposure.band_idx,
                        flags=profile_flags(cat["r50"], cat["n"], cat["q"]),
-                       offset=offset + cat["position_error"].astype(offset.dtype),
+                       offset=at,
                        truth=truth)  # fmt: skip
 

@@ -26,6 +26,7 @@ from .population import (
 __all__ = [
     "CatalogueErrors",
     "apply_catalogue_errors",
+    "catalogued_offset",
     "SimulationConfig",
     "SHOT_NOISE_MODES",
     "FLUX_PRIORS",
@@ -144,6 +145,13 @@ def apply_catalogue_errors(errors: CatalogueErrors, r50, n, q, pa, i_mag, psf_fw
         "psf_fwhm": psf_fwhm * np.exp(errors.psf_fwhm_frac * e[5]),
     }
 
+
+
+def catalogued_offset(offset: np.ndarray, catalogue: dict) -> np.ndarray:
+    """Where the catalogue puts each galaxy: its true sub-pixel ``offset`` (shape (N, 2),
+    pixels) plus the catalogue's ``position_error`` (:func:`apply_catalogue_errors`), in
+    ``offset``'s dtype. The profile channel is drawn, and the stamp's offset recorded, here."""
+    return offset + np.asarray(catalogue["position_error"]).astype(offset.dtype)
 
 @dataclass(frozen=True)
 class SimulationConfig:

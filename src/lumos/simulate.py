@@ -66,6 +66,7 @@ from .simconfig import (
     CatalogueErrors,
     SimulationConfig,
     apply_catalogue_errors,
+    catalogued_offset,
     draw_training_flux,
 )
 from .simfile import (
@@ -329,7 +330,7 @@ class Simulator:
             sersic.append(cat["n"])
             q.append(cat["q"])
             pa.append(cat["pa"])
-            pos.append(offset + cat["position_error"].astype(offset.dtype))
+            pos.append(catalogued_offset(offset, cat))
             flux.append(np.ones(m))
             psf_f.append(cat["psf_fwhm"])
             psf_b.append(beta)
@@ -369,7 +370,7 @@ class Simulator:
             "ccd_xy": exposure.ccd_xy,
             "band_idx": exposure.band_idx,
             "flags": flags,
-            "offset": exposure.offset + cat["position_error"].astype(exposure.offset.dtype),
+            "offset": catalogued_offset(exposure.offset, cat),
             "truth": truth,
             "truth_scale": truth_scale,
         }
