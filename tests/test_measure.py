@@ -660,14 +660,16 @@ def test_ctrl_c_in_a_manifest_run_exits_with_one_line(field_dir, tmp_path):
         shutil.copy(field_dir / "image.fits", tmp_path / name)
     Table({"path": names}).write(tmp_path / "images.csv")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    # a shell's background job ignores SIGINT and its children inherit that, while a
+    # terminal's Ctrl-C reaches a process that does not: the child restores Python's handler
+    # itself (a preexec_fn is unsafe in a process with threads, as pytest's is)
+    child = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from lumos.cli import main; sys.exit(main(sys.argv[1:]))")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lumos.cli", "measure", "images.csv", str(field_dir /
+        [sys.executable, "-c", child, "measure", "images.csv", str(field_dir /
          "catalogue.fits"), "--out", "out.fits", "--method", "aperture"],
         cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
-        # a shell's background job ignores SIGINT and its children inherit that; a terminal's
-        # Ctrl-C reaches a process that does not, so restore the default in the child
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     parts = tmp_path / "out.fits.parts"
     start = time.monotonic()
