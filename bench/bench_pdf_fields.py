@@ -33,7 +33,7 @@ import numpy as np
 from astropy.table import Table
 
 from lumos.cli import main as lumos
-from lumos.stats import sigma68
+from lumos.stats import P16, P84, sigma68
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BINS = ((18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
@@ -83,6 +83,21 @@ def _s68(x: np.ndarray) -> float:
     return sigma68(x) if x.size > 2 else float("nan")
 
 
+def _bootstrap_row(name: str, stat, i_mag: np.ndarray, n: int = 2000, seed: int = 0) -> None:
+    """68% interval of ``stat(indices)`` over resamples of the galaxies of each i bin.
+
+    Each resample draws a bin's galaxies with replacement, every galaxy with all its rows
+    (its exposures), so the interval shows what the number of galaxies can decide.
+    """
+    rng = np.random.default_rng(seed)
+    cells = []
+    for lo, hi in [*BINS, (-np.inf, np.inf)]:
+        sel = np.flatnonzero((i_mag >= lo) & (i_mag < hi))
+        vals = [stat(rng.choice(sel, sel.size)) for _ in range(n)] if sel.size else [np.nan]
+        cells.append(f"{np.nanquantile(vals, P16):.3f}-{np.nanquantile(vals, P84):.3f}")
+    print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     root = DATA / "field-nb685-repeat"
     truth = Table.read(root / "e1" / "truth.fits")
@@ -103,6 +118,7 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     cov = np.mean([((t["flux_q16"] <= ft) & (ft <= t["flux_q84"])).astype(float)
                    for t in lum], axis=0)  # fmt: skip
     _row("lumos posterior 68% coverage", _bins(cov, im, np.mean), cov.mean())
+    _bootstrap_row("  its bootstrap 68% interval (galaxies)", lambda k: cov[k].mean(), im)
     err = [np.hypot(t["flux_like_err"], t["flux_shared_err"]) for t in lum]
     cov_l = np.mean([(np.abs(t["flux_like"] - ft) <= e).astype(float)
                      for t, e in zip(lum, err, strict=True)], axis=0)  # fmt: skip
@@ -178,6 +194,8 @@ def single_field(tmp: Path, name: str, model: str | None, prior: str) -> None:
     lum, ap = _bins(rel["lumos"], im, _s68), _bins(rel["aperture"], im, _s68)
     _row("ratio lumos / aperture", [a / b for a, b in zip(lum, ap, strict=True)],
          _s68(rel["lumos"]) / _s68(rel["aperture"]))  # fmt: skip
+    _bootstrap_row("  its bootstrap 68% interval (galaxies)",
+                   lambda k: _s68(rel["lumos"][k]) / _s68(rel["aperture"][k]), im)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ import blank_sky  # noqa: E402
 import build_catalogue  # noqa: E402
 import combine  # noqa: E402
 import exposures  # noqa: E402
+import joint_fit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("restore_band_registry")
 
@@ -60,6 +61,46 @@ def test_sersic_fitter_recovers_a_psf_convolved_sersic():
     free = np.arange(8) != 4
     p1, _ = fitter.fit(data, np.full((31, 31), sigma**-2), psf, start, free=free)
     assert p1[4] == pytest.approx(2.5)
+
+
+def test_joint_fit_shares_the_profile_and_fits_a_flux_per_band():
+    """Three exposures of two bands, different PSFs, the centre mapped with a shift: the
+    joint fit recovers the shared centre and shape, each band's flux and each exposure's
+    sky."""
+    from lumos.psf import MoffatPSF
+
+    fitter = build_catalogue.SersicFitter(size=31)
+    rng = np.random.default_rng(11)
+    x_true, y_true, sigma = 15.3, 14.8, 0.0005  # total S/N ~ 1000
+    shape = np.array([np.log(0.7), 1.5, 0.6, 30.0])
+    views = []
+    for band, flux, fwhm, shift in ((0, 5.0, 1.0, (0.0, 0.0)), (0, 5.0, 1.3, (2.4, -1.7)),
+                                    (1, 2.0, 1.1, (-0.6, 0.9))):
+        psf = MoffatPSF(torch.tensor([fwhm], dtype=torch.float64), torch.tensor([3.0]))
+
+        def to_exp(x, y, shift=shift):
+            return x + shift[0], y + shift[1]
+
+        xe, ye = to_exp(x_true, y_true)
+        x0, y0 = int(round(xe)), int(round(ye))
+        par = np.concatenate([[flux, xe - x0, ye - y0], shape, [0.01 * band]])
+        data = fitter.model(par, psf)[0] + sigma * rng.standard_normal((31, 31))
+        views.append(joint_fit.View(data, np.full((31, 31), sigma**-2), psf, x0, y0, band,
+                                    to_exp))  # fmt: skip
+    start = np.array([np.log(0.5), 2.5, 0.9, 10.0])
+    fit = joint_fit.fit_joint(fitter, views, 2, 15.0, 15.0, start, 3.0, positive_band=0)
+    assert fit.flux[0] == pytest.approx(5.0, rel=0.03)
+    assert fit.flux[1] == pytest.approx(2.0, rel=0.03)
+    assert fit.x_ref == pytest.approx(x_true, abs=0.02)
+    assert fit.y_ref == pytest.approx(y_true, abs=0.02)
+    assert fit.r50 == pytest.approx(0.7, rel=0.05) and fit.q == pytest.approx(0.6, abs=0.03)
+    assert fit.pa == pytest.approx(30.0, abs=3.0)
+    assert fit.sky[2] == pytest.approx(0.01, abs=2e-3)
+    assert fit.chi2 == pytest.approx(1.0, abs=0.15)
+    # a fixed Sersic index stays where it started
+    fixed = joint_fit.fit_joint(fitter, views, 2, 15.0, 15.0, start, 3.0,
+                                free_shape=np.arange(6) != 3)  # fmt: skip
+    assert fixed.sersic_n == pytest.approx(2.5)
 
 
 def test_pair_statistics_on_fluxes_in_nanomaggies():

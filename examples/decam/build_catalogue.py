@@ -10,24 +10,25 @@ No catalogue ships with ``decam-testcase4``, so this script makes one, in four s
    inverse-variance weighted mean of all 9 is the detection image.
 3. **Detection.** ``sep.extract`` at 1.5 sigma of the stack's noise (at least 8 connected
    pixels), with its segmentation map.
-4. **Sersic fit.** Each detection is fitted on the reference exposure with a single
-   PSF-convolved Sersic profile drawn by lumos's own renderer
-   (:class:`lumos.profiles.SersicRenderer`) with the exposure's PSFEx PSF at its position
-   (:class:`lumos.psfsource.PSFExSource`): flux, centre, r50, n, q, pa and a constant sky
-   residual, least squares weighted by the inverse-variance map, on a 41 x 41 stamp where
-   masked pixels and the pixels of other detections have zero weight. Below a stack
-   signal-to-noise ratio of 20 the pixels do not constrain n: it is fixed at 1 (an
-   exponential disk) and q kept >= 0.2. A detection is a
-   galaxy when its fitted circularised r50 exceeds ``--min-r50`` (0.12 arcsec: the stars of
-   the patch fit to 0.03-0.04 arcsec) and a signal-to-noise ratio of at least ``--min-snr``
-   (5) in a 6-pixel-radius aperture of the stack.
+4. **Sersic fit.** Each detection is fitted with one PSF-convolved Sersic profile drawn by
+   lumos's own renderer (:class:`lumos.profiles.SersicRenderer`) on every exposure that
+   holds it at once (:mod:`joint_fit`): a shared centre (reference pixels, mapped through
+   each exposure's WCS), r50, n, q and pa, a flux per band and a constant sky residual per
+   exposure, each exposure's PSFEx PSF at the source (:class:`lumos.psfsource.PSFExSource`),
+   least squares weighted by the inverse-variance maps, on 41 x 41 stamps where masked
+   pixels and the pixels of other detections have zero weight. Fitting all exposures keeps
+   the catalogue from following one exposure's noise. Below a stack signal-to-noise ratio
+   of 20 the pixels do not constrain n: it is fixed at 1 (an exponential disk) and q kept
+   >= 0.2. A detection is a galaxy when its fitted circularised r50 exceeds ``--min-r50``
+   (0.12 arcsec: the stars of the patch fit to 0.03-0.05 arcsec) and a signal-to-noise ratio
+   of at least ``--min-snr`` (5) in a 6-pixel-radius aperture of the stack.
 
 The catalogue (FITS) has lumos's columns ``id, ra, dec, r50, sersic_n, q, pa, i_mag``:
 positions are through the reference exposure's WCS, ``pa`` is in degrees counter-clockwise
 from the image +x axis (the 9 exposures have the same orientation to 0.1 degree), ``i_mag``
 holds the fitted r magnitude (the survey file's reference band is r), plus ``x_ref, y_ref,
-flux_fit, snr, chi2`` and ``is_galaxy`` (stars are kept in the file with ``is_galaxy`` false
-when ``--keep-stars`` is given).
+flux_fit, snr, chi2, n_exposures``, ``is_galaxy`` and ``flux_fit_<band>`` [nanomaggies]
+(stars are kept in the file with ``is_galaxy`` false when ``--keep-stars`` is given).
 
 Usage::
 
@@ -58,13 +59,12 @@ from lumos.psfsource import PSFExSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from exposures import Exposure, find_exposures, nanomaggies_per_unit  # noqa: E402
+from joint_fit import SHAPE_LOWER, View, fit_joint  # noqa: E402
 
 PIXEL_SCALE = 0.262  # arcsec per DECam pixel
 FIT_SIZE = 41  # pixels, side of the fitting stamp
 _LOWER = np.array([0.0, -3.0, -3.0, np.log(0.03), 0.4, 0.08, -360.0, -np.inf])
 _UPPER = np.array([np.inf, 3.0, 3.0, np.log(5.0), 6.0, 1.0, 360.0, np.inf])
-_LOWER_FAINT = np.where(np.arange(8) == 5, 0.2, _LOWER)
-_NO_INDEX = np.arange(8) != 4  # every parameter but the Sersic index
 
 
 @dataclass
@@ -142,6 +142,50 @@ def _cutout(array: np.ndarray, x0: int, y0: int, size: int, fill: float = 0.0) -
     out[ys.start - (y0 - half): ys.stop - (y0 - half),
         xs.start - (x0 - half): xs.stop - (x0 - half)] = array[ys, xs]  # fmt: skip
     return out
+
+
+def _mapper(src: SkySubtracted, dst: SkySubtracted):
+    """A function mapping ``src`` pixel coordinates to ``dst`` pixels through both WCSs."""
+    if src is dst:
+        return lambda x, y: (x, y)
+
+    def to_dst(x, y):
+        ra, dec = src.wcs.celestial.all_pix2world(np.atleast_1d(x), np.atleast_1d(y), 0)
+        xd, yd = dst.wcs.celestial.all_world2pix(ra, dec, 0)
+        return (xd[0], yd[0]) if np.ndim(x) == 0 else (xd, yd)
+
+    return to_dst
+
+
+def source_views(loaded: list[SkySubtracted], ref: SkySubtracted, segmap: np.ndarray,
+                 label: int, x: float, y: float, bands: list[str], size: int) -> list[View]:
+    """The stamps of the source at reference pixel ``(x, y)`` in every exposure holding it.
+
+    An exposure holds the source when at least half of the 7 x 7 pixels round its centre
+    have a positive weight. Pixels of other detections (``segmap`` labels other than
+    ``label``, looked up through the WCSs at the nearest reference pixel) get zero weight.
+    """
+    views = []
+    half = size // 2
+    for e in loaded:
+        to_e = _mapper(ref, e)
+        xe, ye = to_e(x, y)
+        x0, y0 = int(round(float(xe))), int(round(float(ye)))
+        weight = _cutout(e.weight, x0, y0, size)
+        if np.count_nonzero(weight[half - 3:half + 4, half - 3:half + 4] > 0) < 25:
+            continue
+        yy, xx = np.mgrid[y0 - half:y0 + half + 1, x0 - half:x0 + half + 1]
+        xr, yr = _mapper(e, ref)(xx.ravel().astype(float), yy.ravel().astype(float))
+        ir, jr = np.rint(yr).astype(int), np.rint(xr).astype(int)
+        inside = (ir >= 0) & (ir < segmap.shape[0]) & (jr >= 0) & (jr < segmap.shape[1])
+        seg = np.full(ir.size, -1)
+        seg[inside] = segmap[ir[inside], jr[inside]]
+        seg = seg.reshape(size, size)
+        weight = np.where((seg == 0) | (seg == label), weight, 0.0)
+        views.append(View(_cutout(e.data, x0, y0, size), weight,
+                          e.psf.at([float(xe)], [float(ye)]), x0, y0,
+                          bands.index(e.exposure.band), to_e))  # fmt: skip
+    return views
 
 
 class SersicFitter:
@@ -235,33 +279,34 @@ def build_catalogue(data_dir: str | Path, min_r50: float = 0.12, min_snr: float 
     if limit is not None:
         order = order[:limit]
     fitter = SersicFitter()
+    bands = sorted({e.exposure.band for e in loaded})
     rows = []
     for k in order:
         s = sources[k]
         if snr[k] < min_snr:
             continue
-        x0, y0 = int(round(s["x"])), int(round(s["y"]))
-        data = _cutout(ref.data, x0, y0, fitter.size)
-        weight = _cutout(ref.weight, x0, y0, fitter.size)
-        seg = _cutout(segmap, x0, y0, fitter.size, fill=-1)
-        weight = np.where((seg == 0) | (seg == k + 1), weight, 0.0)
+        views = source_views(loaded, ref, segmap, k + 1, float(s["x"]), float(s["y"]),
+                             bands, fitter.size)  # fmt: skip
         r50 = max(np.sqrt(s["a"] * s["b"]) * PIXEL_SCALE, 0.2)
-        start = np.array([max(flux[k], 1e-3), s["x"] - x0, s["y"] - y0, np.log(r50), 1.5,
-                          max(s["b"] / s["a"], 0.2), np.rad2deg(s["theta"]), 0.0])  # fmt: skip
-        psf = ref.psf.at([s["x"]], [s["y"]])
+        shape = np.array([np.log(r50), 1.5, max(s["b"] / s["a"], 0.2), np.rad2deg(s["theta"])])
+        free, lower = None, SHAPE_LOWER
         if snr[k] < faint_snr:  # n unconstrained: an exponential disk, q >= 0.2
-            start[4] = 1.0
-            p, chi2 = fitter.fit(data, weight, psf, start, free=_NO_INDEX, lower=_LOWER_FAINT)
-        else:
-            p, chi2 = fitter.fit(data, weight, psf, start)
-        x, y = x0 + p[1], y0 + p[2]
-        ra, dec = ref.wcs.celestial.all_pix2world([x], [y], 0)
-        mag = 22.5 - 2.5 * np.log10(p[0]) if p[0] > 0 else np.nan
-        rows.append((float(ra[0]), float(dec[0]), float(np.exp(p[3])), float(p[4]),
-                     float(p[5]), float(p[6] % 180.0), float(mag), float(x), float(y),
-                     float(p[0]), float(snr[k]), chi2, bool(np.exp(p[3]) > min_r50)))  # fmt: skip
+            shape[1] = 1.0
+            free = np.arange(6) != 3
+            lower = np.where(np.arange(6) == 4, 0.2, SHAPE_LOWER)
+        fit = fit_joint(fitter, views, len(bands), float(s["x"]), float(s["y"]), shape,
+                        float(flux[k]), free_shape=free, shape_lower=lower,
+                        positive_band=bands.index(ref.exposure.band))  # fmt: skip
+        ra, dec = ref.wcs.celestial.all_pix2world([fit.x_ref], [fit.y_ref], 0)
+        f_ref = float(fit.flux[bands.index(ref.exposure.band)])
+        mag = 22.5 - 2.5 * np.log10(f_ref) if f_ref > 0 else np.nan
+        rows.append((float(ra[0]), float(dec[0]), fit.r50, fit.sersic_n, fit.q, fit.pa,
+                     float(mag), fit.x_ref, fit.y_ref, f_ref, float(snr[k]), fit.chi2,
+                     len(views), bool(fit.r50 > min_r50),
+                     *[float(f) for f in fit.flux]))  # fmt: skip
     names = ("ra", "dec", "r50", "sersic_n", "q", "pa", "i_mag", "x_ref", "y_ref", "flux_fit",
-             "snr", "chi2", "is_galaxy")  # fmt: skip
+             "snr", "chi2", "n_exposures", "is_galaxy",
+             *[f"flux_fit_{b}" for b in bands])  # fmt: skip
     table = Table(rows=rows, names=names) if rows else Table(names=names)
     if not keep_stars:
         table = table[table["is_galaxy"]]

@@ -8,7 +8,7 @@ in nanomaggies) beside the aperture flux and its error.
 
 Usage::
 
-    python plots.py OUT [--ids 1,5,6]
+    python plots.py OUT [--ids 1,3,6]
 """
 
 from __future__ import annotations
@@ -129,10 +129,10 @@ def pdfs_figure(out: Path, ids: list[int]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``plots.py OUT [--ids 1,5,6]``."""
+    """Command line: ``plots.py OUT [--ids 1,3,6]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out")
-    parser.add_argument("--ids", default="1,6,8")
+    parser.add_argument("--ids", default="1,3,6")
     args = parser.parse_args(argv)
     ids = [int(v) for v in args.ids.split(",")]
     out = Path(args.out)
