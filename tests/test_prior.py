@@ -148,3 +148,45 @@ def test_lumos_prior_command_population_and_learnt(tmp_path, capsys):
     t.write(tmp_path / "bad.fits")
     assert main(["prior", str(tmp_path / "bad.fits"), "--out", str(tmp_path / "x.ecsv")]) == 1
     assert "flux_like" in capsys.readouterr().err and not (tmp_path / "x.ecsv").exists()
+
+
+def test_empirical_prior_is_one_gaussian_unless_asked_for_more():
+    """Default: one Gaussian per band and i bin; k=2 resolves two well-separated colours."""
+    rng = np.random.default_rng(8)
+    n = 800
+    i_mag = rng.uniform(19.0, 20.0, n)
+    colour = np.where(rng.random(n) < 0.5, 10.0, 40.0) * rng.lognormal(0.0, 0.05, n)
+    flux = colour * magnitude_scale(i_mag) + 0.5 * rng.standard_normal(n)
+    args = (flux, np.full(n, 0.5), i_mag, np.full(n, "NB685"))
+    one = empirical_prior(*args)
+    assert one.weight.shape[-1] == 1
+    two = empirical_prior(*args, k=2)
+    w, m = two.weight[0, 0], np.sort(two.mean[0, 0])
+    assert w.size == 2 and m == pytest.approx([10.0, 40.0], rel=0.05)
+    with pytest.raises(ValueError, match="k must be an integer >= 1, got 0"):
+        empirical_prior(*args, k=0)
+
+
+def test_lumos_prior_components_option(tmp_path, capsys):
+    from astropy.table import Table
+
+    from lumos.cli import main
+
+    rng = np.random.default_rng(9)
+    n = 400
+    i_mag = rng.uniform(19.0, 20.0, n)
+    colour = np.where(rng.random(n) < 0.5, 10.0, 40.0)
+    t = Table({"band": np.full(n, "NB685"), "i_mag": i_mag, "flags": np.zeros(n, int),
+               "flux_like": colour * magnitude_scale(i_mag) + 0.3 * rng.standard_normal(n),
+               "flux_like_err": np.full(n, 0.3), "flux_shared_err": np.zeros(n)})
+    t.write(tmp_path / "m.fits")
+    assert main(["prior", str(tmp_path / "m.fits"), "--components", "2",
+                 "--out", str(tmp_path / "p2.ecsv")]) == 0  # fmt: skip
+    assert FluxPrior.read(tmp_path / "p2.ecsv").weight.shape[-1] == 2
+    for bad, message in ((["--components", "0"], "--components must be 1 to 5, got 0"),
+                         (["--components", "2"], "--components applies to a prior learnt")):
+        tables = [] if "applies" in message else [str(tmp_path / "m.fits")]
+        out = tmp_path / "x.ecsv"
+        assert main(["prior", *tables, *bad, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()

@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output prior table (.ecsv or .fits)")
     p.add_argument("--n", type=int, default=100_000, help="population galaxies drawn")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--components", type=int, default=None,
+                   help="most Gaussian components per band and i bin of a prior learnt from "
+                   "tables (default 1, chosen by BIC up to this number)")
 
     p = sub.add_parser("calibrate", help="fit a trained model's sigma scale (and shared error)")
     p.add_argument("model", help="trained, uncalibrated model")

@@ -12,12 +12,18 @@ from ..errors import LumosError
 def run(args: argparse.Namespace) -> int:
     from ..bayes import LIKELIHOOD_COLUMNS
     from ..flags import UNUSABLE
-    from ..prior import empirical_prior, population_prior
+    from ..prior import EMPIRICAL_COMPONENTS, empirical_prior, population_prior
     from ..tableio import announce_overwrite, check_output_path, read_table
 
     out = check_output_path(args.out)
     if args.n < 1000:
         raise LumosError("--n must be at least 1000")
+    components = EMPIRICAL_COMPONENTS if args.components is None else args.components
+    if components < 1 or components > 5:
+        raise LumosError(f"--components must be 1 to 5, got {components}")
+    if args.components is not None and not args.tables:
+        raise LumosError("--components applies to a prior learnt from tables; the population "
+                         "prior has its own")
     announce_overwrite("prior", out)
     if not args.tables:
         prior = population_prior(n=args.n, seed=args.seed)
@@ -40,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             cols["band"].append(np.asarray(t["band"]).astype(str))
         arrays = {k: np.concatenate(v) for k, v in cols.items()}
         prior = empirical_prior(arrays["flux"], arrays["flux_err"], arrays["i_mag"],
-                                arrays["band"], seed=args.seed)  # fmt: skip
+                                arrays["band"], k=components, seed=args.seed)  # fmt: skip
         what = f"{len(arrays['flux'])} measured rows of {len(args.tables)} table(s)"
     prior.write(out)
     print(f"lumos prior: {prior.kind} prior from {what}: {len(prior.bands)} band(s), "
