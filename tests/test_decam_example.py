@@ -224,6 +224,31 @@ def test_catalogue_step_on_one_exposure(decam_data):
     assert r50["galaxy"] > 0.4 and r50["star"] < 0.1
 
 
+def test_joint_fit_on_the_nine_exposures(decam_data):
+    """The catalogue step proper: the brightest star's stamps in all 9 exposures (g, r, z),
+    centres mapped through the TPV WCSs and back to 1e-3 pixel; the joint fit keeps it a
+    point source and gives it three band fluxes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = [build_catalogue.load_exposure(e) for e in exposures.find_exposures(decam_data)]
+    ref = max((e for e in loaded if e.exposure.band == "r"), key=lambda e: e.exposure.exptime)
+    image, noise = build_catalogue.stack(loaded, ref)
+    sources, segmap = build_catalogue.detect(image, noise)
+    k = int(np.argmin(np.hypot(sources["x"] - 83.8, sources["y"] - 19.4)))
+    x, y = float(sources["x"][k]), float(sources["y"][k])
+    bands = ["g", "r", "z"]
+    fitter = build_catalogue.SersicFitter()
+    views = build_catalogue.source_views(loaded, ref, segmap, k + 1, x, y, bands, fitter.size)
+    assert len(views) == 9 and sorted(v.band for v in views) == [0, 0, 1, 1, 1, 2, 2, 2, 2]
+    for e in loaded:
+        xe, ye = build_catalogue._mapper(ref, e)(x, y)
+        back = build_catalogue._mapper(e, ref)(np.array([xe]), np.array([ye]))
+        assert np.hypot(back[0][0] - x, back[1][0] - y) < 1e-3
+    fit = joint_fit.fit_joint(fitter, views, 3, x, y, np.array([np.log(0.3), 1.5, 0.8, 0.0]),
+                              10.0, positive_band=1)  # fmt: skip
+    assert fit.r50 < 0.1 and np.all(fit.flux > 1.0) and fit.chi2 < 3.0
+
+
 def test_measure_two_exposures_with_aperture(decam_data, tmp_path, capsys):
     """``lumos measure --survey`` places ra/dec through each exposure's TPV WCS, and the
     combining step stacks the exposures and pairs them."""
