@@ -287,6 +287,8 @@ def build_catalogue(data_dir: str | Path, min_r50: float = 0.12, min_snr: float 
             continue
         views = source_views(loaded, ref, segmap, k + 1, float(s["x"]), float(s["y"]),
                              bands, fitter.size)  # fmt: skip
+        if not views:  # no exposure holds its core: nothing to fit
+            continue
         r50 = max(np.sqrt(s["a"] * s["b"]) * PIXEL_SCALE, 0.2)
         shape = np.array([np.log(r50), 1.5, max(s["b"] / s["a"], 0.2), np.rad2deg(s["theta"])])
         free, lower = None, SHAPE_LOWER
