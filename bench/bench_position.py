@@ -26,7 +26,7 @@ import numpy as np
 from lumos.commands.surveys import survey_simulation
 from lumos.model_io import load_default_model, load_model
 from lumos.simulate import Simulator
-from lumos.training import training_simulation
+from lumos.streams import training_simulation
 from lumos.validation.measuring import measure_all
 from lumos.validation.scenes import observation_from_simulation
 

@@ -146,12 +146,12 @@ def apply_catalogue_errors(errors: CatalogueErrors, r50, n, q, pa, i_mag, psf_fw
     }
 
 
-
 def catalogued_offset(offset: np.ndarray, catalogue: dict) -> np.ndarray:
     """Where the catalogue puts each galaxy: its true sub-pixel ``offset`` (shape (N, 2),
     pixels) plus the catalogue's ``position_error`` (:func:`apply_catalogue_errors`), in
     ``offset``'s dtype. The profile channel is drawn, and the stamp's offset recorded, here."""
     return offset + np.asarray(catalogue["position_error"]).astype(offset.dtype)
+
 
 @dataclass(frozen=True)
 class SimulationConfig:
