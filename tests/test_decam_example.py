@@ -41,26 +41,31 @@ def decam_data(shared_data) -> Path:
     return path
 
 
-def test_sersic_fitter_recovers_a_psf_convolved_sersic():
+def _identity(x, y):
+    return x, y
+
+
+def test_fit_on_one_exposure_recovers_a_psf_convolved_sersic():
     from lumos.psf import MoffatPSF
 
-    fitter = build_catalogue.SersicFitter(size=31)
+    fitter = build_catalogue.SersicModel(size=31)
     psf = MoffatPSF(torch.tensor([1.1], dtype=torch.float64), torch.tensor([3.0]))
     truth = np.array([5.0, 0.3, -0.2, np.log(0.8), 1.5, 0.6, 30.0, 0.0])
     rng = np.random.default_rng(4)
     sigma = 0.002
-    data = fitter.model(truth, psf)[0] + sigma * rng.standard_normal((31, 31))
-    start = np.array([4.0, 0.0, 0.0, np.log(0.5), 2.5, 0.9, 10.0, 0.0])
-    p, chi2 = fitter.fit(data, np.full((31, 31), sigma**-2), psf, start)
-    assert p[0] == pytest.approx(5.0, rel=0.05)  # the free sky takes some of the wings
-    assert np.exp(p[3]) == pytest.approx(0.8, rel=0.05)
-    assert p[4] == pytest.approx(1.5, abs=0.25) and p[5] == pytest.approx(0.6, abs=0.03)
-    assert p[6] % 180 == pytest.approx(30.0, abs=3.0)
-    assert chi2 == pytest.approx(1.0, abs=0.15)
+    data = fitter.stamps(truth, psf)[0] + sigma * rng.standard_normal((31, 31))
+    view = joint_fit.View(data, np.full((31, 31), sigma**-2), psf, 15, 15, 0, _identity)
+    start = np.array([np.log(0.5), 2.5, 0.9, 10.0])
+    fit = joint_fit.fit_joint(fitter, [view], 1, 15.0, 15.0, start, 4.0)
+    assert fit.flux[0] == pytest.approx(5.0, rel=0.05)  # the free sky takes some of the wings
+    assert fit.r50 == pytest.approx(0.8, rel=0.05)
+    assert fit.sersic_n == pytest.approx(1.5, abs=0.25) and fit.q == pytest.approx(0.6, abs=0.03)
+    assert fit.pa == pytest.approx(30.0, abs=3.0)
+    assert fit.chi2 == pytest.approx(1.0, abs=0.15)
     # fixed Sersic index: only the free parameters move
-    free = np.arange(8) != 4
-    p1, _ = fitter.fit(data, np.full((31, 31), sigma**-2), psf, start, free=free)
-    assert p1[4] == pytest.approx(2.5)
+    fixed = joint_fit.fit_joint(fitter, [view], 1, 15.0, 15.0, start, 4.0,
+                                free_shape=np.arange(6) != 3)  # fmt: skip
+    assert fixed.sersic_n == pytest.approx(2.5)
 
 
 def test_joint_fit_shares_the_profile_and_fits_a_flux_per_band():
@@ -69,7 +74,7 @@ def test_joint_fit_shares_the_profile_and_fits_a_flux_per_band():
     sky."""
     from lumos.psf import MoffatPSF
 
-    fitter = build_catalogue.SersicFitter(size=31)
+    fitter = build_catalogue.SersicModel(size=31)
     rng = np.random.default_rng(11)
     x_true, y_true, sigma = 15.3, 14.8, 0.0005  # total S/N ~ 1000
     shape = np.array([np.log(0.7), 1.5, 0.6, 30.0])
@@ -84,7 +89,7 @@ def test_joint_fit_shares_the_profile_and_fits_a_flux_per_band():
         xe, ye = to_exp(x_true, y_true)
         x0, y0 = int(round(xe)), int(round(ye))
         par = np.concatenate([[flux, xe - x0, ye - y0], shape, [0.01 * band]])
-        data = fitter.model(par, psf)[0] + sigma * rng.standard_normal((31, 31))
+        data = fitter.stamps(par, psf)[0] + sigma * rng.standard_normal((31, 31))
         views.append(joint_fit.View(data, np.full((31, 31), sigma**-2), psf, x0, y0, band,
                                     to_exp))  # fmt: skip
     start = np.array([np.log(0.5), 2.5, 0.9, 10.0])
@@ -207,7 +212,7 @@ def test_catalogue_step_on_one_exposure(decam_data):
                                             key=lambda e: e.exptime))  # fmt: skip
     noise = np.where(ref.weight > 0, 1.0 / np.sqrt(np.maximum(ref.weight, 1e-30)), np.inf)
     sources, segmap = build_catalogue.detect(ref.data, noise, thresh=3.0)
-    fitter = build_catalogue.SersicFitter()
+    fitter = build_catalogue.SersicModel()
     r50 = {}
     for name, (x, y) in {"galaxy": (122.6, 190.3), "star": (83.8, 19.4)}.items():
         k = int(np.argmin(np.hypot(sources["x"] - x, sources["y"] - y)))
@@ -216,11 +221,12 @@ def test_catalogue_step_on_one_exposure(decam_data):
         weight = build_catalogue._cutout(ref.weight, x0, y0, fitter.size)
         seg = build_catalogue._cutout(segmap, x0, y0, fitter.size, fill=-1)
         weight = np.where((seg == 0) | (seg == k + 1), weight, 0.0)
-        start = np.array([float(data.sum()), sources["x"][k] - x0, sources["y"][k] - y0,
-                          np.log(0.5), 1.5, 0.7, 0.0, 0.0])  # fmt: skip
-        p, chi2 = fitter.fit(data, weight, ref.psf.at([x], [y]), start)
-        r50[name] = np.exp(p[3])
-        assert chi2 < 1.5
+        view = joint_fit.View(data, weight, ref.psf.at([x], [y]), x0, y0, 0, _identity)
+        fit = joint_fit.fit_joint(fitter, [view], 1, float(sources["x"][k]),
+                                  float(sources["y"][k]), np.array([np.log(0.5), 1.5, 0.7, 0.0]),
+                                  float(data.sum()))  # fmt: skip
+        r50[name] = fit.r50
+        assert fit.chi2 < 1.5
     assert r50["galaxy"] > 0.4 and r50["star"] < 0.1
 
 
@@ -237,7 +243,7 @@ def test_joint_fit_on_the_nine_exposures(decam_data):
     k = int(np.argmin(np.hypot(sources["x"] - 83.8, sources["y"] - 19.4)))
     x, y = float(sources["x"][k]), float(sources["y"][k])
     bands = ["g", "r", "z"]
-    fitter = build_catalogue.SersicFitter()
+    fitter = build_catalogue.SersicModel()
     views = build_catalogue.source_views(loaded, ref, segmap, k + 1, x, y, bands, fitter.size)
     assert len(views) == 9 and sorted(v.band for v in views) == [0, 0, 1, 1, 1, 2, 2, 2, 2]
     for e in loaded:

@@ -49,7 +49,6 @@ import torch
 from astropy.table import Table
 from astropy.wcs import FITSFixedWarning
 from scipy.ndimage import map_coordinates
-from scipy.optimize import least_squares
 
 from lumos.imageio import read_image
 from lumos.pixelmaps import read_pixel_map
@@ -63,8 +62,6 @@ from joint_fit import SHAPE_LOWER, View, fit_joint  # noqa: E402
 
 PIXEL_SCALE = 0.262  # arcsec per DECam pixel
 FIT_SIZE = 41  # pixels, side of the fitting stamp
-_LOWER = np.array([0.0, -3.0, -3.0, np.log(0.03), 0.4, 0.08, -360.0, -np.inf])
-_UPPER = np.array([np.inf, 3.0, 3.0, np.log(5.0), 6.0, 1.0, 360.0, np.inf])
 
 
 @dataclass
@@ -188,57 +185,20 @@ def source_views(loaded: list[SkySubtracted], ref: SkySubtracted, segmap: np.nda
     return views
 
 
-class SersicFitter:
-    """Least-squares single-Sersic fit of one source on one exposure (lumos's renderer)."""
+class SersicModel:
+    """PSF-convolved single-Sersic stamps drawn by lumos's renderer, for the fits of
+    :func:`joint_fit.fit_joint`."""
 
     def __init__(self, size: int = FIT_SIZE) -> None:
         self.size = size
         self.renderer = SersicRenderer(size=size, pixel_scale=PIXEL_SCALE, dtype=torch.float64)
 
-    def model(self, params: np.ndarray, psf) -> np.ndarray:
+    def stamps(self, params: np.ndarray, psf) -> np.ndarray:
         """Model stamps for parameter rows ``(flux, dx, dy, ln r50, n, q, pa, sky)``."""
         p = np.atleast_2d(params)
         stamps = self.renderer.render(np.exp(p[:, 3]), p[:, 4], p[:, 5], p[:, 6] % 180.0, psf,
                                       offset=p[:, 1:3], flux=p[:, 0]).numpy()  # fmt: skip
         return stamps + p[:, 7, None, None]
-
-    def fit(self, data: np.ndarray, weight: np.ndarray, psf, start: np.ndarray,
-            free: np.ndarray | None = None, lower: np.ndarray = _LOWER):
-        """Fit a stamp; returns (parameters, chi2 per degree of freedom).
-
-        ``free`` (8 booleans) selects the fitted parameters, the others stay at ``start``;
-        ``lower`` replaces the default lower bounds.
-        """
-        free = np.ones(8, dtype=bool) if free is None else np.asarray(free, dtype=bool)
-        sw = np.sqrt(weight)
-        step = np.array([0.0, 0.02, 0.02, 0.02, 0.02, 0.01, 1.0, 0.0])
-        start = np.clip(start, lower + 1e-6, _UPPER - 1e-6)
-
-        def full(sub):
-            p = start.copy()
-            p[free] = sub
-            return p
-
-        def resid(sub):
-            return ((self.model(full(sub), psf)[0] - data) * sw).ravel()
-
-        def jac(sub):
-            p = full(sub)
-            idx = np.flatnonzero(free)
-            rows = np.repeat(p[None], idx.size, axis=0)
-            h = step.copy()
-            h[0] = max(abs(p[0]) * 1e-3, 1e-6)
-            h[7] = 1e-3 * max(np.abs(data).max(), 1e-6)
-            sign = np.where(p + h > _UPPER, -1.0, 1.0)
-            rows[np.arange(idx.size), idx] += (sign * h)[idx]
-            base = self.model(p, psf)[0]
-            d = (self.model(rows, psf) - base) / (sign * h)[idx, None, None]
-            return (d * sw).reshape(idx.size, -1).T
-
-        result = least_squares(resid, start[free], jac=jac, bounds=(lower[free], _UPPER[free]),
-                               x_scale="jac", max_nfev=200)  # fmt: skip
-        dof = max(int(np.count_nonzero(weight)) - int(free.sum()), 1)
-        return full(result.x), float(2.0 * result.cost / dof)
 
 
 def build_catalogue(data_dir: str | Path, min_r50: float = 0.12, min_snr: float = 5.0,
@@ -278,8 +238,9 @@ def build_catalogue(data_dir: str | Path, min_r50: float = 0.12, min_snr: float 
     order = np.argsort(-flux)
     if limit is not None:
         order = order[:limit]
-    fitter = SersicFitter()
+    fitter = SersicModel()
     bands = sorted({e.exposure.band for e in loaded})
+    ref_band = bands.index(ref.exposure.band)
     rows = []
     for k in order:
         s = sources[k]
@@ -298,9 +259,9 @@ def build_catalogue(data_dir: str | Path, min_r50: float = 0.12, min_snr: float 
             lower = np.where(np.arange(6) == 4, 0.2, SHAPE_LOWER)
         fit = fit_joint(fitter, views, len(bands), float(s["x"]), float(s["y"]), shape,
                         float(flux[k]), free_shape=free, shape_lower=lower,
-                        positive_band=bands.index(ref.exposure.band))  # fmt: skip
+                        positive_band=ref_band)  # fmt: skip
         ra, dec = ref.wcs.celestial.all_pix2world([fit.x_ref], [fit.y_ref], 0)
-        f_ref = float(fit.flux[bands.index(ref.exposure.band)])
+        f_ref = float(fit.flux[ref_band])
         mag = 22.5 - 2.5 * np.log10(f_ref) if f_ref > 0 else np.nan
         rows.append((float(ra[0]), float(dec[0]), fit.r50, fit.sersic_n, fit.q, fit.pa,
                      float(mag), fit.x_ref, fit.y_ref, f_ref, float(snr[k]), fit.chi2,

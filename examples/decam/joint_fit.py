@@ -79,8 +79,8 @@ def fit_joint(fitter, views: list[View], n_bands: int, x_start: float, y_start: 
 
     Parameters
     ----------
-    fitter : build_catalogue.SersicFitter
-        Its ``model`` draws the unit-flux profiles.
+    fitter : build_catalogue.SersicModel
+        Its ``stamps`` draws the unit-flux profiles.
     views : list of View
     n_bands : int
         Number of fitted fluxes (``View.band`` indexes them).
@@ -126,7 +126,7 @@ def fit_joint(fitter, views: list[View], n_bands: int, x_start: float, y_start: 
             par[:, 0] = 1.0
             par[:, 1:3] = offsets[i]
             par[:, 3:7] = rows[:, 2:6]
-            out.append(fitter.model(par, v.psf))
+            out.append(fitter.stamps(par, v.psf))
         return out
 
     def resid(p):
