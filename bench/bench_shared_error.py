@@ -1,16 +1,19 @@
-"""Benchmark: does the shared error split a model's likelihood right, per i bin?
+"""Benchmark: does the shared error split a model's likelihood right, per i bin and width?
 
 Simulates fresh pairs of exposures of one scene, drawn like the model's training
 (:func:`lumos.pairs.simulate_pairs` with the model's recorded simulation: catalogue errors,
-bulge + disk galaxies and neighbours shared, PSF, offset, sky and noise new), and prints
-sigma68 of D (Eq. 19) of the per-exposure likelihoods (``flux_like`` / ``flux_like_err``,
-:func:`lumos.bayes.split_shared`) overall and per i bin for: no shared error, one constant
-(``--constant``, and the model's recorded ``shared_error``), and the model's shared-error curve.
-D of unit width in every bin is what the split should give. The seed default, 30000001, is
-used by no training, calibration or validation.
+bulge + disk galaxies and neighbours shared, PSF, offset, sky and noise new; with
+``--survey``/``--backgrounds`` the survey's bands, PSFs and skies), and prints sigma68 of
+D (Eq. 19) of the per-exposure likelihoods (``flux_like`` / ``flux_like_err``,
+:func:`lumos.bayes.split_shared`) overall, per i bin and per equal-count bin of the pairs'
+relative likelihood width ``sqrt(w1 w2)`` (the variable of the shared-error curve), for:
+no shared error, one constant (``--constant``), and each model's recorded constant and
+curve. D of unit width in every bin is what the split should give. The seed default,
+30000001, is used by no training, calibration or validation; all models see the same pairs
+(simulated with the first model's training simulation).
 
-Run: ``.venv/bin/python bench/bench_shared_error.py [--model PATH] [--pairs 4000]
-[--seed 30000001] [--constant 0.0437]``
+Run: ``.venv/bin/python bench/bench_shared_error.py [--model PATH ...] [--pairs 4000]
+[--seed 30000001] [--constant 0.0437] [--survey FILE --backgrounds MANIFEST]``
 """
 
 from __future__ import annotations
@@ -21,43 +24,68 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from lumos.bayes import SharedError
+from lumos.bayes import SharedError, relative_width
 from lumos.calibration import pair_d
+from lumos.commands.surveys import survey_simulation
 from lumos.model_io import load_default_model, load_model
 from lumos.pairs import PairSimulation, simulate_pairs
 from lumos.stats import sigma68
 from lumos.training import training_simulation
 
 BINS = ((17.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
+#: Equal-count bins of the pairs' relative likelihood width (as ``lumos calibrate`` fits).
+WIDTH_BINS = 6
+
+
+def _width_bins(m1, m2) -> list[np.ndarray]:
+    w = np.sqrt(relative_width(m1) * relative_width(m2))
+    good = np.flatnonzero(np.isfinite(w) & (w > 0))
+    return np.array_split(good[np.argsort(w[good], kind="stable")], WIDTH_BINS)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model (default: the shipped one)")
+    parser.add_argument("--model", nargs="*", help="models (default: the shipped one)")
     parser.add_argument("--pairs", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=30_000_001)
     parser.add_argument("--constant", type=float, default=0.0437,
                         help="a constant shared error to compare (default: the first "
                         "calibration of the shipped weights)")  # fmt: skip
+    parser.add_argument("--survey", help="survey file of the models (not PAUS)")
+    parser.add_argument("--backgrounds", help="background manifest, as in their training")
     args = parser.parse_args(argv)
-    model = load_default_model() if args.model is None else load_model(args.model)
-    sim = replace(training_simulation(model), flux_prior="population")
-    pairs = simulate_pairs(args.pairs, seed=args.seed, config=PairSimulation(simulation=sim))
-    with torch.inference_mode():
-        m1 = model.eval().predict(pairs.first).to(torch.float64)
-        m2 = model.predict(pairs.second).to(torch.float64)
+    paths = args.model or [None]
+    models = [(p or "shipped model",
+               (load_default_model() if p is None else load_model(p)).eval()) for p in paths]
+    first = models[0][1]
+    kwargs = survey_simulation(argparse.Namespace(survey=args.survey, model=paths[0],
+                                                  backgrounds=args.backgrounds,
+                                                  background_fraction=None), first)
+    sim = replace(training_simulation(first), flux_prior="population")
+    pairs = simulate_pairs(args.pairs, seed=args.seed, config=PairSimulation(simulation=sim),
+                           background=kwargs.get("background"))  # fmt: skip
     i_mag = np.asarray(pairs.first.i_mag)
     heads = " | ".join(f"i {lo:g}-{hi:g}" for lo, hi in BINS)
-    print(f"{args.pairs} simulated pairs, seed {args.seed}: sigma68 of D from flux_like\n")
-    print(f"| shared error | all | {heads} |")
-    print("| --- | --- |" + " --- |" * len(BINS))
-    rows = (("none", 0.0), (f"one constant, {args.constant:g}", args.constant),
-            (f"the model's constant, {model.config.shared_error:.4f}", model.config.shared_error),
-            ("the model's curve", SharedError.of(model.config)))  # fmt: skip
-    for name, shared in rows:
-        d = pair_d(m1, m2, shared)
-        per_bin = [sigma68(d[(i_mag >= lo) & (i_mag < hi)]) for lo, hi in BINS]
-        print(f"| {name} | {sigma68(d):.3f} | " + " | ".join(f"{v:.3f}" for v in per_bin) + " |")
+    wheads = " | ".join(f"w{k + 1}" for k in range(WIDTH_BINS))
+    print(f"{args.pairs} simulated pairs, seed {args.seed}: sigma68 of D from flux_like, "
+          f"per i bin and per equal-count bin of the relative width (w1 narrowest)\n")
+    print(f"| model | shared error | all | {heads} | {wheads} | mean abs(D - 1) over w |")
+    print("| --- | --- | --- |" + " --- |" * (len(BINS) + WIDTH_BINS + 1))
+    for label, model in models:
+        with torch.inference_mode():
+            m1 = model.predict(pairs.first).to(torch.float64)
+            m2 = model.predict(pairs.second).to(torch.float64)
+        members = _width_bins(m1, m2)
+        rows = (("none", 0.0), (f"one constant, {args.constant:g}", args.constant),
+                (f"its constant, {model.config.shared_error:.4f}", model.config.shared_error),
+                ("its curve", SharedError.of(model.config)))  # fmt: skip
+        for name, shared in rows:
+            d = pair_d(m1, m2, shared)
+            per_bin = [sigma68(d[(i_mag >= lo) & (i_mag < hi)]) for lo, hi in BINS]
+            per_w = [sigma68(d[m]) for m in members]
+            print(f"| {label} | {name} | {sigma68(d):.3f} | "
+                  + " | ".join(f"{v:.3f}" for v in per_bin + per_w)
+                  + f" | {np.mean(np.abs(np.asarray(per_w) - 1.0)):.3f} |", flush=True)
 
 
 if __name__ == "__main__":

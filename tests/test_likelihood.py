@@ -162,9 +162,10 @@ def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
     cal = load_model(tmp_path / "c")
     assert cal.config.sigma_scale != 1.0 and cal.config.likelihood
     assert 0.0 <= cal.config.shared_error < 1.0
-    # the default shared error is a curve of the relative likelihood width
-    assert len(cal.config.shared_error_widths) == 12
-    assert len(cal.config.shared_error_values) == 12
+    # the default shared error is a curve of the relative likelihood width: a node per
+    # width bin (six; those of median width above 1 give none)
+    assert 1 <= len(cal.config.shared_error_widths) <= 6
+    assert len(cal.config.shared_error_values) == len(cal.config.shared_error_widths)
     assert np.all(np.diff(cal.config.shared_error_widths) > 0)
     assert "calibration" in cal.metadata
     assert main(["calibrate", str(tmp_path / "m"), "--out", str(tmp_path / "k"), "--n", "200",
@@ -277,10 +278,15 @@ def test_train_position_error_is_checked_and_recorded(tmp_path, capsys):
     errors = training_simulation(load_model(tmp_path / "s")).catalogue_errors
     assert errors.position_sigma == 0.15
 
+def _shared_form(a: float, b: float, w: np.ndarray) -> np.ndarray:
+    """A relative shared error ``sqrt(a^2 + (b w)^2)`` of relative width ``w``."""
+    return np.minimum(np.hypot(a, b * w), 0.95 * w)
+
+
 def test_shared_error_curve_recovers_a_known_shared_error():
     """Two exposures share an error sqrt(a^2 + (b w)^2) of the flux: the fitted curve gives
     D of unit width in every bin of precision, and a constant does not."""
-    from lumos.calibration import shared_error_curve, shared_error_form
+    from lumos.calibration import shared_error_curve
     from lumos.mixture import GaussianMixture
     from lumos.stats import sigma68
 
@@ -288,7 +294,7 @@ def test_shared_error_curve_recovers_a_known_shared_error():
     n = 6000
     f = np.full(n, 100.0)
     w = np.exp(rng.uniform(np.log(0.02), np.log(0.6), n))  # total relative width
-    c = shared_error_form(0.02, 0.5, w)
+    c = _shared_form(0.02, 0.5, w)
     own = np.sqrt(w**2 - c**2)
     shared = c * f * rng.standard_normal(n)
     mixes = []
@@ -299,7 +305,33 @@ def test_shared_error_curve_recovers_a_known_shared_error():
     curve, per_bin = shared_error_curve(mixes[0], mixes[1], bins=6)
     assert all(0.9 < v < 1.1 for v in per_bin), per_bin
     got = np.interp(np.log([0.05, 0.3]), np.log(curve.widths), curve.values)
-    np.testing.assert_allclose(got, shared_error_form(0.02, 0.5, np.array([0.05, 0.3])),
+    np.testing.assert_allclose(got, _shared_form(0.02, 0.5, np.array([0.05, 0.3])),
                                rtol=0.3)  # fmt: skip
     d0 = (mixes[0].mean() - mixes[1].mean()).numpy() / (np.sqrt(2) * w * f)
     assert sigma68(d0[w < 0.05]) < 0.9  # without the shared error D is too narrow
+
+
+def test_shared_error_curve_is_zero_where_the_pairs_share_nothing():
+    """Imprecise exposures that share nothing and whose widths are 10% too small (D already
+    wider than 1 without a shared error) get c = 0; precise ones sharing 5% get about 5%."""
+    from lumos.calibration import shared_error_curve
+    from lumos.mixture import GaussianMixture
+
+    rng = np.random.default_rng(12)
+    n = 3000
+    f = np.full(n, 100.0)
+    w = np.where(np.arange(n) < n // 2, 0.1, 0.8)  # total relative width
+    c = np.where(w < 0.5, 0.05, 0.0)
+    own = np.sqrt(w**2 - c**2) * np.where(w < 0.5, 1.0, 1.1)
+    shared = c * f * rng.standard_normal(n)
+    mixes = []
+    for _ in range(2):
+        mu = f + shared + own * f * rng.standard_normal(n)
+        mixes.append(GaussianMixture(torch.zeros(n, 1, dtype=torch.float64),
+                                     torch.tensor(mu[:, None]), torch.tensor((w * f)[:, None])))
+    curve, per_bin = shared_error_curve(mixes[0], mixes[1], bins=2)
+    assert curve.values[1] == 0.0
+    assert 0.03 < curve.values[0] < 0.07, curve.values
+    assert 0.93 < per_bin[0] < 1.07 and per_bin[1] > 1.0, per_bin
+    with pytest.raises(ValueError, match="bins and passes must be at least 1"):
+        shared_error_curve(mixes[0], mixes[1], bins=0)

@@ -11,12 +11,12 @@ never use; the weights do not change:
 * the shared error (likelihood models): the relative error shared by the exposures of one
   galaxy. Each scene is observed twice (:func:`lumos.pairs.simulate_pairs`: its catalogue
   with its errors, its neighbours and its bulge + disk galaxies shared; PSF, offset, sky and
-  noise new). By default it is a curve of the exposure's relative likelihood width ``w``,
-  ``c(w) = sqrt(a^2 + (b w)^2)`` (:func:`shared_error_form`), with ``a`` and ``b`` such
-  that ``D`` (Eq. 19) of the per-exposure likelihoods (:func:`lumos.bayes.split_shared`)
-  has ``sigma68(D)`` as close to 1 as it can in bins of ``w``
-  (:func:`shared_error_curve`); or one number ``c`` with ``sigma68(D) = 1`` over all pairs
-  (:func:`fit_shared_error`), which is always recorded as ``shared_error``.
+  noise new). By default it is a curve of the exposure's relative likelihood width ``w``
+  with a node in each of six equal-count bins of ``w``, whose values make ``sigma68(D)``
+  (Eq. 19) of the per-exposure likelihoods (:func:`lumos.bayes.split_shared`) equal to 1
+  over each bin's pairs (:func:`shared_error_curve`); or one number ``c`` with
+  ``sigma68(D) = 1`` over all pairs (:func:`fit_shared_error`), which is always recorded
+  as ``shared_error``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from scipy.optimize import brentq, minimize, minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 
 from .bayes import SharedError, relative_width, split_shared
 from .loss import likelihood_support, likelihood_weights
@@ -38,7 +38,7 @@ from .stats import P16, P84, pair_pull, sigma68
 from .training import training_simulation
 
 __all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "fit_shared_error_curve",
-           "shared_error_form", "shared_error_curve", "pair_d", "calibrate_model"]
+           "shared_error_curve", "pair_d", "calibrate_model"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,8 @@ def pair_d(m1: GaussianMixture, m2: GaussianMixture, shared: float | SharedError
 
 def _unit_width_c(m1: GaussianMixture, m2: GaussianMixture, hi: float = 0.5
                   ) -> tuple[float, float, float]:
-    """``c`` with sigma68(D) = 1 on these pairs (0 if D is already wide enough)."""
+    """``c`` with sigma68(D) = 1 on these pairs (0 if D is already wide enough, at most ``hi``),
+    and sigma68(D) with no shared error and with that ``c``."""
 
     def width(c: float) -> float:
         return sigma68(pair_d(m1, m2, c))
@@ -167,10 +168,7 @@ def fit_shared_error_curve(model: LumosNet, first, second, bins: int = 6
                            ) -> tuple[SharedError, list[float]]:
     """The shared error as a curve of the exposures' relative likelihood width.
 
-    ``c(w) = sqrt(a^2 + (b w)^2)`` (:func:`shared_error_form`) of the relative likelihood
-    width ``w = std / |mean|``, with ``a`` and ``b`` chosen so that sigma68 of D is as close
-    to 1 as it can be (least squares) in each of ``bins`` equal-count bins of
-    ``sqrt(w1 w2)``, the geometric mean of the two exposures' widths.
+    :func:`shared_error_curve` of the model's likelihoods of the two observations.
 
     Parameters
     ----------
@@ -188,60 +186,84 @@ def fit_shared_error_curve(model: LumosNet, first, second, bins: int = 6
     return shared_error_curve(*_pair_mixtures(model, first, second), bins)
 
 
-def shared_error_form(a: float, b: float, widths) -> np.ndarray:
-    """The two-parameter shared error ``c(w) = sqrt(a^2 + (b w)^2)``, at most ``0.95 w``.
-
-    ``a`` is a relative error every exposure shares whatever its precision (the catalogue
-    profile's mismatch with the light); ``b`` the fraction of the exposure's own relative
-    width ``w`` that is shared (neighbours and the scene, which stay where they are).
-    """
-    w = np.asarray(widths, dtype=float)
-    return np.minimum(np.hypot(a, b * w), 0.95 * w)
-
-
 def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6,
-                       constant: float | None = None) -> tuple[SharedError, list[float]]:
+                       constant: float | None = None, passes: int = 3
+                       ) -> tuple[SharedError, list[float]]:
     """The shared-error curve of two exposures' likelihoods of the same galaxies.
 
-    ``(a, b)`` of :func:`shared_error_form` minimise the squared deviations of sigma68(D)
-    from 1 over ``bins`` equal-count bins of the pairs' width; the curve is stored at 12
-    nodes spanning the 1-99% range of the widths. ``constant`` (default: fitted with
-    :func:`fit_shared_error`'s rule) is recorded as the curve's ``constant``.
+    The pairs are split into ``bins`` equal-count bins of their width ``sqrt(w1 w2)``
+    (``w = std / |mean|``, :func:`lumos.bayes.relative_width`). The curve has a node at
+    each bin's median width; the node's value ``c_k`` is the one for which sigma68 of D
+    (Eq. 19, :func:`pair_d`) over the bin's pairs is 1 with the whole curve applied (each
+    exposure takes ``c`` at its own width, :class:`lumos.bayes.SharedError`). D widens
+    as ``c_k`` grows, so each node is a one-dimensional root; the nodes are solved in turn,
+    ``passes`` times over, because a node also moves its neighbours' bins. Where D is 1
+    or wider with nothing shared, ``c_k = 0``: the pairs show no shared error there (the
+    exposures' own widths already hold their differences). ``c_k`` is at most ``0.95``
+    of the node's width. Bins whose median width exceeds 1 (S/N below 1, where the pairs
+    cannot define an error relative to the flux) give no node; the curve is constant
+    beyond its last node. ``constant`` (default: fitted with :func:`fit_shared_error`'s
+    rule) is recorded as the curve's ``constant``.
+
+    Parameters
+    ----------
+    m1, m2 : GaussianMixture
+        The two exposures' likelihoods, one row per galaxy.
+    bins : int
+        Width bins (at least 1).
+    constant : float, optional
+    passes : int
+        Sweeps over the nodes (at least 1).
 
     Returns
     -------
     curve : SharedError
     d_sigma68 : list of float
         sigma68 of D in each bin with the curve.
+
+    Raises
+    ------
+    ValueError
+        If ``bins`` or ``passes`` is below 1, or fewer pairs than bins have a finite width.
     """
+    bins, passes = int(bins), int(passes)
+    if bins < 1 or passes < 1:
+        raise ValueError(f"bins and passes must be at least 1, got {bins} and {passes}")
     w = np.sqrt(relative_width(m1) * relative_width(m2))
     good = np.isfinite(w) & (w > 0)
-    edges = np.quantile(w[good], np.linspace(0.0, 1.0, int(bins) + 1))
-    in_bin = [good & (w >= edges[k]) & (w <= edges[k + 1]) for k in range(int(bins))]
-    lo, hi = np.quantile(w[good], [0.01, 0.99])
-    nodes = tuple(float(x) for x in np.geomspace(lo, hi, 12))
+    if int(good.sum()) < bins:
+        raise ValueError(f"{int(good.sum())} pairs with a finite width for {bins} bins")
+    order = np.flatnonzero(good)[np.argsort(w[good], kind="stable")]
+    members = [torch.from_numpy(m) for m in np.array_split(order, bins)]
+    pairs = [(m1[m], m2[m]) for m in members]
+    medians = np.array([float(np.median(w[m.numpy()])) for m in members])
+    used = max(1, int((medians <= 1.0).sum()))
+    nodes = np.maximum.accumulate(medians[:used] * (1.0 + 1e-9 * np.arange(used)))
+    values = np.zeros(used)
 
-    def curve(a: float, b: float) -> SharedError:
-        c = np.clip(shared_error_form(a, b, nodes), 0.0, 0.99)
-        return SharedError(0.0, nodes, tuple(float(x) for x in c))
+    def curve(v: np.ndarray) -> SharedError:
+        return SharedError(0.0, tuple(nodes.tolist()), tuple(float(x) for x in v))
 
-    def widths(a: float, b: float) -> list[float]:
-        d = pair_d(m1, m2, curve(a, b))
-        return [float(sigma68(d[sel])) for sel in in_bin]
+    def width(k: int, value: float) -> float:
+        v = values.copy()
+        v[k] = value
+        return float(sigma68(pair_d(*pairs[k], curve(v))))
 
-    def cost(theta) -> float:
-        a, b = float(np.clip(theta[0], 0.0, 0.5)), float(np.clip(theta[1], 0.0, 0.95))
-        return float(sum((v - 1.0) ** 2 for v in widths(a, b)))
-
-    grid = [(a, b) for a in np.linspace(0.0, 0.1, 11) for b in np.linspace(0.0, 0.9, 10)]
-    start = min(grid, key=cost)
-    fit = minimize(cost, np.array(start), method="Nelder-Mead",
-                   options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 200})  # fmt: skip
-    a, b = float(np.clip(fit.x[0], 0.0, 0.5)), float(np.clip(fit.x[1], 0.0, 0.95))
-    best = curve(a, b)
+    for _ in range(passes):
+        for k in range(used):
+            top = min(0.95 * nodes[k], 0.99)
+            if width(k, 0.0) >= 1.0:
+                values[k] = 0.0
+            elif width(k, top) <= 1.0:
+                values[k] = top
+            else:
+                values[k] = float(brentq(lambda v, k=k: width(k, v) - 1.0, 0.0, top,
+                                         xtol=1e-5))  # fmt: skip
     if constant is None:
         constant = _unit_width_c(m1, m2)[0]
-    return SharedError(constant, best.widths, best.values), widths(a, b)
+    best = curve(values)
+    return (SharedError(float(constant), best.widths, best.values),
+            [float(sigma68(pair_d(a, b, best))) for a, b in pairs])
 
 
 def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
