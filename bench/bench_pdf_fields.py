@@ -143,6 +143,7 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     _header(f"field-nb685-repeat, co-add of 4 exposures (prior: {cl.meta.get('PRIOR')})")
     cc = ((cl["flux_q16"] <= ft) & (ft <= cl["flux_q84"])).astype(float)
     _row("lumos co-add 68% coverage", _bins(cc, imc, np.mean), cc.mean())
+    _bootstrap_row("  its bootstrap 68% interval (galaxies)", lambda k: cc[k].mean(), imc)
     ca_cov = (np.abs(ca["flux_ivar"] - ft) <= ca["flux_ivar_err"]).astype(float)
     _row("aperture ivar co-add 68% coverage", _bins(ca_cov, imc, np.mean), ca_cov.mean())
     rl = (np.asarray(cl["flux"], float) - ft) / ft
@@ -152,6 +153,8 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     _row("aperture ivar co-add sigma68", s_a, _s68(ra))
     _row("ratio lumos / aperture", [a / b for a, b in zip(s_l, s_a, strict=True)],
          _s68(rl) / _s68(ra))  # fmt: skip
+    _bootstrap_row("  its bootstrap 68% interval (galaxies)",
+                   lambda k: _s68(rl[k]) / _s68(ra[k]), imc)  # fmt: skip
     _row("lumos co-add bias", _bins(rl, imc, _median_bias), _median_bias(rl), "{:+.4f}")
     _row("aperture co-add bias", _bins(ra, imc, _median_bias), _median_bias(ra), "{:+.4f}")
 
