@@ -283,31 +283,38 @@ def _shared_form(a: float, b: float, w: np.ndarray) -> np.ndarray:
     return np.minimum(np.hypot(a, b * w), 0.95 * w)
 
 
-def test_shared_error_curve_recovers_a_known_shared_error():
-    """Two exposures share an error sqrt(a^2 + (b w)^2) of the flux: the fitted curve gives
-    D of unit width in every bin of precision, and a constant does not."""
-    from lumos.calibration import shared_error_curve
+def _two_exposures(rng, w: np.ndarray, c: np.ndarray, own: np.ndarray, f: float = 100.0):
+    """Two one-component likelihoods of width ``w f`` per galaxy whose means share an error
+    ``c f`` and differ by an own error ``own f`` (each a relative error; a standard normal
+    draw per galaxy for the shared one, per galaxy and exposure for the own)."""
     from lumos.mixture import GaussianMixture
-    from lumos.stats import sigma68
 
-    rng = np.random.default_rng(11)
-    n = 6000
-    f = np.full(n, 100.0)
-    w = np.exp(rng.uniform(np.log(0.02), np.log(0.6), n))  # total relative width
-    c = _shared_form(0.02, 0.5, w)
-    own = np.sqrt(w**2 - c**2)
+    n = w.size
     shared = c * f * rng.standard_normal(n)
     mixes = []
     for _ in range(2):
         mu = f + shared + own * f * rng.standard_normal(n)
         mixes.append(GaussianMixture(torch.zeros(n, 1, dtype=torch.float64),
                                      torch.tensor(mu[:, None]), torch.tensor((w * f)[:, None])))
+    return mixes
+
+
+def test_shared_error_curve_recovers_a_known_shared_error():
+    """Two exposures share an error sqrt(a^2 + (b w)^2) of the flux: the fitted curve gives
+    D of unit width in every bin of precision, and a constant does not."""
+    from lumos.calibration import shared_error_curve
+    from lumos.stats import sigma68
+
+    rng = np.random.default_rng(11)
+    w = np.exp(rng.uniform(np.log(0.02), np.log(0.6), 6000))  # total relative width
+    c = _shared_form(0.02, 0.5, w)
+    mixes = _two_exposures(rng, w, c, np.sqrt(w**2 - c**2))
     curve, per_bin = shared_error_curve(mixes[0], mixes[1], bins=6)
     assert all(0.9 < v < 1.1 for v in per_bin), per_bin
     got = np.interp(np.log([0.05, 0.3]), np.log(curve.widths), curve.values)
     np.testing.assert_allclose(got, _shared_form(0.02, 0.5, np.array([0.05, 0.3])),
                                rtol=0.3)  # fmt: skip
-    d0 = (mixes[0].mean() - mixes[1].mean()).numpy() / (np.sqrt(2) * w * f)
+    d0 = (mixes[0].mean() - mixes[1].mean()).numpy() / (np.sqrt(2) * w * 100.0)
     assert sigma68(d0[w < 0.05]) < 0.9  # without the shared error D is too narrow
 
 
@@ -315,20 +322,11 @@ def test_shared_error_curve_is_zero_where_the_pairs_share_nothing():
     """Imprecise exposures that share nothing and whose widths are 10% too small (D already
     wider than 1 without a shared error) get c = 0; precise ones sharing 5% get about 5%."""
     from lumos.calibration import shared_error_curve
-    from lumos.mixture import GaussianMixture
 
     rng = np.random.default_rng(12)
-    n = 3000
-    f = np.full(n, 100.0)
-    w = np.where(np.arange(n) < n // 2, 0.1, 0.8)  # total relative width
+    w = np.where(np.arange(3000) < 1500, 0.1, 0.8)  # total relative width
     c = np.where(w < 0.5, 0.05, 0.0)
-    own = np.sqrt(w**2 - c**2) * np.where(w < 0.5, 1.0, 1.1)
-    shared = c * f * rng.standard_normal(n)
-    mixes = []
-    for _ in range(2):
-        mu = f + shared + own * f * rng.standard_normal(n)
-        mixes.append(GaussianMixture(torch.zeros(n, 1, dtype=torch.float64),
-                                     torch.tensor(mu[:, None]), torch.tensor((w * f)[:, None])))
+    mixes = _two_exposures(rng, w, c, np.sqrt(w**2 - c**2) * np.where(w < 0.5, 1.0, 1.1))
     curve, per_bin = shared_error_curve(mixes[0], mixes[1], bins=2)
     assert curve.values[1] == 0.0
     assert 0.03 < curve.values[0] < 0.07, curve.values
