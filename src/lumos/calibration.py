@@ -266,7 +266,7 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6,
             [float(sigma68(pair_d(a, b, best))) for a, b in pairs])
 
 
-def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
+def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
                     seed: int = 20_000_001, simulator_kwargs: dict | None = None,
                     shared: str = "curve", catalogue_errors: CatalogueErrors | None = None
                     ) -> tuple[LumosNet, CalibrationResult]:
@@ -280,7 +280,7 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 4000,
     n : int
         Calibration stamps for the sigma scale.
     n_pairs : int
-        Simulated pairs for the shared error.
+        Simulated pairs for the shared error (six equal-count width bins of them).
     seed : int
         Seed of the calibration simulations (pairs use ``seed + 1``).
     simulator_kwargs : dict, optional

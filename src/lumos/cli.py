@@ -177,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="trained, uncalibrated model")
     p.add_argument("--out", required=True, help="output model (NAME or NAME.safetensors)")
     p.add_argument("--n", type=int, default=8000, help="calibration stamps")
-    p.add_argument("--pairs", type=int, default=4000,
-                   help="simulated pairs for the shared error (likelihood models)")
+    p.add_argument("--pairs", type=int, default=16000,
+                   help="simulated pairs for the shared error of a likelihood model (its "
+                   "curve has a node per sixth of them; 4000 left nodes of noise)")
     p.add_argument("--seed", type=int, default=20_000_001, help="calibration seed")
     p.add_argument("--recalibrate", action="store_true",
                    help="undo the model's calibration first (calibration never changes the "
