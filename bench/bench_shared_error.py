@@ -8,7 +8,10 @@ D (Eq. 19) of the per-exposure likelihoods (``flux_like`` / ``flux_like_err``,
 :func:`lumos.bayes.split_shared`) overall, per i bin and per equal-count bin of the pairs'
 relative likelihood width ``sqrt(w1 w2)`` (the variable of the shared-error curve), for:
 no shared error, one constant (``--constant``), and each model's recorded constant and
-curve. D of unit width in every bin is what the split should give. The seed default,
+curve; then, for each model's curve, sigma68 of D in the cells of three equal-count bins of
+the profile channel's half-light radius (pixels, the model profile's own size) by three of
+the width: a curve of the width alone cannot follow a shared error that also depends on the
+galaxy's size. D of unit width in every bin is what the split should give. The seed default,
 30000001, is used by no training, calibration or validation; all models see the same pairs
 (simulated with the first model's training simulation).
 
@@ -43,6 +46,22 @@ def _width_bins(m1, m2) -> list[np.ndarray]:
     return np.array_split(good[np.argsort(w[good], kind="stable")], WIDTH_BINS)
 
 
+def profile_half_light_radius(profile: torch.Tensor) -> np.ndarray:
+    """Radius (pixels) about the stamp centre holding half of each model profile's light."""
+    prof = profile.double().numpy().reshape(len(profile), -1)
+    size = int(profile.shape[-1])
+    y, x = np.mgrid[:size, :size]
+    r = np.hypot(x - (size - 1) / 2, y - (size - 1) / 2).ravel()
+    order = np.argsort(r, kind="stable")
+    cum = np.cumsum(prof[:, order], axis=1)
+    return r[order][np.argmax(cum >= 0.5 * cum[:, -1:], axis=1)]
+
+
+def _terciles(x: np.ndarray) -> list[np.ndarray]:
+    good = np.flatnonzero(np.isfinite(x))
+    return np.array_split(good[np.argsort(x[good], kind="stable")], 3)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="*", help="models (default: the shipped one)")
@@ -71,11 +90,15 @@ def main(argv: list[str] | None = None) -> None:
           f"per i bin and per equal-count bin of the relative width (w1 narrowest)\n")
     print(f"| model | shared error | all | {heads} | {wheads} | mean abs(D - 1) over w |")
     print("| --- | --- | --- |" + " --- |" * (len(BINS) + WIDTH_BINS + 1))
+    sizes = _terciles(profile_half_light_radius(pairs.first.profile))
+    by_size = []
     for label, model in models:
         with torch.inference_mode():
             m1 = model.predict(pairs.first).to(torch.float64)
             m2 = model.predict(pairs.second).to(torch.float64)
         members = _width_bins(m1, m2)
+        w = np.sqrt(relative_width(m1) * relative_width(m2))
+        by_size.append((label, pair_d(m1, m2, SharedError.of(model.config)), w))
         rows = (("none", 0.0), (f"one constant, {args.constant:g}", args.constant),
                 (f"its constant, {model.config.shared_error:.4f}", model.config.shared_error),
                 ("its curve", SharedError.of(model.config)))  # fmt: skip
@@ -86,6 +109,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {label} | {name} | {sigma68(d):.3f} | "
                   + " | ".join(f"{v:.3f}" for v in per_bin + per_w)
                   + f" | {np.mean(np.abs(np.asarray(per_w) - 1.0)):.3f} |", flush=True)
+    print("\nsigma68 of D with each model's curve, by the profile's half-light radius (rows, "
+          "terciles) and the relative width (columns, terciles; pairs in brackets)\n")
+    print("| model | profile size | narrow | middle | wide |\n| --- | --- | --- | --- | --- |")
+    for label, d, w in by_size:
+        for name, rows in zip(("small", "middle", "large"), sizes, strict=True):
+            cells = []
+            for cols in _terciles(w):
+                both = np.intersect1d(rows, cols)
+                cells.append(f"{sigma68(d[both]):.3f} ({both.size})")
+            print(f"| {label} | {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
