@@ -81,5 +81,6 @@ def likelihood(model, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     with torch.inference_mode():
         mix = model.eval().predict(batch).to(torch.float64)
-    per, shared = split_shared(mix, SharedError.of(model.config))
+    curve = SharedError.of(model.config)
+    per, shared = split_shared(mix, curve, curve.sizes_of(batch.profile))
     return per.mean().numpy(), per.std().numpy(), shared.numpy()

@@ -43,7 +43,8 @@ def exposure_table(model, batch, i_mag: np.ndarray) -> Table:
         t[name] = np.zeros(n)
     for name in ("like_weight", "like_mean", "like_sigma"):
         t[name] = np.zeros((n, k))
-    fill_likelihood(t, slice(None), mix, SharedError.of(model.config), 1.0)
+    curve = SharedError.of(model.config)
+    fill_likelihood(t, slice(None), mix, curve, 1.0, curve.sizes_of(batch.profile))
     return t
 
 

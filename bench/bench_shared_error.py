@@ -13,7 +13,9 @@ the profile channel's half-light radius (pixels, the model profile's own size) b
 the width: a curve of the width alone cannot follow a shared error that also depends on the
 galaxy's size. D of unit width in every bin is what the split should give. The seed default,
 30000001, is used by no training, calibration or validation; all models see the same pairs
-(simulated with the first model's training simulation).
+(simulated with the first model's training simulation). A model whose shared error is a
+table of the profile's size (``lumos calibrate --shared-error table``) is split with each
+exposure's own profile size.
 
 Run: ``.venv/bin/python bench/bench_shared_error.py [--model PATH ...] [--pairs 4000]
 [--seed 30000001] [--constant 0.0437] [--survey FILE --backgrounds MANIFEST]``
@@ -27,11 +29,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from lumos.bayes import SharedError, relative_width
 from lumos.calibration import pair_d
 from lumos.commands.surveys import survey_simulation
 from lumos.model_io import load_default_model, load_model
 from lumos.pairs import PairSimulation, simulate_pairs
+from lumos.shared_error import SharedError, profile_half_light_radius, relative_width
 from lumos.stats import sigma68
 from lumos.training import training_simulation
 
@@ -44,17 +46,6 @@ def _width_bins(m1, m2) -> list[np.ndarray]:
     w = np.sqrt(relative_width(m1) * relative_width(m2))
     good = np.flatnonzero(np.isfinite(w) & (w > 0))
     return np.array_split(good[np.argsort(w[good], kind="stable")], WIDTH_BINS)
-
-
-def profile_half_light_radius(profile: torch.Tensor) -> np.ndarray:
-    """Radius (pixels) about the stamp centre holding half of each model profile's light."""
-    prof = profile.double().numpy().reshape(len(profile), -1)
-    size = int(profile.shape[-1])
-    y, x = np.mgrid[:size, :size]
-    r = np.hypot(x - (size - 1) / 2, y - (size - 1) / 2).ravel()
-    order = np.argsort(r, kind="stable")
-    cum = np.cumsum(prof[:, order], axis=1)
-    return r[order][np.argmax(cum >= 0.5 * cum[:, -1:], axis=1)]
 
 
 def _terciles(x: np.ndarray) -> list[np.ndarray]:
@@ -88,9 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     wheads = " | ".join(f"w{k + 1}" for k in range(WIDTH_BINS))
     print(f"{args.pairs} simulated pairs, seed {args.seed}: sigma68 of D from flux_like, "
           f"per i bin and per equal-count bin of the relative width (w1 narrowest)\n")
-    print(f"| model | shared error | all | {heads} | {wheads} | mean abs(D - 1) over w |")
-    print("| --- | --- | --- |" + " --- |" * (len(BINS) + WIDTH_BINS + 1))
-    sizes = _terciles(profile_half_light_radius(pairs.first.profile))
+    print(f"| model | shared error | all | {heads} | {wheads} | mean abs(D - 1): i | w |")
+    print("| --- | --- | --- |" + " --- |" * (len(BINS) + WIDTH_BINS + 2))
+    radii = (profile_half_light_radius(pairs.first.profile),
+             profile_half_light_radius(pairs.second.profile))
+    sizes = _terciles(np.sqrt(radii[0] * radii[1]))
     by_size = []
     for label, model in models:
         with torch.inference_mode():
@@ -98,27 +91,32 @@ def main(argv: list[str] | None = None) -> None:
             m2 = model.predict(pairs.second).to(torch.float64)
         members = _width_bins(m1, m2)
         w = np.sqrt(relative_width(m1) * relative_width(m2))
-        by_size.append((label, pair_d(m1, m2, SharedError.of(model.config)), w))
+        by_size.append((label, pair_d(m1, m2, SharedError.of(model.config), radii), w))
         rows = (("none", 0.0), (f"one constant, {args.constant:g}", args.constant),
                 (f"its constant, {model.config.shared_error:.4f}", model.config.shared_error),
                 ("its curve", SharedError.of(model.config)))  # fmt: skip
         for name, shared in rows:
-            d = pair_d(m1, m2, shared)
+            d = pair_d(m1, m2, shared, radii)
             per_bin = [sigma68(d[(i_mag >= lo) & (i_mag < hi)]) for lo, hi in BINS]
             per_w = [sigma68(d[m]) for m in members]
             print(f"| {label} | {name} | {sigma68(d):.3f} | "
                   + " | ".join(f"{v:.3f}" for v in per_bin + per_w)
+                  + f" | {np.mean(np.abs(np.asarray(per_bin) - 1.0)):.3f}"
                   + f" | {np.mean(np.abs(np.asarray(per_w) - 1.0)):.3f} |", flush=True)
     print("\nsigma68 of D with each model's curve, by the profile's half-light radius (rows, "
           "terciles) and the relative width (columns, terciles; pairs in brackets)\n")
     print("| model | profile size | narrow | middle | wide |\n| --- | --- | --- | --- | --- |")
     for label, d, w in by_size:
+        widths = []
         for name, rows in zip(("small", "middle", "large"), sizes, strict=True):
             cells = []
             for cols in _terciles(w):
                 both = np.intersect1d(rows, cols)
-                cells.append(f"{sigma68(d[both]):.3f} ({both.size})")
+                widths.append(sigma68(d[both]))
+                cells.append(f"{widths[-1]:.3f} ({both.size})")
             print(f"| {label} | {name} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {label} | mean abs(D - 1) over the 9 cells | "
+              f"{np.mean(np.abs(np.asarray(widths) - 1.0)):.3f} | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "values": ("lumos.bands", "lumos.tableio", "lumos.stamps", "lumos.gaussian_mixture",
                "lumos.mixture", "lumos.psf", "lumos.image_psf", "lumos.sersic",
                "lumos.wraparound", "lumos.grid_product", "lumos.deconvolution",
-               "lumos.sky.noise", "lumos.classical.geometry"),
+               "lumos.sky.noise", "lumos.classical.geometry", "lumos.shared_error"),
     "physics": ("lumos.profiles", "lumos.spectra", "lumos.population", "lumos.bulgedisk",
                 "lumos.sky.*", "lumos.backgrounds", "lumos.imageio", "lumos.psfex",
                 "lumos.psfsource", "lumos.pixelmaps", "lumos.measure_table", "lumos.simconfig",

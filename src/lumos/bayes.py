@@ -29,7 +29,6 @@ adds the shared variance once, and applies the prior once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -43,6 +42,7 @@ from .errors import LumosError
 from .flags import UNUSABLE
 from .mixture import GaussianMixture, product
 from .prior import FluxPrior, choose_prior, posterior
+from .shared_error import SharedError, relative_width
 
 __all__ = [
     "LIKELIHOOD_COLUMNS",
@@ -68,70 +68,8 @@ _SUMMARY_FLUX = ("flux", "flux_err", "flux_median", "flux_peak", "flux_q16", "fl
                  "sigma68", "sigma95")  # fmt: skip
 
 
-def relative_width(mixture: GaussianMixture) -> np.ndarray:
-    """``w = std / |mean|`` of each row of a likelihood mixture, float64, shape (N,)."""
-    mean = mixture.mean().to(torch.float64)
-    return (mixture.std().to(torch.float64) / mean.abs().clamp_min(1e-300)).numpy()
-
-
-@dataclass(frozen=True)
-class SharedError:
-    """The relative flux error shared by every exposure of a galaxy, ``c``.
-
-    ``sigma_shared = c |f|``. ``c`` is one number (``constant``), or, when ``widths`` is
-    given, a curve of the exposure's relative likelihood width ``w = std / |mean|`` (its
-    own precision: photon noise, sky, PSF and the profile; the catalogue magnitude plays no
-    part): ``c(w)`` is linear in ``log w`` between the nodes ``(widths[k], values[k])`` and
-    constant beyond the first and the last.
-
-    Parameters
-    ----------
-    constant : float
-        ``c`` when no curve is given, in [0, 1).
-    widths : tuple of float
-        Increasing relative widths of the nodes (> 0).
-    values : tuple of float
-        ``c`` at the nodes, each in [0, 1).
-    """
-
-    constant: float = 0.0
-    widths: tuple[float, ...] = ()
-    values: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.constant < 1.0:
-            raise ValueError(f"shared error must be in [0, 1), got {self.constant}")
-        if len(self.widths) != len(self.values):
-            raise ValueError(f"shared-error curve has {len(self.widths)} widths and "
-                             f"{len(self.values)} values")  # fmt: skip
-        w = np.asarray(self.widths, float)
-        if w.size and (np.any(~(w > 0)) or np.any(np.diff(w) <= 0)):
-            raise ValueError(f"shared-error widths must be positive and increasing, got "
-                             f"{list(self.widths)}")  # fmt: skip
-        if any(not 0.0 <= v < 1.0 for v in self.values):
-            raise ValueError(f"shared-error values must be in [0, 1), got {list(self.values)}")
-
-    @classmethod
-    def of(cls, config) -> SharedError:
-        """The shared error a model's :class:`lumos.network.NetworkConfig` records."""
-        return cls(float(config.shared_error),
-                   tuple(getattr(config, "shared_error_widths", ()) or ()),
-                   tuple(getattr(config, "shared_error_values", ()) or ()))  # fmt: skip
-
-    def relative(self, mixture: GaussianMixture) -> torch.Tensor:
-        """``c`` of each row of a likelihood mixture, shape (N,), float64."""
-        n = mixture.means.shape[0]
-        if not self.widths:
-            return torch.full((n,), float(self.constant), dtype=torch.float64)
-        rel = relative_width(mixture)
-        x = np.log(np.clip(np.nan_to_num(rel, nan=1.0, posinf=1e6), 1e-12, 1e12))
-        c = np.interp(x, np.log(np.asarray(self.widths, float)),
-                      np.asarray(self.values, float))  # fmt: skip
-        return torch.from_numpy(c)
-
-
-def split_shared(mixture: GaussianMixture, shared_error: float | SharedError
-                 ) -> tuple[GaussianMixture, torch.Tensor]:
+def split_shared(mixture: GaussianMixture, shared_error: float | SharedError,
+                 size=None) -> tuple[GaussianMixture, torch.Tensor]:
     """Remove the shared relative error from a likelihood mixture.
 
     Parameters
@@ -141,6 +79,8 @@ def split_shared(mixture: GaussianMixture, shared_error: float | SharedError
     shared_error : float or SharedError
         Relative shared error ``c`` (0 leaves the mixture unchanged), one number or a
         :class:`SharedError`.
+    size : array_like, shape (N,), optional
+        The rows' profile half-light radii (pixels), for a shared error that is a table.
 
     Returns
     -------
@@ -152,7 +92,7 @@ def split_shared(mixture: GaussianMixture, shared_error: float | SharedError
     if not isinstance(shared_error, SharedError):
         shared_error = SharedError(float(shared_error))
     mean = mixture.mean()
-    c = shared_error.relative(mixture).to(mean.dtype)
+    c = shared_error.relative(mixture, size).to(mean.dtype)
     shared = c * mean.abs()
     s2 = mixture.sigmas**2 - shared[:, None] ** 2
     sig = torch.sqrt(torch.maximum(s2, (SHARED_FLOOR * mixture.sigmas) ** 2))
@@ -160,7 +100,7 @@ def split_shared(mixture: GaussianMixture, shared_error: float | SharedError
 
 
 def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float | SharedError,
-                    to_image_units: float) -> None:
+                    to_image_units: float, size=None) -> None:
     """Write the likelihood columns of ``rows`` of a measurement table.
 
     Parameters
@@ -174,8 +114,10 @@ def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float
         The model's shared error (:meth:`SharedError.of` its configuration).
     to_image_units : float
         Electrons per image unit (the gain).
+    size : array_like, optional
+        The rows' profile half-light radii (pixels), for a shared error that is a table.
     """
-    per, shared = split_shared(like.to(torch.float64), shared_error)
+    per, shared = split_shared(like.to(torch.float64), shared_error, size)
     g = float(to_image_units)
     out["flux_like"][rows] = per.mean().numpy() / g
     out["flux_like_err"][rows] = per.std().numpy() / g

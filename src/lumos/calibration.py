@@ -27,18 +27,23 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, minimize_scalar
 
-from .bayes import SharedError, relative_width, split_shared
+from .bayes import split_shared
 from .loss import likelihood_support, likelihood_weights
 from .mixture import GaussianMixture, mixture_nll
 from .network import LumosNet
 from .pairs import PairSimulation, simulate_pairs
+from .shared_error import SharedError, profile_half_light_radius, relative_width
 from .simconfig import CatalogueErrors
 from .simulate import Simulator
 from .stats import P16, P84, pair_pull, sigma68
 from .training import training_simulation
 
-__all__ = ["CalibrationResult", "fit_sigma_scale", "fit_shared_error", "fit_shared_error_curve",
-           "shared_error_curve", "pair_d", "calibrate_model"]
+#: The forms of the shared error ``calibrate_model`` fits (``lumos calibrate --shared-error``).
+SHARED_ERROR_KINDS = ("curve", "constant", "table")
+
+__all__ = ["SHARED_ERROR_KINDS", "CalibrationResult", "fit_sigma_scale", "fit_shared_error",
+           "fit_shared_error_curve", "shared_error_curve", "shared_error_table", "pair_d",
+           "calibrate_model"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,10 @@ class CalibrationResult:
     shared_error_widths, shared_error_values : tuple of float
         The shared-error curve (:class:`lumos.bayes.SharedError`; empty for a constant).
     d_sigma68_bins : tuple of float
-        sigma68 of D with the curve in each of its width bins.
+        sigma68 of D with the curve in each of its width bins (with a table: in each of
+        its cells, size-major).
+    shared_error_size_edges, shared_error_width_edges, shared_error_table : tuple of float
+        The shared-error table (empty unless asked for).
     """
 
     sigma_scale: float
@@ -69,6 +77,9 @@ class CalibrationResult:
     shared_error_widths: tuple[float, ...] = ()
     shared_error_values: tuple[float, ...] = ()
     d_sigma68_bins: tuple[float, ...] = ()
+    shared_error_size_edges: tuple[float, ...] = ()
+    shared_error_width_edges: tuple[float, ...] = ()
+    shared_error_table: tuple[float, ...] = ()
 
 
 def _raw(model: LumosNet, batch, chunk: int = 1000):
@@ -113,12 +124,14 @@ def fit_sigma_scale(model: LumosNet, batch) -> tuple[float, float, float]:
     return scale, coverage(1.0), coverage(scale)
 
 
-def pair_d(m1: GaussianMixture, m2: GaussianMixture, shared: float | SharedError
-           ) -> np.ndarray:
+def pair_d(m1: GaussianMixture, m2: GaussianMixture, shared: float | SharedError,
+           sizes: tuple | None = None) -> np.ndarray:
     """D (Eq. 19, :func:`lumos.stats.pair_pull`) of each pair's per-exposure likelihoods
-    (:func:`lumos.bayes.split_shared` with ``shared``)."""
-    p1, _ = split_shared(m1, shared)
-    p2, _ = split_shared(m2, shared)
+    (:func:`lumos.bayes.split_shared` with ``shared``; ``sizes``, the two exposures' profile
+    half-light radii, for a shared error that is a table)."""
+    s1, s2 = (None, None) if sizes is None else sizes
+    p1, _ = split_shared(m1, shared, s1)
+    p2, _ = split_shared(m2, shared, s2)
     return pair_pull(p1.mean().numpy(), p1.std().numpy(), p2.mean().numpy(), p2.std().numpy())
 
 
@@ -269,6 +282,84 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6,
             [float(sigma68(pair_d(a, b, best))) for a, b in pairs])
 
 
+def shared_error_table(m1: GaussianMixture, m2: GaussianMixture, size1, size2,
+                       size_bins: int = 3, width_bins: int = 6, constant: float | None = None
+                       ) -> tuple[SharedError, list[float]]:
+    """The shared error as a table of the profile's size and the relative width.
+
+    The pairs are split into ``size_bins`` equal-count bins of ``sqrt(size1 size2)`` (the
+    two exposures' profile half-light radii, :func:`lumos.shared_error.profile_half_light_radius`)
+    and ``width_bins`` equal-count bins of ``sqrt(w1 w2)``; the edges between bins are the
+    table's. In each cell one ``c`` is solved for sigma68 of D over the cell's pairs to be
+    1 (:func:`_unit_width_c`: 0 where D is 1 or wider with nothing shared, at most 0.95 of
+    the cell's median width). The table is a step function, so each cell's ``c`` is the one
+    its pairs were solved with (but for pairs whose two exposures fall in different cells),
+    and no cell compensates for another. Cells of fewer than 50 pairs take the ``c`` of all
+    the pairs of their width bin.
+
+    Parameters
+    ----------
+    m1, m2 : GaussianMixture
+        The two exposures' likelihoods, one row per galaxy.
+    size1, size2 : array_like, shape (N,)
+        The two exposures' profile half-light radii (pixels).
+    size_bins, width_bins : int
+        Bins of each axis (at least 1).
+    constant : float, optional
+        Recorded as the table's ``constant`` (default: fitted with
+        :func:`fit_shared_error`'s rule).
+
+    Returns
+    -------
+    table : SharedError
+    d_sigma68 : list of float
+        sigma68 of D in each cell with the table, size-major.
+
+    Raises
+    ------
+    ValueError
+        If a bin count is below 1, or fewer pairs than cells have a finite width and size.
+    """
+    size_bins, width_bins = int(size_bins), int(width_bins)
+    if size_bins < 1 or width_bins < 1:
+        raise ValueError(f"bin counts must be at least 1, got {size_bins} and {width_bins}")
+    s1, s2 = np.asarray(size1, float), np.asarray(size2, float)
+    w = np.sqrt(relative_width(m1) * relative_width(m2))
+    r = np.sqrt(s1 * s2)
+    good = np.isfinite(w) & (w > 0) & np.isfinite(r) & (r > 0)
+    if int(good.sum()) < size_bins * width_bins:
+        raise ValueError(f"{int(good.sum())} pairs with a finite width and size for "
+                         f"{size_bins * width_bins} cells")  # fmt: skip
+    inner = lambda x, k: np.unique(np.quantile(x[good], np.linspace(0, 1, k + 1))[1:-1])  # noqa: E731
+    size_edges, width_edges = inner(r, size_bins), inner(w, width_bins)
+    ks = np.searchsorted(size_edges, r, side="right")
+    kw = np.searchsorted(width_edges, np.nan_to_num(w, nan=1e12, posinf=1e12), side="right")
+    n_s, n_w = size_edges.size + 1, width_edges.size + 1
+    values, cells = np.zeros((n_s, n_w)), []
+    for k in range(n_w):
+        column = good & (kw == k)
+        top = min(0.95 * float(np.median(w[column])), 0.99) if column.any() else 0.5
+        fallback = _unit_width_c(m1[torch.from_numpy(np.flatnonzero(column))],
+                                 m2[torch.from_numpy(np.flatnonzero(column))], hi=top)[0]
+        for j in range(n_s):
+            cell = np.flatnonzero(column & (ks == j))
+            cells.append(cell)
+            if cell.size < 50:
+                values[j, k] = fallback
+                continue
+            top = min(0.95 * float(np.median(w[cell])), 0.99)
+            idx = torch.from_numpy(cell)
+            values[j, k] = _unit_width_c(m1[idx], m2[idx], hi=top)[0]
+    if constant is None:
+        constant = _unit_width_c(m1, m2)[0]
+    table = SharedError(float(constant), size_edges=tuple(size_edges.tolist()),
+                        width_edges=tuple(width_edges.tolist()),
+                        table=tuple(float(v) for v in values.ravel()))
+    d = pair_d(m1, m2, table, (s1, s2))
+    order = sorted(range(len(cells)), key=lambda i: (i % n_s, i // n_s))  # size-major
+    return table, [float(sigma68(d[cells[i]])) if cells[i].size else float("nan") for i in order]
+
+
 def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
                     seed: int = 20_000_001, simulator_kwargs: dict | None = None,
                     shared: str = "curve", catalogue_errors: CatalogueErrors | None = None
@@ -289,9 +380,10 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
     simulator_kwargs : dict, optional
         :class:`lumos.simulate.Simulator` keywords of the training (``background``, e.g.
         another survey's sky or real cutouts); the pairs get the same ``background``.
-    shared : {"curve", "constant"}
+    shared : {"curve", "constant", "table"}
         The shared error as a curve of the relative likelihood width
-        (:func:`fit_shared_error_curve`) or one number (:func:`fit_shared_error`).
+        (:func:`fit_shared_error_curve`), one number (:func:`fit_shared_error`), or a table
+        of the profile's size and the width (:func:`shared_error_table`).
     catalogue_errors : CatalogueErrors, optional
         The catalogue errors of the calibration simulations (default: the training's). A
         catalogue better or worse than the training's shares less or more between
@@ -312,8 +404,9 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
     batch = Simulator(sim, seed=seed, **kwargs).sample(int(n))
     scale, cov0, cov1 = fit_sigma_scale(model, batch)
     out = model.with_config(model.config.replace(sigma_scale=scale))
-    if shared not in ("curve", "constant"):
-        raise ValueError(f"shared must be 'curve' or 'constant', got {shared!r}")
+    if shared not in SHARED_ERROR_KINDS:
+        raise ValueError(f"shared must be one of {', '.join(SHARED_ERROR_KINDS)}, got "
+                         f"{shared!r}")  # fmt: skip
     shared_c, d0, d1 = 0.0, float("nan"), float("nan")
     extra: dict = {}
     if model.config.likelihood:
@@ -330,5 +423,16 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
             d1 = sigma68(pair_d(m1, m2, curve))
             extra = {"shared_error_widths": curve.widths,
                      "shared_error_values": curve.values, "d_sigma68_bins": tuple(bins)}
+        elif shared == "table":
+            sizes = (profile_half_light_radius(pairs.first.profile),
+                     profile_half_light_radius(pairs.second.profile))
+            table, cells = shared_error_table(m1, m2, *sizes, constant=shared_c)
+            changes.update(shared_error_size_edges=table.size_edges,
+                           shared_error_width_edges=table.width_edges,
+                           shared_error_table=table.table)
+            d1 = sigma68(pair_d(m1, m2, table, sizes))
+            extra = {"shared_error_size_edges": table.size_edges,
+                     "shared_error_width_edges": table.width_edges,
+                     "shared_error_table": table.table, "d_sigma68_bins": tuple(cells)}
         out = out.with_config(out.config.replace(**changes))
     return out.eval(), CalibrationResult(scale, shared_c, cov0, cov1, d0, d1, **extra)

@@ -266,7 +266,8 @@ def _lumos_chunk(electrons, catalogue, meta, model, out, mask, psf) -> Callable[
         with torch.inference_mode():
             mixture = model(batch)
         if _is_likelihood(model):
-            fill_likelihood(out, rows, mixture, SharedError.of(model.config), meta.gain)
+            shared = SharedError.of(model.config)
+            fill_likelihood(out, rows, mixture, shared, meta.gain, shared.sizes_of(batch.profile))
         else:
             fill_from_mixture(out, rows, mixture, meta.gain)
         extra = model.range_flags(batch) if hasattr(model, "range_flags") else 0

@@ -98,8 +98,11 @@ class NetworkConfig(Settings, kind="network"):
         between exposures are N(0, 1), and co-adds add it back once.
     shared_error_widths, shared_error_values : tuple of float
         Optionally, the shared error as a curve of the exposure's relative likelihood
-        width (nodes and values of :class:`lumos.bayes.SharedError`; empty: the constant
-        ``shared_error``).
+        width (nodes and values of :class:`lumos.shared_error.SharedError`; empty: the
+        constant ``shared_error``).
+    shared_error_size_edges, shared_error_width_edges, shared_error_table : tuple of float
+        Optionally, the shared error as a table of the profile's size and the relative
+        width (:class:`lumos.shared_error.SharedError`; empty: no table).
     """
 
     conv_channels: tuple[int, ...] = (16, 32, 64, 64, 32)
@@ -131,6 +134,9 @@ class NetworkConfig(Settings, kind="network"):
     shared_error: float = 0.0
     shared_error_widths: tuple[float, ...] = ()
     shared_error_values: tuple[float, ...] = ()
+    shared_error_size_edges: tuple[float, ...] = ()
+    shared_error_width_edges: tuple[float, ...] = ()
+    shared_error_table: tuple[float, ...] = ()
 
     @classmethod
     def default(cls) -> NetworkConfig:
@@ -192,6 +198,10 @@ class NetworkConfig(Settings, kind="network"):
             raise ValueError(f"shared_error must be in [0, 1), got {self.shared_error}")
         if len(self.shared_error_widths) != len(self.shared_error_values):
             raise ValueError("shared_error_widths and shared_error_values differ in length")
+        cells = (len(self.shared_error_size_edges) + 1) * (len(self.shared_error_width_edges) + 1)
+        if self.shared_error_table and len(self.shared_error_table) != cells:
+            raise ValueError(f"shared_error_table has {len(self.shared_error_table)} values for "
+                             f"{cells} cells")  # fmt: skip
         if self.sigma_floor <= 0 or self.systematic_scale < 0:
             raise ValueError("sigma_floor must be > 0 and systematic_scale >= 0")
         if not 0 < 2 * self.border_width < self.stamp_size:
@@ -236,4 +246,5 @@ class NetworkConfig(Settings, kind="network"):
         """A copy without the calibration fitted after training (sigma scale 1, no shared
         error): what training starts from and what :mod:`lumos.calibration` fits."""
         return replace(self, sigma_scale=1.0, shared_error=0.0, shared_error_widths=(),
-                       shared_error_values=())
+                       shared_error_values=(), shared_error_size_edges=(),
+                       shared_error_width_edges=(), shared_error_table=())

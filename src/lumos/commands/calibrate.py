@@ -42,6 +42,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"lumos calibrate: shared error by relative width {{{nodes}}} (sigma68 of D "
                   f"on pairs {res.d_sigma68_before:.3f} -> {res.d_sigma68_after:.3f}; per width "
                   f"bin {', '.join(f'{d:.3f}' for d in res.d_sigma68_bins)})")
+        elif res.shared_error_table:
+            n_w = len(res.shared_error_width_edges) + 1
+            rows = "; ".join(" ".join(f"{c:.4f}" for c in res.shared_error_table[i:i + n_w])
+                             for i in range(0, len(res.shared_error_table), n_w))
+            print(f"lumos calibrate: shared error by profile size (rows, edges "
+                  f"{', '.join(f'{e:.2f}' for e in res.shared_error_size_edges)} px) and "
+                  f"relative width (columns, edges "
+                  f"{', '.join(f'{e:.3f}' for e in res.shared_error_width_edges)}): {rows} "
+                  f"(sigma68 of D on pairs {res.d_sigma68_before:.3f} -> "
+                  f"{res.d_sigma68_after:.3f}; per cell "
+                  f"{', '.join(f'{d:.3f}' for d in res.d_sigma68_bins)})")
         else:
             print(f"lumos calibrate: shared error {res.shared_error:.4f} (sigma68 of D on "
                   f"pairs {res.d_sigma68_before:.3f} -> {res.d_sigma68_after:.3f})")
@@ -61,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         "shared_error_widths": list(res.shared_error_widths),
         "shared_error_values": list(res.shared_error_values),
         "d_sigma68_bins": list(res.d_sigma68_bins),
+        "shared_error_size_edges": list(res.shared_error_size_edges),
+        "shared_error_width_edges": list(res.shared_error_width_edges),
+        "shared_error_table": list(res.shared_error_table),
         "coverage68_before": res.coverage_before, "coverage68_after": res.coverage_after,
         "d_sigma68_before": res.d_sigma68_before, "d_sigma68_after": res.d_sigma68_after,
         "seconds": time.perf_counter() - t0, "source_model": str(args.model),

@@ -91,7 +91,8 @@ def measure_lumos(model, obs: Observation, chunk_size: int = 1024) -> dict[str, 
             if likelihood:
                 like = model.predict(sub).to(torch.float64)
                 mix = predict_posterior(model, sub, likelihood=like)
-                per, shared = split_shared(like, SharedError.of(model.config))
+                curve = SharedError.of(model.config)
+                per, shared = split_shared(like, curve, curve.sizes_of(sub.profile))
                 arrays = per.numpy()
                 for k, v in (("flux_like", per.mean().numpy()), ("flux_like_err",
                              per.std().numpy()), ("flux_shared_err", shared.numpy()),
