@@ -13,9 +13,9 @@ the profile channel's half-light radius (pixels, the model profile's own size) b
 the width: a curve of the width alone cannot follow a shared error that also depends on the
 galaxy's size. D of unit width in every bin is what the split should give. The seed default,
 30000001, is used by no training, calibration or validation; all models see the same pairs
-(simulated with the first model's training simulation). A model whose shared error is a
-table of the profile's size (``lumos calibrate --shared-error table``) is split with each
-exposure's own profile size.
+(simulated with the first model's training simulation). A model whose shared error
+depends on the profile's size (``lumos calibrate --shared-error curve-size``) is split with
+each exposure's own profile size.
 
 Run: ``.venv/bin/python bench/bench_shared_error.py [--model PATH ...] [--pairs 4000]
 [--seed 30000001] [--constant 0.0437] [--survey FILE --backgrounds MANIFEST]``

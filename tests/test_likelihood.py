@@ -173,12 +173,11 @@ def test_lumos_calibrate_fits_sigma_scale_and_shared_error(tmp_path, capsys):
     const = load_model(tmp_path / "k")
     assert const.config.shared_error_widths == ()
     assert main(["calibrate", str(tmp_path / "m"), "--out", str(tmp_path / "t"), "--n", "200",
-                 "--pairs", "200", "--seed", "5", "--shared-error", "table"]) == 0
-    assert "shared error by profile size" in capsys.readouterr().out
-    table = load_model(tmp_path / "t").config
-    assert table.shared_error_widths == () and len(table.shared_error_table) == (
-        (len(table.shared_error_size_edges) + 1) * (len(table.shared_error_width_edges) + 1))
-    assert len(table.shared_error_size_edges) >= 1
+                 "--pairs", "200", "--seed", "5", "--shared-error", "curve-size"]) == 0
+    assert "by profile half-light radius" in capsys.readouterr().out
+    sized = load_model(tmp_path / "t").config
+    assert sized.shared_error_widths  # the width curve, times the factors
+    assert len(sized.shared_error_size_factors) == len(sized.shared_error_size_edges) + 1 >= 2
     assert const.config.shared_error == pytest.approx(cal.config.shared_error)
     # calibrating twice is refused with one line, unless asked to recalibrate
     assert main(["calibrate", str(tmp_path / "c"), "--out", str(tmp_path / "d")]) == 1

@@ -39,10 +39,10 @@ from .stats import P16, P84, pair_pull, sigma68
 from .training import training_simulation
 
 #: The forms of the shared error ``calibrate_model`` fits (``lumos calibrate --shared-error``).
-SHARED_ERROR_KINDS = ("curve", "constant", "table")
+SHARED_ERROR_KINDS = ("curve", "constant", "curve-size")
 
 __all__ = ["SHARED_ERROR_KINDS", "CalibrationResult", "fit_sigma_scale", "fit_shared_error",
-           "fit_shared_error_curve", "shared_error_curve", "shared_error_table", "pair_d",
+           "fit_shared_error_curve", "shared_error_curve", "shared_error_size_factors", "pair_d",
            "calibrate_model"]
 
 
@@ -62,10 +62,11 @@ class CalibrationResult:
     shared_error_widths, shared_error_values : tuple of float
         The shared-error curve (:class:`lumos.bayes.SharedError`; empty for a constant).
     d_sigma68_bins : tuple of float
-        sigma68 of D with the curve in each of its width bins (with a table: in each of
-        its cells, size-major).
-    shared_error_size_edges, shared_error_width_edges, shared_error_table : tuple of float
-        The shared-error table (empty unless asked for).
+        sigma68 of D with the curve in each of its width bins.
+    shared_error_size_edges, shared_error_size_factors : tuple of float
+        The curve's factors by profile size (empty unless asked for).
+    d_sigma68_sizes : tuple of float
+        sigma68 of D in each size bin with them.
     """
 
     sigma_scale: float
@@ -78,8 +79,8 @@ class CalibrationResult:
     shared_error_values: tuple[float, ...] = ()
     d_sigma68_bins: tuple[float, ...] = ()
     shared_error_size_edges: tuple[float, ...] = ()
-    shared_error_width_edges: tuple[float, ...] = ()
-    shared_error_table: tuple[float, ...] = ()
+    shared_error_size_factors: tuple[float, ...] = ()
+    d_sigma68_sizes: tuple[float, ...] = ()
 
 
 def _raw(model: LumosNet, batch, chunk: int = 1000):
@@ -282,20 +283,21 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6,
             [float(sigma68(pair_d(a, b, best))) for a, b in pairs])
 
 
-def shared_error_table(m1: GaussianMixture, m2: GaussianMixture, size1, size2,
-                       size_bins: int = 3, width_bins: int = 6, constant: float | None = None
-                       ) -> tuple[SharedError, list[float]]:
-    """The shared error as a table of the profile's size and the relative width.
+def shared_error_size_factors(m1: GaussianMixture, m2: GaussianMixture, size1, size2,
+                              curve: SharedError, bins: int = 3, passes: int = 3
+                              ) -> tuple[SharedError, list[float]]:
+    """The shared error ``curve`` times one factor per bin of the model profile's size.
 
-    The pairs are split into ``size_bins`` equal-count bins of ``sqrt(size1 size2)`` (the
-    two exposures' profile half-light radii, :func:`lumos.shared_error.profile_half_light_radius`)
-    and ``width_bins`` equal-count bins of ``sqrt(w1 w2)``; the edges between bins are the
-    table's. In each cell one ``c`` is solved for sigma68 of D over the cell's pairs to be
-    1 (:func:`_unit_width_c`: 0 where D is 1 or wider with nothing shared, at most 0.95 of
-    the cell's median width). The table is a step function, so each cell's ``c`` is the one
-    its pairs were solved with (but for pairs whose two exposures fall in different cells),
-    and no cell compensates for another. Cells of fewer than 50 pairs take the ``c`` of all
-    the pairs of their width bin.
+    The pairs are split into ``bins`` equal-count bins of ``sqrt(size1 size2)`` (the two
+    exposures' profile half-light radii, :func:`lumos.shared_error.profile_half_light_radius`);
+    in each, one factor ``g`` of the curve is solved for sigma68 of D over the bin's pairs
+    to be 1, each exposure split with the factor of its own size's bin (as measurements
+    are), so that the bins are solved in turn, ``passes`` times over, with the others'
+    current factors. D widens as ``g`` grows; ``g`` is 0 where D is 1 or wider with nothing
+    shared and at most 3. The shape of the curve in
+    width is kept: three numbers say how much more a large galaxy shares than a compact
+    one, which a curve fitted per size bin could not say without its nodes chasing one
+    another's noise.
 
     Parameters
     ----------
@@ -303,61 +305,58 @@ def shared_error_table(m1: GaussianMixture, m2: GaussianMixture, size1, size2,
         The two exposures' likelihoods, one row per galaxy.
     size1, size2 : array_like, shape (N,)
         The two exposures' profile half-light radii (pixels).
-    size_bins, width_bins : int
-        Bins of each axis (at least 1).
-    constant : float, optional
-        Recorded as the table's ``constant`` (default: fitted with
-        :func:`fit_shared_error`'s rule).
+    curve : SharedError
+        The shared error without size dependence (:func:`shared_error_curve`).
+    bins : int
+        Size bins (at least 1).
+    passes : int
+        Sweeps over the bins.
 
     Returns
     -------
-    table : SharedError
+    shared : SharedError
+        ``curve`` with ``size_edges`` and ``size_factors``.
     d_sigma68 : list of float
-        sigma68 of D in each cell with the table, size-major.
+        sigma68 of D in each size bin with it.
 
     Raises
     ------
     ValueError
-        If a bin count is below 1, or fewer pairs than cells have a finite width and size.
+        If ``bins`` is below 1, or fewer pairs than bins have a finite size.
     """
-    size_bins, width_bins = int(size_bins), int(width_bins)
-    if size_bins < 1 or width_bins < 1:
-        raise ValueError(f"bin counts must be at least 1, got {size_bins} and {width_bins}")
+    bins = int(bins)
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
     s1, s2 = np.asarray(size1, float), np.asarray(size2, float)
-    w = np.sqrt(relative_width(m1) * relative_width(m2))
     r = np.sqrt(s1 * s2)
-    good = np.isfinite(w) & (w > 0) & np.isfinite(r) & (r > 0)
-    if int(good.sum()) < size_bins * width_bins:
-        raise ValueError(f"{int(good.sum())} pairs with a finite width and size for "
-                         f"{size_bins * width_bins} cells")  # fmt: skip
-    inner = lambda x, k: np.unique(np.quantile(x[good], np.linspace(0, 1, k + 1))[1:-1])  # noqa: E731
-    size_edges, width_edges = inner(r, size_bins), inner(w, width_bins)
-    ks = np.searchsorted(size_edges, r, side="right")
-    kw = np.searchsorted(width_edges, np.nan_to_num(w, nan=1e12, posinf=1e12), side="right")
-    n_s, n_w = size_edges.size + 1, width_edges.size + 1
-    values, cells = np.zeros((n_s, n_w)), []
-    for k in range(n_w):
-        column = good & (kw == k)
-        top = min(0.95 * float(np.median(w[column])), 0.99) if column.any() else 0.5
-        fallback = _unit_width_c(m1[torch.from_numpy(np.flatnonzero(column))],
-                                 m2[torch.from_numpy(np.flatnonzero(column))], hi=top)[0]
-        for j in range(n_s):
-            cell = np.flatnonzero(column & (ks == j))
-            cells.append(cell)
-            if cell.size < 50:
-                values[j, k] = fallback
-                continue
-            top = min(0.95 * float(np.median(w[cell])), 0.99)
-            idx = torch.from_numpy(cell)
-            values[j, k] = _unit_width_c(m1[idx], m2[idx], hi=top)[0]
-    if constant is None:
-        constant = _unit_width_c(m1, m2)[0]
-    table = SharedError(float(constant), size_edges=tuple(size_edges.tolist()),
-                        width_edges=tuple(width_edges.tolist()),
-                        table=tuple(float(v) for v in values.ravel()))
-    d = pair_d(m1, m2, table, (s1, s2))
-    order = sorted(range(len(cells)), key=lambda i: (i % n_s, i // n_s))  # size-major
-    return table, [float(sigma68(d[cells[i]])) if cells[i].size else float("nan") for i in order]
+    good = np.isfinite(r) & (r > 0)
+    if int(good.sum()) < bins:
+        raise ValueError(f"{int(good.sum())} pairs with a finite profile size for {bins} bins")
+    edges = np.unique(np.quantile(r[good], np.linspace(0.0, 1.0, bins + 1))[1:-1])
+    which = np.searchsorted(edges, r, side="right")
+    factors = np.ones(edges.size + 1)
+    members = [np.flatnonzero(good & (which == k)) for k in range(edges.size + 1)]
+    subsets = [((m1[torch.from_numpy(rows)], m2[torch.from_numpy(rows)]), (s1[rows], s2[rows]))
+               for rows in members]  # fmt: skip
+
+    def width(k: int, g: float) -> float:
+        trial = factors.copy()
+        trial[k] = g
+        pairs, sizes = subsets[k]
+        return float(sigma68(pair_d(*pairs, curve.with_size_factors(edges, trial), sizes)))
+
+    for _ in range(int(passes)):  # a pair's exposures may fall in neighbouring size bins
+        for k in range(edges.size + 1):
+            if width(k, 0.0) >= 1.0:
+                factors[k] = 0.0
+            elif width(k, 3.0) <= 1.0:
+                factors[k] = 3.0
+            else:
+                factors[k] = float(brentq(lambda g, k=k: width(k, g) - 1.0, 0.0, 3.0,
+                                          xtol=1e-4))  # fmt: skip
+    shared = curve.with_size_factors(edges, factors)
+    d = pair_d(m1, m2, shared, (s1, s2))
+    return shared, [float(sigma68(d[rows])) for rows in members]
 
 
 def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
@@ -380,10 +379,11 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
     simulator_kwargs : dict, optional
         :class:`lumos.simulate.Simulator` keywords of the training (``background``, e.g.
         another survey's sky or real cutouts); the pairs get the same ``background``.
-    shared : {"curve", "constant", "table"}
+    shared : {"curve", "constant", "curve-size"}
         The shared error as a curve of the relative likelihood width
-        (:func:`fit_shared_error_curve`), one number (:func:`fit_shared_error`), or a table
-        of the profile's size and the width (:func:`shared_error_table`).
+        (:func:`fit_shared_error_curve`), one number (:func:`fit_shared_error`), or that
+        curve times a factor per bin of the model profile's size
+        (:func:`shared_error_size_factors`).
     catalogue_errors : CatalogueErrors, optional
         The catalogue errors of the calibration simulations (default: the training's). A
         catalogue better or worse than the training's shares less or more between
@@ -417,22 +417,21 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
         m1, m2 = _pair_mixtures(out, pairs.first, pairs.second)
         shared_c, d0, d1 = _unit_width_c(m1, m2)
         changes = {"shared_error": shared_c}
-        if shared == "curve":
+        if shared in ("curve", "curve-size"):
             curve, bins = shared_error_curve(m1, m2, 6, constant=shared_c)
             changes.update(shared_error_widths=curve.widths, shared_error_values=curve.values)
             d1 = sigma68(pair_d(m1, m2, curve))
             extra = {"shared_error_widths": curve.widths,
                      "shared_error_values": curve.values, "d_sigma68_bins": tuple(bins)}
-        elif shared == "table":
-            sizes = (profile_half_light_radius(pairs.first.profile),
-                     profile_half_light_radius(pairs.second.profile))
-            table, cells = shared_error_table(m1, m2, *sizes, constant=shared_c)
-            changes.update(shared_error_size_edges=table.size_edges,
-                           shared_error_width_edges=table.width_edges,
-                           shared_error_table=table.table)
-            d1 = sigma68(pair_d(m1, m2, table, sizes))
-            extra = {"shared_error_size_edges": table.size_edges,
-                     "shared_error_width_edges": table.width_edges,
-                     "shared_error_table": table.table, "d_sigma68_bins": tuple(cells)}
+            if shared == "curve-size":
+                sizes = (profile_half_light_radius(pairs.first.profile),
+                         profile_half_light_radius(pairs.second.profile))
+                curve, by_size = shared_error_size_factors(m1, m2, *sizes, curve)
+                changes.update(shared_error_size_edges=curve.size_edges,
+                               shared_error_size_factors=curve.size_factors)
+                d1 = sigma68(pair_d(m1, m2, curve, sizes))
+                extra.update(shared_error_size_edges=curve.size_edges,
+                             shared_error_size_factors=curve.size_factors,
+                             d_sigma68_sizes=tuple(by_size))
         out = out.with_config(out.config.replace(**changes))
     return out.eval(), CalibrationResult(scale, shared_c, cov0, cov1, d0, d1, **extra)

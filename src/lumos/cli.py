@@ -184,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recalibrate", action="store_true",
                    help="undo the model's calibration first (calibration never changes the "
                    "weights) and fit it again")
-    p.add_argument("--shared-error", choices=("curve", "constant", "table"), default="curve",
+    p.add_argument("--shared-error", choices=("curve", "constant", "curve-size"),
+                   default="curve",
                    help="shared error of a likelihood model: a curve of the exposure's "
-                   "relative likelihood width (default), one number, or a table of the "
-                   "model profile's size (3 bins) and that width (6 bins)")
+                   "relative likelihood width (default), one number, or that curve times a "
+                   "factor for each third of the model profiles' sizes")
     p.add_argument("--catalogue-errors", choices=("as-trained", "none", "realistic"),
                    default="as-trained",
                    help="catalogue errors of the calibration simulations: those of the "

@@ -100,9 +100,9 @@ class NetworkConfig(Settings, kind="network"):
         Optionally, the shared error as a curve of the exposure's relative likelihood
         width (nodes and values of :class:`lumos.shared_error.SharedError`; empty: the
         constant ``shared_error``).
-    shared_error_size_edges, shared_error_width_edges, shared_error_table : tuple of float
-        Optionally, the shared error as a table of the profile's size and the relative
-        width (:class:`lumos.shared_error.SharedError`; empty: no table).
+    shared_error_size_edges, shared_error_size_factors : tuple of float
+        Optionally, factors of the shared error by bins of the model profile's size
+        (:class:`lumos.shared_error.SharedError`; empty: no size dependence).
     """
 
     conv_channels: tuple[int, ...] = (16, 32, 64, 64, 32)
@@ -135,8 +135,7 @@ class NetworkConfig(Settings, kind="network"):
     shared_error_widths: tuple[float, ...] = ()
     shared_error_values: tuple[float, ...] = ()
     shared_error_size_edges: tuple[float, ...] = ()
-    shared_error_width_edges: tuple[float, ...] = ()
-    shared_error_table: tuple[float, ...] = ()
+    shared_error_size_factors: tuple[float, ...] = ()
 
     @classmethod
     def default(cls) -> NetworkConfig:
@@ -198,10 +197,10 @@ class NetworkConfig(Settings, kind="network"):
             raise ValueError(f"shared_error must be in [0, 1), got {self.shared_error}")
         if len(self.shared_error_widths) != len(self.shared_error_values):
             raise ValueError("shared_error_widths and shared_error_values differ in length")
-        cells = (len(self.shared_error_size_edges) + 1) * (len(self.shared_error_width_edges) + 1)
-        if self.shared_error_table and len(self.shared_error_table) != cells:
-            raise ValueError(f"shared_error_table has {len(self.shared_error_table)} values for "
-                             f"{cells} cells")  # fmt: skip
+        if (self.shared_error_size_factors or self.shared_error_size_edges) and \
+                len(self.shared_error_size_factors) != len(self.shared_error_size_edges) + 1:
+            raise ValueError(f"{len(self.shared_error_size_factors)} shared_error_size_factors "
+                             f"for {len(self.shared_error_size_edges) + 1} size bins")
         if self.sigma_floor <= 0 or self.systematic_scale < 0:
             raise ValueError("sigma_floor must be > 0 and systematic_scale >= 0")
         if not 0 < 2 * self.border_width < self.stamp_size:
@@ -247,4 +246,4 @@ class NetworkConfig(Settings, kind="network"):
         error): what training starts from and what :mod:`lumos.calibration` fits."""
         return replace(self, sigma_scale=1.0, shared_error=0.0, shared_error_widths=(),
                        shared_error_values=(), shared_error_size_edges=(),
-                       shared_error_width_edges=(), shared_error_table=())
+                       shared_error_size_factors=())

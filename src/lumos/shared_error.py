@@ -3,7 +3,7 @@
 A likelihood model's mixture holds all of an exposure's error. Part of it is shared by every
 exposure of the galaxy (its catalogue profile and that catalogue's errors, its position, its
 neighbours): :class:`SharedError` says how much, as a fraction ``c`` of the flux, from the
-exposure's own precision (the relative width :func:`relative_width`) and, for a table, from
+exposure's own precision (the relative width :func:`relative_width`) and, optionally, from
 the size of its model profile (:func:`profile_half_light_radius`). :func:`lumos.bayes.split_shared`
 takes it out of each exposure's likelihood; co-adds add it back once. Fitted by
 :mod:`lumos.calibration`.
@@ -11,7 +11,7 @@ takes it out of each exposure's likelihood; co-adds add it back once. Fitted by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -57,37 +57,36 @@ def relative_width(mixture: GaussianMixture) -> np.ndarray:
 class SharedError:
     """The relative flux error shared by every exposure of a galaxy, ``c``.
 
-    ``sigma_shared = c |f|``. ``c`` is one number (``constant``); or, when ``widths`` is
+    ``sigma_shared = c |f|``. ``c`` is one number (``constant``), or, when ``widths`` is
     given, a curve of the exposure's relative likelihood width ``w = std / |mean|`` (its
     own precision: photon noise, sky, PSF and the profile; the catalogue magnitude plays no
     part): ``c(w)`` is linear in ``log w`` between the nodes ``(widths[k], values[k])`` and
-    constant beyond the first and the last; or, when ``table`` is given, a step function of
-    the profile's size and of ``w``: ``table[s * W + k]`` for the size bin ``s`` of
-    ``size_edges`` and the width bin ``k`` of ``width_edges`` (``W = len(width_edges) + 1``;
-    a value equal to an edge belongs to the bin above it). The size is the half-light
-    radius of the exposure's model profile in pixels
-    (:func:`lumos.network_inputs.profile_half_light_radius`).
+    constant beyond the first and the last. When ``size_factors`` are given, that ``c`` is
+    multiplied by the factor of the exposure's profile-size bin (``size_edges`` are the
+    inner edges; a size equal to an edge belongs to the bin above it), at most 0.99: a
+    large galaxy shares more of its flux than a compact one of the same precision (its
+    catalogue profile's errors move more of its light). The size is the half-light radius of
+    the exposure's model profile in pixels (:func:`profile_half_light_radius`).
 
     Parameters
     ----------
     constant : float
-        ``c`` when neither a curve nor a table is given, in [0, 1).
+        ``c`` when no curve is given, in [0, 1).
     widths : tuple of float
         Increasing relative widths of the nodes (> 0).
     values : tuple of float
         ``c`` at the nodes, each in [0, 1).
-    size_edges, width_edges : tuple of float
-        Increasing inner edges of the table's size bins (pixels) and width bins (> 0).
-    table : tuple of float
-        ``c`` per (size bin, width bin), size-major, each in [0, 1); empty: no table.
+    size_edges : tuple of float
+        Increasing inner edges of the size bins (pixels, > 0).
+    size_factors : tuple of float
+        One factor (>= 0) per size bin (``len(size_edges) + 1``); empty: no size dependence.
     """
 
     constant: float = 0.0
     widths: tuple[float, ...] = ()
     values: tuple[float, ...] = ()
     size_edges: tuple[float, ...] = ()
-    width_edges: tuple[float, ...] = ()
-    table: tuple[float, ...] = ()
+    size_factors: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.constant < 1.0:
@@ -101,31 +100,32 @@ class SharedError:
                              f"{list(self.widths)}")  # fmt: skip
         if any(not 0.0 <= v < 1.0 for v in self.values):
             raise ValueError(f"shared-error values must be in [0, 1), got {list(self.values)}")
-        if self.table or self.size_edges or self.width_edges:
-            if self.widths:
-                raise ValueError("a shared error is a curve or a table, not both")
-            for name, edges in (("size", self.size_edges), ("width", self.width_edges)):
-                e = np.asarray(edges, float)
-                if np.any(~(e > 0)) or np.any(np.diff(e) <= 0):
-                    raise ValueError(f"shared-error {name} edges must be positive and "
-                                     f"increasing, got {list(edges)}")  # fmt: skip
-            cells = (len(self.size_edges) + 1) * (len(self.width_edges) + 1)
-            if len(self.table) != cells:
-                raise ValueError(f"shared-error table has {len(self.table)} values for "
-                                 f"{cells} cells")  # fmt: skip
-            if any(not 0.0 <= v < 1.0 for v in self.table):
-                raise ValueError(f"shared-error table values must be in [0, 1), got "
-                                 f"{list(self.table)}")  # fmt: skip
+        if self.size_factors or self.size_edges:
+            e = np.asarray(self.size_edges, float)
+            if np.any(~(e > 0)) or np.any(np.diff(e) <= 0):
+                raise ValueError(f"shared-error size edges must be positive and increasing, "
+                                 f"got {list(self.size_edges)}")  # fmt: skip
+            if len(self.size_factors) != len(self.size_edges) + 1:
+                raise ValueError(f"shared error has {len(self.size_factors)} size factors for "
+                                 f"{len(self.size_edges) + 1} size bins")  # fmt: skip
+            if any(not (np.isfinite(f) and f >= 0.0) for f in self.size_factors):
+                raise ValueError(f"shared-error size factors must be finite and >= 0, got "
+                                 f"{list(self.size_factors)}")  # fmt: skip
 
     @property
     def needs_size(self) -> bool:
-        """True for a table: :meth:`relative` needs each row's profile size."""
-        return bool(self.table)
+        """True when :meth:`relative` needs each row's profile size."""
+        return bool(self.size_factors)
 
     def sizes_of(self, profile: torch.Tensor) -> np.ndarray | None:
         """The ``size`` :meth:`relative` needs for these model-profile stamps (N, S, S):
-        their half-light radii for a table, else None (nothing to compute)."""
+        their half-light radii when the shared error depends on size, else None."""
         return profile_half_light_radius(profile) if self.needs_size else None
+
+    def with_size_factors(self, edges, factors) -> SharedError:
+        """A copy whose ``c`` is multiplied by ``factors`` in the size bins of ``edges``."""
+        return replace(self, size_edges=tuple(float(e) for e in edges),
+                       size_factors=tuple(float(f) for f in factors))
 
     @classmethod
     def of(cls, config) -> SharedError:
@@ -134,8 +134,7 @@ class SharedError:
                    tuple(getattr(config, "shared_error_widths", ()) or ()),
                    tuple(getattr(config, "shared_error_values", ()) or ()),
                    tuple(getattr(config, "shared_error_size_edges", ()) or ()),
-                   tuple(getattr(config, "shared_error_width_edges", ()) or ()),
-                   tuple(getattr(config, "shared_error_table", ()) or ()))  # fmt: skip
+                   tuple(getattr(config, "shared_error_size_factors", ()) or ()))  # fmt: skip
 
     def relative(self, mixture: GaussianMixture, size=None) -> torch.Tensor:
         """``c`` of each row of a likelihood mixture, shape (N,), float64.
@@ -144,30 +143,28 @@ class SharedError:
         ----------
         mixture : GaussianMixture
         size : array_like, shape (N,), optional
-            Each row's profile half-light radius in pixels; required by a table.
+            Each row's profile half-light radius in pixels; required with size factors.
 
         Raises
         ------
         ValueError
-            For a table without ``size``, or a ``size`` of another length.
+            With size factors but no ``size``, or a ``size`` of another length.
         """
         n = mixture.means.shape[0]
-        rel = relative_width(mixture) if (self.widths or self.table) else None
-        if self.table:
+        if self.widths:
+            rel = relative_width(mixture)
+            x = np.log(np.clip(np.nan_to_num(rel, nan=1.0, posinf=1e6), 1e-12, 1e12))
+            c = np.interp(x, np.log(np.asarray(self.widths, float)),
+                          np.asarray(self.values, float))  # fmt: skip
+        else:
+            c = np.full(n, float(self.constant))
+        if self.size_factors:
             if size is None:
                 raise ValueError("this shared error depends on the profile size: pass size")
             size = np.asarray(size, float).reshape(-1)
             if size.size != n:
                 raise ValueError(f"size has {size.size} rows for {n} likelihoods")
-            s = np.searchsorted(np.asarray(self.size_edges, float), np.nan_to_num(size),
+            k = np.searchsorted(np.asarray(self.size_edges, float), np.nan_to_num(size),
                                 side="right")  # fmt: skip
-            k = np.searchsorted(np.asarray(self.width_edges, float),
-                                np.nan_to_num(rel, nan=1e12, posinf=1e12), side="right")
-            cells = np.asarray(self.table, float)
-            return torch.from_numpy(cells[s * (len(self.width_edges) + 1) + k])
-        if not self.widths:
-            return torch.full((n,), float(self.constant), dtype=torch.float64)
-        x = np.log(np.clip(np.nan_to_num(rel, nan=1.0, posinf=1e6), 1e-12, 1e12))
-        c = np.interp(x, np.log(np.asarray(self.widths, float)),
-                      np.asarray(self.values, float))  # fmt: skip
-        return torch.from_numpy(c)
+            c = np.minimum(c * np.asarray(self.size_factors, float)[k], 0.99)
+        return torch.from_numpy(np.asarray(c, float))

@@ -42,17 +42,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"lumos calibrate: shared error by relative width {{{nodes}}} (sigma68 of D "
                   f"on pairs {res.d_sigma68_before:.3f} -> {res.d_sigma68_after:.3f}; per width "
                   f"bin {', '.join(f'{d:.3f}' for d in res.d_sigma68_bins)})")
-        elif res.shared_error_table:
-            n_w = len(res.shared_error_width_edges) + 1
-            rows = "; ".join(" ".join(f"{c:.4f}" for c in res.shared_error_table[i:i + n_w])
-                             for i in range(0, len(res.shared_error_table), n_w))
-            print(f"lumos calibrate: shared error by profile size (rows, edges "
-                  f"{', '.join(f'{e:.2f}' for e in res.shared_error_size_edges)} px) and "
-                  f"relative width (columns, edges "
-                  f"{', '.join(f'{e:.3f}' for e in res.shared_error_width_edges)}): {rows} "
-                  f"(sigma68 of D on pairs {res.d_sigma68_before:.3f} -> "
-                  f"{res.d_sigma68_after:.3f}; per cell "
-                  f"{', '.join(f'{d:.3f}' for d in res.d_sigma68_bins)})")
+            if res.shared_error_size_factors:
+                factors = ", ".join(f"{g:.3f}" for g in res.shared_error_size_factors)
+                edges = ", ".join(f"{e:.2f}" for e in res.shared_error_size_edges)
+                by_size = ", ".join(f"{d:.3f}" for d in res.d_sigma68_sizes)
+                print(f"lumos calibrate: times {factors} by profile half-light radius (edges "
+                      f"{edges} px; sigma68 of D per size bin {by_size}; the width bins above "
+                      f"are the curve's alone)")
         else:
             print(f"lumos calibrate: shared error {res.shared_error:.4f} (sigma68 of D on "
                   f"pairs {res.d_sigma68_before:.3f} -> {res.d_sigma68_after:.3f})")
@@ -73,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
         "shared_error_values": list(res.shared_error_values),
         "d_sigma68_bins": list(res.d_sigma68_bins),
         "shared_error_size_edges": list(res.shared_error_size_edges),
-        "shared_error_width_edges": list(res.shared_error_width_edges),
-        "shared_error_table": list(res.shared_error_table),
+        "shared_error_size_factors": list(res.shared_error_size_factors),
+        "d_sigma68_sizes": list(res.d_sigma68_sizes),
         "coverage68_before": res.coverage_before, "coverage68_after": res.coverage_after,
         "d_sigma68_before": res.d_sigma68_before, "d_sigma68_after": res.d_sigma68_after,
         "seconds": time.perf_counter() - t0, "source_model": str(args.model),
