@@ -21,7 +21,9 @@ never use; the weights do not change:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache, partial
 
 import numpy as np
 import torch
@@ -136,21 +138,28 @@ def pair_d(m1: GaussianMixture, m2: GaussianMixture, shared: float | SharedError
     return pair_pull(p1.mean().numpy(), p1.std().numpy(), p2.mean().numpy(), p2.std().numpy())
 
 
+def _unit_width_root(width: Callable[[float], float], hi: float, xtol: float) -> float:
+    """The ``x`` in [0, ``hi``] with ``width(x) = 1``, for a sigma68(D) that widens as ``x``
+    grows (more of the error called shared): 0 if D is 1 or wider at 0, ``hi`` if it is
+    still 1 or narrower there."""
+    if width(0.0) >= 1.0:
+        return 0.0
+    if width(hi) <= 1.0:
+        return float(hi)
+    return float(brentq(lambda x: width(x) - 1.0, 0.0, hi, xtol=xtol))
+
+
 def _unit_width_c(m1: GaussianMixture, m2: GaussianMixture, hi: float = 0.5
                   ) -> tuple[float, float, float]:
     """``c`` with sigma68(D) = 1 on these pairs (0 if D is already wide enough, at most ``hi``),
     and sigma68(D) with no shared error and with that ``c``."""
 
+    @cache
     def width(c: float) -> float:
-        return sigma68(pair_d(m1, m2, c))
+        return float(sigma68(pair_d(m1, m2, c)))
 
-    before = width(0.0)
-    if before >= 1.0:
-        return 0.0, before, before
-    if width(hi) < 1.0:
-        return hi, before, width(hi)
-    c = float(brentq(lambda v: width(v) - 1.0, 0.0, hi, xtol=1e-4))
-    return c, before, width(c)
+    c = _unit_width_root(width, hi, xtol=1e-4)
+    return c, width(0.0), width(c)
 
 
 def _pair_mixtures(model: LumosNet, first, second) -> tuple[GaussianMixture, GaussianMixture]:
@@ -268,14 +277,7 @@ def shared_error_curve(m1: GaussianMixture, m2: GaussianMixture, bins: int = 6,
 
     for _ in range(passes):
         for k in range(used):
-            top = min(0.95 * nodes[k], 0.99)
-            if width(k, 0.0) >= 1.0:
-                values[k] = 0.0
-            elif width(k, top) <= 1.0:
-                values[k] = top
-            else:
-                values[k] = float(brentq(lambda v, k=k: width(k, v) - 1.0, 0.0, top,
-                                         xtol=1e-5))  # fmt: skip
+            values[k] = _unit_width_root(partial(width, k), min(0.95 * nodes[k], 0.99), 1e-5)
     if constant is None:
         constant = _unit_width_c(m1, m2)[0]
     best = curve(values)
@@ -347,13 +349,7 @@ def shared_error_size_factors(m1: GaussianMixture, m2: GaussianMixture, size1, s
 
     for _ in range(int(passes)):  # a pair's exposures may fall in neighbouring size bins
         for k in range(edges.size + 1):
-            if width(k, 0.0) >= 1.0:
-                factors[k] = 0.0
-            elif width(k, 3.0) <= 1.0:
-                factors[k] = 3.0
-            else:
-                factors[k] = float(brentq(lambda g, k=k: width(k, g) - 1.0, 0.0, 3.0,
-                                          xtol=1e-4))  # fmt: skip
+            factors[k] = _unit_width_root(partial(width, k), 3.0, 1e-4)
     shared = curve.with_size_factors(edges, factors)
     d = pair_d(m1, m2, shared, (s1, s2))
     return shared, [float(sigma68(d[rows])) for rows in members]
