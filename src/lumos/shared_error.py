@@ -12,6 +12,7 @@ takes it out of each exposure's likelihood; co-adds add it back once. Fitted by
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 import torch
@@ -36,15 +37,27 @@ def profile_half_light_radius(profile: torch.Tensor) -> np.ndarray:
         (NaN for a profile without positive light).
     """
     prof = torch.as_tensor(profile).detach().cpu().double().numpy()
-    n, size = prof.shape[0], prof.shape[-1]
+    n = prof.shape[0]
+    radius, order = _radial_order(int(prof.shape[-1]))
+    cum = np.cumsum(prof.reshape(n, -1)[:, order], axis=1)
+    total = cum[:, -1:]
+    out = radius[np.argmax(cum >= 0.5 * total, axis=1)].astype(float)
+    out[~(total[:, 0] > 0)] = np.nan
+    return out
+
+
+@cache
+def _radial_order(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre radii about the centre of a ``size`` x ``size`` stamp, increasing, and the
+    flat pixel indices in that order (one per stamp size: every chunk of a measurement
+    asks for the same)."""
     y, x = np.mgrid[:size, :size]
     r = np.hypot(x - (size - 1) / 2, y - (size - 1) / 2).ravel()
     order = np.argsort(r, kind="stable")
-    cum = np.cumsum(prof.reshape(n, -1)[:, order], axis=1)
-    total = cum[:, -1:]
-    out = r[order][np.argmax(cum >= 0.5 * total, axis=1)].astype(float)
-    out[~(total[:, 0] > 0)] = np.nan
-    return out
+    radius = r[order]
+    radius.setflags(write=False)
+    order.setflags(write=False)
+    return radius, order
 
 
 def relative_width(mixture: GaussianMixture) -> np.ndarray:
