@@ -80,7 +80,7 @@ def split_shared(mixture: GaussianMixture, shared_error: float | SharedError,
         Relative shared error ``c`` (0 leaves the mixture unchanged), one number or a
         :class:`SharedError`.
     size : array_like, shape (N,), optional
-        The rows' profile half-light radii (pixels), for a shared error that is a table.
+        The rows' profile half-light radii (pixels), for a size-dependent shared error.
 
     Returns
     -------
@@ -115,7 +115,7 @@ def fill_likelihood(out: Table, rows, like: GaussianMixture, shared_error: float
     to_image_units : float
         Electrons per image unit (the gain).
     size : array_like, optional
-        The rows' profile half-light radii (pixels), for a shared error that is a table.
+        The rows' profile half-light radii (pixels), for a size-dependent shared error.
     """
     per, shared = split_shared(like.to(torch.float64), shared_error, size)
     g = float(to_image_units)

@@ -14,9 +14,10 @@ never use; the weights do not change:
   noise new). By default it is a curve of the exposure's relative likelihood width ``w``
   with a node in each of six equal-count bins of ``w``, whose values make ``sigma68(D)``
   (Eq. 19) of the per-exposure likelihoods (:func:`lumos.bayes.split_shared`) equal to 1
-  over each bin's pairs (:func:`shared_error_curve`); or one number ``c`` with
-  ``sigma68(D) = 1`` over all pairs (:func:`fit_shared_error`), which is always recorded
-  as ``shared_error``.
+  over each bin's pairs (:func:`shared_error_curve`), optionally times one factor per third
+  of the pairs' model-profile sizes (:func:`shared_error_size_factors`); or one number ``c``
+  with ``sigma68(D) = 1`` over all pairs (:func:`fit_shared_error`), which is always
+  recorded as ``shared_error``.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def pair_d(m1: GaussianMixture, m2: GaussianMixture, shared: float | SharedError
            sizes: tuple | None = None) -> np.ndarray:
     """D (Eq. 19, :func:`lumos.stats.pair_pull`) of each pair's per-exposure likelihoods
     (:func:`lumos.bayes.split_shared` with ``shared``; ``sizes``, the two exposures' profile
-    half-light radii, for a shared error that is a table)."""
+    half-light radii, for a shared error that depends on the profile size)."""
     s1, s2 = (None, None) if sizes is None else sizes
     p1, _ = split_shared(m1, shared, s1)
     p2, _ = split_shared(m2, shared, s2)
