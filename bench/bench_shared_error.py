@@ -42,15 +42,10 @@ BINS = ((17.0, 19.0), (19.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
 WIDTH_BINS = 6
 
 
-def _width_bins(m1, m2) -> list[np.ndarray]:
-    w = np.sqrt(relative_width(m1) * relative_width(m2))
-    good = np.flatnonzero(np.isfinite(w) & (w > 0))
-    return np.array_split(good[np.argsort(w[good], kind="stable")], WIDTH_BINS)
-
-
-def _terciles(x: np.ndarray) -> list[np.ndarray]:
-    good = np.flatnonzero(np.isfinite(x))
-    return np.array_split(good[np.argsort(x[good], kind="stable")], 3)
+def _equal_count(x: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Indices of the finite, positive ``x`` in ``bins`` equal-count bins, smallest first."""
+    good = np.flatnonzero(np.isfinite(x) & (x > 0))
+    return np.array_split(good[np.argsort(x[good], kind="stable")], bins)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,14 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | --- | --- |" + " --- |" * (len(BINS) + WIDTH_BINS + 2))
     radii = (profile_half_light_radius(pairs.first.profile),
              profile_half_light_radius(pairs.second.profile))
-    sizes = _terciles(np.sqrt(radii[0] * radii[1]))
+    sizes = _equal_count(np.sqrt(radii[0] * radii[1]), 3)
     by_size = []
     for label, model in models:
         with torch.inference_mode():
             m1 = model.predict(pairs.first).to(torch.float64)
             m2 = model.predict(pairs.second).to(torch.float64)
-        members = _width_bins(m1, m2)
         w = np.sqrt(relative_width(m1) * relative_width(m2))
+        members = _equal_count(w, WIDTH_BINS)
         by_size.append((label, pair_d(m1, m2, SharedError.of(model.config), radii), w))
         rows = (("none", 0.0), (f"one constant, {args.constant:g}", args.constant),
                 (f"its constant, {model.config.shared_error:.4f}", model.config.shared_error),
@@ -110,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         widths = []
         for name, rows in zip(("small", "middle", "large"), sizes, strict=True):
             cells = []
-            for cols in _terciles(w):
+            for cols in _equal_count(w, 3):
                 both = np.intersect1d(rows, cols)
                 widths.append(sigma68(d[both]))
                 cells.append(f"{widths[-1]:.3f} ({both.size})")
