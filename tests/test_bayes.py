@@ -183,37 +183,3 @@ def test_zero_points_calibrate_each_exposure_before_the_product():
     assert co["flux_like_err"][0] == pytest.approx(10.0 / np.sqrt(2.0), rel=1e-6)
     missing = Table({"image": ["e1"], "zp": [1.0]})
     assert coadd_likelihoods([a, b], prior="none", zero_points=missing)["n_exposures"][0] == 1
-
-
-def test_shared_error_curve_interpolates_in_log_width_and_validates():
-    from lumos.bayes import SharedError
-
-    curve = SharedError(0.04, (0.02, 0.08), (0.01, 0.05))
-    # relative widths 0.01 (below the first node), 0.04 (half-way in log), 0.2 (above)
-    mix = GaussianMixture(torch.zeros(3, 1), torch.tensor([[100.0], [100.0], [100.0]]),
-                          torch.tensor([[1.0], [4.0], [20.0]]))  # fmt: skip
-    c = curve.relative(mix).numpy()
-    np.testing.assert_allclose(c, [0.01, 0.03, 0.05], rtol=1e-12)
-    per, shared = split_shared(mix.to(torch.float64), curve)
-    np.testing.assert_allclose(shared.numpy(), [1.0, 3.0, 5.0])
-    np.testing.assert_allclose(per.sigmas[:, 0].numpy(), [0.3, np.sqrt(7.0), np.sqrt(375.0)])
-    # a float is the constant shared error, as before
-    _, s = split_shared(mix.to(torch.float64), 0.02)
-    np.testing.assert_allclose(s.numpy(), [2.0, 2.0, 2.0])
-    for bad in (dict(constant=1.5), dict(widths=(0.1,), values=()),
-                dict(widths=(0.2, 0.1), values=(0.1, 0.1)), dict(widths=(0.1,), values=(1.2,))):
-        with pytest.raises(ValueError, match="shared"):
-            SharedError(**bad)
-
-
-def test_shared_error_of_a_model_configuration():
-    from lumos.bayes import SharedError
-    from lumos.network import NetworkConfig
-
-    cfg = NetworkConfig.tiny().replace(likelihood=True, shared_error=0.03)
-    assert SharedError.of(cfg) == SharedError(0.03)
-    cfg = cfg.replace(shared_error_widths=(0.05, 0.1), shared_error_values=(0.02, 0.04))
-    assert SharedError.of(cfg).values == (0.02, 0.04)
-    assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="differ in length"):
-        cfg.replace(shared_error_values=(0.1,)).validate()
