@@ -7,8 +7,9 @@ experiment 10) or the training mix (``--kind mix``: 60% of them); measures them 
 likelihood model and applies each prior to the likelihoods (:func:`lumos.bayes.apply_prior`):
 ``none`` (flat on positive fluxes), ``population`` (the simulation's own colours: the true
 prior here), ``empirical`` (deconvolved from the measured likelihoods, what ``auto`` picks
-for a field: one Gaussian per band and i bin) and the empirical prior with up to three
-components chosen by BIC (``lumos prior --components 3``). Prints, per catalogue i bin, the
+for a field: one Gaussian per band and i bin), the empirical prior with up to three
+components chosen by BIC (``lumos prior --components 3``) and its smooth form (one Gaussian
+per band following i, ``lumos prior --form smooth``). Prints, per catalogue i bin, the
 68% coverage of the posterior and the median relative half-width ``(q84 - q16) / 2
 f_true``, and the sigma68 of the likelihood's pull ``(flux_like - f_true) /
 sqrt(flux_like_err^2 + flux_shared_err^2)``, on which the
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         priors.append(("empirical, up to 3 components (BIC)",
                        empirical_prior(usable["flux_like"], err, usable["i_mag"],
                                        usable["band"], k=3)))  # fmt: skip
+        priors.append(("empirical, smooth in i (--form smooth)",
+                       empirical_prior(usable["flux_like"], err, usable["i_mag"],
+                                       usable["band"], form="smooth")))  # fmt: skip
     shifted = base.copy()
     shifted["i_mag"] = shifted["i_mag"] + args.i_shift
     for name, prior in priors:

@@ -190,3 +190,104 @@ def test_lumos_prior_components_option(tmp_path, capsys):
         assert main(["prior", *tables, *bad, "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_fit_linear_gaussian_recovers_a_mean_and_width_that_follow_t():
+    from lumos.deconvolution import fit_linear_gaussian
+
+    rng = np.random.default_rng(21)
+    n = 4000
+    t = rng.uniform(-2.0, 3.0, n)
+    err = rng.uniform(0.5, 2.0, n)
+    x = 10.0 + 2.0 * t + np.exp(0.2 + 0.3 * t) * rng.standard_normal(n) \
+        + err * rng.standard_normal(n)
+    fit = fit_linear_gaussian(x, err, t)
+    mean, width = fit.at(np.array([-1.0, 0.0, 2.0]))
+    assert mean == pytest.approx(10.0 + 2.0 * np.array([-1.0, 0.0, 2.0]), abs=0.15)
+    assert width == pytest.approx(np.exp(0.2 + 0.3 * np.array([-1.0, 0.0, 2.0])), rel=0.1)
+    # beyond the fitted range the model is constant
+    assert fit.at(10.0)[0] == pytest.approx(fit.at(t.max())[0])
+
+
+def test_fit_linear_gaussian_widens_a_width_the_data_barely_fix():
+    """With errors far larger than the spread, the predictive width exceeds the maximum-
+    likelihood width by the fit's uncertainty; with precise data the two agree."""
+    from lumos.deconvolution import fit_linear_gaussian
+
+    rng = np.random.default_rng(22)
+    t = rng.uniform(-1.0, 1.0, 100)
+    x = 5.0 + 0.1 * rng.standard_normal(100) + 3.0 * rng.standard_normal(100)
+    fit = fit_linear_gaussian(x, np.full(100, 3.0), t)
+    ml_width = np.exp(fit.params[2])
+    assert fit.at(0.0)[1] > 1.5 * ml_width
+    precise = fit_linear_gaussian(5.0 + 0.5 * rng.standard_normal(5000), np.full(5000, 0.01),
+                                  rng.uniform(-1.0, 1.0, 5000))  # fmt: skip
+    assert precise.at(0.0)[1] == pytest.approx(np.exp(precise.params[2]), rel=0.02)
+
+
+def test_fit_linear_gaussian_few_points_and_bad_input():
+    from lumos.deconvolution import fit_linear_gaussian
+
+    fit = fit_linear_gaussian([1.0, 2.0, 3.0], [0.1, 0.1, 0.1], [0.0, 1.0, 2.0])
+    assert fit.params[1] == 0.0 and fit.params[3] == 0.0
+    with pytest.raises(ValueError, match="non-empty 1-D finite"):
+        fit_linear_gaussian([1.0, np.nan], [0.1, 0.1], [0.0, 1.0])
+    with pytest.raises(ValueError, match="non-empty 1-D finite"):
+        fit_linear_gaussian([], [], [])
+
+
+def test_smooth_empirical_prior_follows_a_colour_trend_and_a_magnitude_shift():
+    """The smooth form tracks a colour that changes with i, and shifting every catalogue
+    magnitude leaves the prior of each flux unchanged (no leakage of the catalogue's scale)."""
+    rng = np.random.default_rng(23)
+    n = 900
+    i_mag = rng.uniform(18.0, 23.0, n)
+    colour = 30.0 * (1.0 + 0.1 * (i_mag - 20.0)) * rng.lognormal(0.0, 0.1, n)
+    err = 0.05 * 30.0 * magnitude_scale(20.0)
+    flux = colour * magnitude_scale(i_mag) + err * rng.standard_normal(n)
+    band = np.full(n, "NB685")
+    p = empirical_prior(flux, np.full(n, err), i_mag, band, form="smooth")
+    assert p.kind == "empirical" and p.weight.shape[-1] == 1 and len(p.i_edges) > 50
+    for i in (18.5, 20.0, 22.5):
+        mix, _ = p.mixture(["NB685"], [i])
+        assert float(mix.mean()[0]) / magnitude_scale(i) == pytest.approx(
+            30.0 * (1.0 + 0.1 * (i - 20.0)), rel=0.05)
+    shifted = empirical_prior(flux, np.full(n, err), i_mag + 0.5, band, form="smooth")
+    a, _ = p.mixture(band, i_mag)
+    b, _ = shifted.mixture(band, i_mag + 0.5)
+    assert b.means.numpy() == pytest.approx(a.means.numpy(), rel=1e-6)
+    assert b.sigmas.numpy() == pytest.approx(a.sigmas.numpy(), rel=1e-6)
+
+
+def test_empirical_prior_form_errors():
+    args = (np.ones(20), np.ones(20), np.linspace(19, 21, 20), np.full(20, "NB685"))
+    with pytest.raises(ValueError, match="form must be one of smooth, binned, got 'spline'"):
+        empirical_prior(*args, form="spline")
+    with pytest.raises(ValueError, match="one component, got k=2"):
+        empirical_prior(*args, k=2, form="smooth")
+
+
+def test_lumos_prior_form_option(tmp_path, capsys):
+    from astropy.table import Table
+
+    from lumos.cli import main
+
+    rng = np.random.default_rng(24)
+    n = 300
+    i_mag = rng.uniform(18.0, 23.0, n)
+    t = Table({"band": np.full(n, "NB685"), "i_mag": i_mag, "flags": np.zeros(n, int),
+               "flux_like": 30.0 * magnitude_scale(i_mag) * rng.lognormal(0.0, 0.1, n),
+               "flux_like_err": np.full(n, 0.5), "flux_shared_err": np.zeros(n)})
+    t.write(tmp_path / "m.fits")
+    assert main(["prior", str(tmp_path / "m.fits"), "--form", "smooth",
+                 "--out", str(tmp_path / "s.ecsv")]) == 0  # fmt: skip
+    assert "form smooth" in capsys.readouterr().out
+    assert len(FluxPrior.read(tmp_path / "s.ecsv").i_edges) > 50
+    for bad, message in ((["--form", "smooth", "--components", "2"],
+                          "--form smooth has one component per band, got --components 2"),
+                         (["--form", "smooth"], "--form applies to a prior learnt")):
+        tables = [] if "applies" in message else [str(tmp_path / "m.fits")]
+        out = tmp_path / "x.ecsv"
+        assert main(["prior", *tables, *bad, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()

@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--components", type=int, default=None,
                    help="most Gaussian components per band and i bin of a prior learnt from "
                    "tables (default 1, chosen by BIC up to this number)")
+    p.add_argument("--form", choices=("binned", "smooth"), default=None,
+                   help="form of a prior learnt from tables: binned (default: components per "
+                   "i bin) or smooth (one Gaussian per band whose mean and log-width are "
+                   "linear in i, fitted to all its galaxies, widened by the fit's uncertainty)")
 
     p = sub.add_parser("calibrate", help="fit a trained model's sigma scale (and shared error)")
     p.add_argument("model", help="trained, uncalibrated model")

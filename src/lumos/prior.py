@@ -16,9 +16,15 @@ zero flux (no galaxy has negative flux), is again one (:func:`posterior`). Three
 * :func:`population_prior`: the TEAHUPOO population's colours (what the simulations assume);
 * a table given by the user (:meth:`FluxPrior.read`, the format of :meth:`FluxPrior.to_table`);
 * :func:`empirical_prior`: learnt from the measured galaxies' likelihoods by deconvolution
-  (extreme deconvolution: each galaxy's likelihood is a Gaussian of known width, the prior a
-  mixture whose convolution with those widths best explains the measured fluxes), using no
-  truth. It follows the colours of the data being measured.
+  (extreme deconvolution: each galaxy's likelihood is a Gaussian of known width, the prior
+  the distribution whose convolution with those widths best explains the measured fluxes),
+  using no truth. It follows the colours of the data being measured. ``form="binned"``
+  fits up to ``k`` components per bin of i magnitude; ``form="smooth"`` one Gaussian per
+  band whose mean and log-width are linear in ``i - 20``, fitted to all the band's galaxies
+  at once and widened by the fit's own uncertainty
+  (:func:`lumos.deconvolution.fit_linear_gaussian`): the faint galaxies, whose likelihoods
+  are much wider than the colours' spread, take the width the whole band measures instead
+  of one their own bin cannot fix. :data:`EMPIRICAL_FORM` is the default.
 
 :func:`choose_prior` picks the empirical prior where a band has enough measured galaxies
 (``EMPIRICAL_MIN_GALAXIES``) and the population prior elsewhere: a prior fitted to the data
@@ -35,7 +41,12 @@ import numpy as np
 import torch
 from astropy.table import Table
 
-from .deconvolution import fit_mixture_1d, fit_mixture_bic, mixture_log_likelihood
+from .deconvolution import (
+    fit_linear_gaussian,
+    fit_mixture_1d,
+    fit_mixture_bic,
+    mixture_log_likelihood,
+)
 from .errors import LumosError
 from .mixture import GaussianMixture, product
 from .population import sample_population
@@ -44,6 +55,9 @@ __all__ = [
     "REFERENCE_MAG",
     "EMPIRICAL_MIN_GALAXIES",
     "EMPIRICAL_COMPONENTS",
+    "EMPIRICAL_FORM",
+    "EMPIRICAL_FORMS",
+    "EMPIRICAL_STEP",
     "FluxPrior",
     "magnitude_scale",
     "fit_mixture_1d",
@@ -66,6 +80,13 @@ EMPIRICAL_MIN_GALAXIES = 100
 #: lumos's own held-out simulations (``bench/bench_prior.py``) the BIC-chosen mixture of up to
 #: three components covers the truth 0.62-0.65 of the time, one Gaussian 0.64-0.68.
 EMPIRICAL_COMPONENTS = 1
+#: Forms of :func:`empirical_prior`: one Gaussian per band following i, or up to ``k``
+#: components per i bin.
+EMPIRICAL_FORMS = ("smooth", "binned")
+#: Form of :func:`empirical_prior` unless another is asked for.
+EMPIRICAL_FORM = "binned"
+#: Width in magnitudes of the i bins on which the smooth empirical prior is tabulated.
+EMPIRICAL_STEP = 0.05
 _PRIOR_KINDS = ("population", "table", "empirical")
 #: i-magnitude bin edges of the population prior.
 POPULATION_I_EDGES = tuple(float(v) for v in np.arange(17.0, 23.01, 0.5))
@@ -265,15 +286,26 @@ def _equal_count_edges(i_mag: np.ndarray, min_per_bin: int, max_bins: int) -> np
 
 
 def empirical_prior(flux, flux_err, i_mag, bands, k: int = EMPIRICAL_COMPONENTS,
-                    min_per_bin: int = 75, max_bins: int = 4, seed: int = 0) -> FluxPrior:
+                    min_per_bin: int = 75, max_bins: int = 4, seed: int = 0,
+                    form: str | None = None) -> FluxPrior:
     """A prior learnt from measured likelihoods by deconvolution, using no truth.
 
-    For each band, the colours ``x_j = flux_j / S(i_j)`` with errors
-    ``flux_err_j / S(i_j)`` are deconvolved (:func:`fit_mixture_1d`, up to ``k``
-    components chosen by :func:`fit_mixture_bic`; by default one Gaussian, see
-    :data:`EMPIRICAL_COMPONENTS`) in bins of i magnitude holding at least
-    ``min_per_bin`` galaxies (equal counts, at most ``max_bins``; one bin for few
-    galaxies). The prior is in the measurements' flux units.
+    The colours ``x_j = flux_j / S(i_j)`` with errors ``flux_err_j / S(i_j)`` are
+    deconvolved per band, in one of two forms:
+
+    * ``"smooth"``: one Gaussian whose mean and log-width are
+      linear in ``i - REFERENCE_MAG``, fitted to all the band's galaxies
+      (:func:`lumos.deconvolution.fit_linear_gaussian`) and widened by the fit's
+      uncertainty (:meth:`~lumos.deconvolution.LinearGaussian.at`), tabulated on bins of
+      :data:`EMPIRICAL_STEP` mag from the brightest to the faintest measured magnitude
+      (the model is constant beyond the band's own range);
+    * ``"binned"``: up to ``k`` components chosen by
+      :func:`fit_mixture_bic` in bins of i magnitude holding at least ``min_per_bin``
+      galaxies (equal counts, at most ``max_bins``; one bin for few galaxies).
+
+    Both are equivariant under a shift of every catalogue magnitude: the prior of a flux
+    follows the colours the data show, whatever magnitudes the catalogue quotes. The
+    prior is in the measurements' flux units.
 
     Parameters
     ----------
@@ -284,11 +316,14 @@ def empirical_prior(flux, flux_err, i_mag, bands, k: int = EMPIRICAL_COMPONENTS,
         Catalogue i magnitudes.
     bands : array_like of str, shape (N,)
     k : int
-        Most components per band and bin (>= 1).
+        Most components per band and bin (>= 1; ``"smooth"`` has one).
     min_per_bin, max_bins : int
-        Binning in i magnitude (the same edges for every band, from all galaxies).
+        Binning in i magnitude of ``"binned"`` (the same edges for every band, from all
+        galaxies).
     seed : int
         Seed of the EM starts.
+    form : {"smooth", "binned"}, optional
+        Default :data:`EMPIRICAL_FORM`.
 
     Returns
     -------
@@ -297,12 +332,18 @@ def empirical_prior(flux, flux_err, i_mag, bands, k: int = EMPIRICAL_COMPONENTS,
     Raises
     ------
     ValueError
-        If ``k`` is not an integer >= 1.
+        If ``k`` is not an integer >= 1, or ``form`` is unknown or ``"smooth"`` with
+        ``k > 1``.
     LumosError
         Where a band has no usable galaxy.
     """
     if int(k) != k or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k}")
+    form = EMPIRICAL_FORM if form is None else form
+    if form not in EMPIRICAL_FORMS:
+        raise ValueError(f"form must be one of {', '.join(EMPIRICAL_FORMS)}, got {form!r}")
+    if form == "smooth" and k != 1:
+        raise ValueError(f"the smooth empirical prior has one component, got k={k}")
     flux = np.asarray(flux, float)
     err = np.asarray(flux_err, float)
     i_mag = np.asarray(i_mag, float)
@@ -311,25 +352,42 @@ def empirical_prior(flux, flux_err, i_mag, bands, k: int = EMPIRICAL_COMPONENTS,
     names = tuple(sorted(set(bands[ok])))
     if not names:
         raise LumosError("no usable galaxy to learn the prior from")
+    s = magnitude_scale(np.where(ok, i_mag, REFERENCE_MAG))
+    x, ex = flux / s, err / s
+    if form == "smooth":
+        return _smooth_prior(x, ex, i_mag, bands, ok, names)
     counts = [int((ok & (bands == b)).sum()) for b in names]
     edges = _equal_count_edges(i_mag[ok], min_per_bin, min(max_bins, max(1, min(counts)
                                                                           // max(min_per_bin, 1))))
     nbin = edges.size - 1
     shape = (len(names), nbin, k)
     w, mu, sg = np.zeros(shape), np.zeros(shape), np.ones(shape)
-    s = magnitude_scale(np.where(ok, i_mag, REFERENCE_MAG))
     ibin = np.clip(np.searchsorted(edges, i_mag, "right") - 1, 0, nbin - 1)
     for b, name in enumerate(names):
         for j in range(nbin):
             sel = ok & (bands == name) & (ibin == j)
             if not sel.any():
                 sel = ok & (bands == name)
-            fw, fm, fs = fit_mixture_bic(flux[sel] / s[sel], err[sel] / s[sel], k_max=k,
-                                         seed=seed + b)  # fmt: skip
+            fw, fm, fs = fit_mixture_bic(x[sel], ex[sel], k_max=k, seed=seed + b)
             kk = fw.size
             w[b, j, :kk], mu[b, j, :kk], sg[b, j, :kk] = fw, fm, fs
     finite_edges = np.where(np.isfinite(edges), edges, np.where(edges < 0, 0.0, 99.0))
     return FluxPrior("empirical", names, tuple(finite_edges.tolist()), w, mu, sg,
+                     per_second=False)  # fmt: skip
+
+
+def _smooth_prior(x, ex, i_mag, bands, ok, names) -> FluxPrior:
+    """The ``"smooth"`` form of :func:`empirical_prior` on colours ``x`` with errors ``ex``."""
+    lo, hi = float(i_mag[ok].min()), float(i_mag[ok].max())
+    edges = lo + EMPIRICAL_STEP * np.arange(int(np.ceil((hi - lo) / EMPIRICAL_STEP)) + 2)
+    centre = 0.5 * (edges[1:] + edges[:-1]) - REFERENCE_MAG
+    shape = (len(names), centre.size, 1)
+    mu, sg = np.zeros(shape), np.ones(shape)
+    for b, name in enumerate(names):
+        sel = ok & (bands == name)
+        fit = fit_linear_gaussian(x[sel], ex[sel], i_mag[sel] - REFERENCE_MAG)
+        mu[b, :, 0], sg[b, :, 0] = fit.at(centre)
+    return FluxPrior("empirical", names, tuple(edges.tolist()), np.ones(shape), mu, sg,
                      per_second=False)  # fmt: skip
 
 

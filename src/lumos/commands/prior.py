@@ -21,9 +21,14 @@ def run(args: argparse.Namespace) -> int:
     components = EMPIRICAL_COMPONENTS if args.components is None else args.components
     if components < 1 or components > 5:
         raise LumosError(f"--components must be 1 to 5, got {components}")
-    if args.components is not None and not args.tables:
-        raise LumosError("--components applies to a prior learnt from tables; the population "
+    if (args.components is not None or args.form is not None) and not args.tables:
+        option = "--components" if args.components is not None else "--form"
+        raise LumosError(f"{option} applies to a prior learnt from tables; the population "
                          "prior has its own")
+    form = args.form or "binned"
+    if form == "smooth" and components != 1:
+        raise LumosError(f"--form smooth has one component per band, got --components "
+                         f"{components}")
     announce_overwrite("prior", out)
     if not args.tables:
         prior = population_prior(n=args.n, seed=args.seed)
@@ -46,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
             cols["band"].append(np.asarray(t["band"]).astype(str))
         arrays = {k: np.concatenate(v) for k, v in cols.items()}
         prior = empirical_prior(arrays["flux"], arrays["flux_err"], arrays["i_mag"],
-                                arrays["band"], k=components, seed=args.seed)  # fmt: skip
-        what = f"{len(arrays['flux'])} measured rows of {len(args.tables)} table(s)"
+                                arrays["band"], k=components, seed=args.seed,
+                                form=form)  # fmt: skip
+        what = (f"{len(arrays['flux'])} measured rows of {len(args.tables)} table(s), "
+                f"form {form}")
     prior.write(out)
     print(f"lumos prior: {prior.kind} prior from {what}: {len(prior.bands)} band(s), "
           f"{len(prior.i_edges) - 1} i bin(s) -> {out}")
