@@ -42,7 +42,7 @@ def test_shared_error_of_a_model_configuration():
     cfg = cfg.replace(shared_error_widths=(0.05, 0.1), shared_error_values=(0.02, 0.04))
     assert SharedError.of(cfg).values == (0.02, 0.04)
     assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="curve has 2 widths and 1 values"):
         cfg.replace(shared_error_values=(0.1,)).validate()
 
 
@@ -81,7 +81,7 @@ def test_a_model_configuration_records_its_size_factors():
     assert SharedError.of(cfg) == SharedError(0.03, size_edges=(3.0,), size_factors=(0.8, 1.2))
     assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.uncalibrated().shared_error_size_factors == ()
-    with pytest.raises(ValueError, match="1 shared_error_size_factors for 2 size bins"):
+    with pytest.raises(ValueError, match="shared error has 1 size factors for 2 size bins"):
         cfg.replace(shared_error_size_factors=(0.8,)).validate()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from .bands import N_BAND_INDEX
 from .instrument import CCD_HEIGHT, CCD_WIDTH
 from .settings import Settings
+from .shared_error import SharedError
 from .stamps import STAMP_SIZE
 
 __all__ = ["NetworkConfig", "NORMS"]
@@ -193,14 +194,7 @@ class NetworkConfig(Settings, kind="network"):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.sigma_scale > 0:
             raise ValueError(f"sigma_scale must be positive, got {self.sigma_scale}")
-        if not 0.0 <= self.shared_error < 1.0:
-            raise ValueError(f"shared_error must be in [0, 1), got {self.shared_error}")
-        if len(self.shared_error_widths) != len(self.shared_error_values):
-            raise ValueError("shared_error_widths and shared_error_values differ in length")
-        if (self.shared_error_size_factors or self.shared_error_size_edges) and \
-                len(self.shared_error_size_factors) != len(self.shared_error_size_edges) + 1:
-            raise ValueError(f"{len(self.shared_error_size_factors)} shared_error_size_factors "
-                             f"for {len(self.shared_error_size_edges) + 1} size bins")
+        SharedError.of(self)  # the shared-error fields are checked where they are defined
         if self.sigma_floor <= 0 or self.systematic_scale < 0:
             raise ValueError("sigma_floor must be > 0 and systematic_scale >= 0")
         if not 0 < 2 * self.border_width < self.stamp_size:
