@@ -15,8 +15,8 @@ import numpy as np
 
 from lumos.stats import sigma68
 
-__all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "median_sigma68", "best_of",
-           "galsim_toysim", "likelihood"]
+__all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "FIELD_I_EDGES", "median_sigma68",
+           "best_of", "galsim_toysim", "likelihood", "i_bin_header"]
 
 #: The repository checkout.
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +26,16 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 FIELD_DIR = SHARED_DATA / "field-nb685"
 #: KiDS image cutouts used as real backgrounds.
 KIDS_DIR = SHARED_DATA / "kids"
+#: Catalogue i-magnitude bin edges of the GalSim field checks (issue 12), also used by the
+#: benches whose numbers are compared with them.
+FIELD_I_EDGES = (18.0, 20.0, 21.0, 22.0, 23.0)
+
+
+def i_bin_header(first_columns: tuple[str, ...], edges=FIELD_I_EDGES) -> str:
+    """A markdown table header (two lines): ``first_columns``, then one column per i bin."""
+    heads = " | ".join(f"i {a:g}-{b:g}" for a, b in zip(edges[:-1], edges[1:], strict=True))
+    names = " | ".join(first_columns)
+    return f"| {names} | {heads} |\n|" + " --- |" * (len(first_columns) + len(edges) - 1)
 
 
 def median_sigma68(x, min_count: int = 2) -> tuple[float, float]:

@@ -8,7 +8,9 @@ the model given by ``--model`` (default the shipped one) and aperture photometry
    (``flux_like +- hypot(flux_like_err, flux_shared_err)``) per i bin; sigma68 of D
    (Eq. 19) over the 6 pairs from ``flux_like`` / ``flux_like_err`` (aperture: ``flux`` /
    ``flux_err``); the co-add of the four exposures (``lumos coadd``): 68% coverage, sigma68
-   and median bias of (f - f_true) / f_true against aperture's inverse-variance co-add.
+   and median bias of (f - f_true) / f_true against aperture's inverse-variance co-add, and
+   the sigma68 of lumos's co-added likelihood alone (its mean without the prior, and Eq. 21 of
+   ``flux_like``), which separates the pixels' precision from the prior's.
 2. Leakage: every catalogue ``i_mag`` shifted by +-0.5 mag, exposure e1 measured again:
    median |change| of ``flux_like`` and ``flux`` per i bin.
 3. ``field-nb685-sersic`` and ``field-nb685``: sigma68 and median bias per i bin of lumos
@@ -155,6 +157,13 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
          _s68(rl) / _s68(ra))  # fmt: skip
     _bootstrap_row("  its bootstrap 68% interval (galaxies)",
                    lambda k: _s68(rl[k]) / _s68(ra[k]), imc)  # fmt: skip
+    for name, column in (("lumos likelihood co-add sigma68 (no prior)", "flux_like"),
+                         ("lumos ivar co-add of flux_like sigma68 (Eq. 21)", "flux_ivar")):
+        r = (np.asarray(cl[column], float) - ft) / ft
+        s_r = _bins(r, imc, _s68)
+        _row(name, s_r, _s68(r))
+        _row("  its ratio to aperture", [a / b for a, b in zip(s_r, s_a, strict=True)],
+             _s68(r) / _s68(ra))  # fmt: skip
     _row("lumos co-add bias", _bins(rl, imc, _median_bias), _median_bias(rl), "{:+.4f}")
     _row("aperture co-add bias", _bins(ra, imc, _median_bias), _median_bias(ra), "{:+.4f}")
 

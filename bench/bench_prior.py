@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from _common import FIELD_I_EDGES, i_bin_header
 from astropy.table import Table, vstack
 
 from lumos.bands import band_names
@@ -40,7 +41,7 @@ from lumos.validation.measuring import measure_lumos
 from lumos.validation.scenes import exposure_times, observation_from_simulation
 
 #: Catalogue i-magnitude bins of the report (those of the GalSim field checks).
-I_EDGES = (18.0, 20.0, 21.0, 22.0, 23.0)
+I_EDGES = FIELD_I_EDGES
 CHUNK = 2000
 
 
@@ -106,12 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = (load_default_model() if args.model is None else load_model(args.model)).eval()
     base = likelihood_table(model, args.n, args.kind, args.seed)
-    heads = " | ".join(f"i {a:g}-{b:g}" for a, b in zip(I_EDGES[:-1], I_EDGES[1:], strict=True))
     print(f"{args.n} simulated galaxies ({args.kind}), seed {args.seed}, "
           f"{args.model or 'shipped model'}, catalogue i shifted by {args.i_shift:+g} mag: "
           "68% coverage / median half-width\n")
-    print(f"| prior | {heads} |")
-    print("| --- |" + " --- |" * (len(I_EDGES) - 1))
+    print(i_bin_header(("prior",)))
     priors = [("none", "none"), ("population", "population"),
               ("empirical (one Gaussian)", "empirical")]
     if not args.i_shift:  # a learnt prior follows a shift: the one-Gaussian row shows it

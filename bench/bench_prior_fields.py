@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from _common import FIELD_I_EDGES, i_bin_header
 from astropy.table import Table
 
 import lumos.prior as prior_module
@@ -41,7 +42,7 @@ from lumos.validation.measuring import measure_lumos
 from lumos.validation.scenes import another_exposure, observe
 
 #: Catalogue i-magnitude bins of the report (those of the GalSim field checks).
-I_EDGES = (18.0, 20.0, 21.0, 22.0, 23.0)
+I_EDGES = FIELD_I_EDGES
 #: (scatter in ln flux, change of ln flux per magnitude of i) of each colour scenario.
 COLOURS = {"population": None, "narrow": (0.05, 0.0), "medium": (0.15, 0.0),
            "trend": (0.15, 0.3 * np.log(10.0) / 2.5 / 5.0), "broad": (0.4, 0.0)}
@@ -117,12 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         prior_module.empirical_prior = learn
     i_single, i_coadd = np.concatenate(i_single), np.concatenate(i_coadd)
-    heads = " | ".join(f"i {a:g}-{b:g}" for a, b in zip(I_EDGES[:-1], I_EDGES[1:], strict=True))
     print(f"{args.fields} fields x {args.n} galaxies in {args.band}, 4 exposures, colours "
           f"{args.colours}, seeds {args.seed}+, {args.model or 'shipped model'}, prior auto "
           "(empirical)\n")
-    print(f"| empirical prior | quantity | {heads} |")
-    print("| --- | --- |" + " --- |" * (len(I_EDGES) - 1))
+    print(i_bin_header(("empirical prior", "quantity")))
     for form in FORMS:
         rows = (("one exposure, 68% coverage", i_single, keep[form]["single"], np.mean, "{:.3f}"),
                 ("co-add of 4, 68% coverage", i_coadd, keep[form]["coadd"], np.mean, "{:.3f}"),
