@@ -32,13 +32,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import FIELD_I_EDGES, SHARED_DATA
 from astropy.table import Table
 
 from lumos.cli import main as lumos
 from lumos.stats import P16, P84, sigma68
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BINS = ((18.0, 20.0), (20.0, 21.0), (21.0, 22.0), (22.0, 23.0))
+DATA = SHARED_DATA
+BINS = tuple(zip(FIELD_I_EDGES[:-1], FIELD_I_EDGES[1:], strict=True))
 
 
 def _run(args: list[str]) -> None:
