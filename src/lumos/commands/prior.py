@@ -12,7 +12,7 @@ from ..errors import LumosError
 def run(args: argparse.Namespace) -> int:
     from ..bayes import LIKELIHOOD_COLUMNS
     from ..flags import UNUSABLE
-    from ..prior import EMPIRICAL_COMPONENTS, empirical_prior, population_prior
+    from ..prior import EMPIRICAL_COMPONENTS, EMPIRICAL_FORM, empirical_prior, population_prior
     from ..tableio import announce_overwrite, check_output_path, read_table
 
     out = check_output_path(args.out)
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         option = "--components" if args.components is not None else "--form"
         raise LumosError(f"{option} applies to a prior learnt from tables; the population "
                          "prior has its own")
-    form = args.form or "binned"
+    form = args.form or EMPIRICAL_FORM
     if form == "smooth" and components != 1:
         raise LumosError(f"--form smooth has one component per band, got --components "
                          f"{components}")
