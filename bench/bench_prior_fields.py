@@ -9,6 +9,9 @@ the fields, for the binned (one Gaussian per i bin) and the smooth (one Gaussian
 :func:`lumos.deconvolution.fit_linear_gaussian`) empirical prior: the 68% coverage of each
 exposure's posterior (``lumos measure --prior auto``), and the 68% coverage and sigma68 of
 ``(flux - f_true) / f_true`` of the four-exposure co-add (``lumos coadd --prior auto``).
+Beside them, on the same exposures, the sigma68 of aperture photometry's inverse-variance
+co-add (Eq. 21) and of lumos's co-added likelihood alone (``flux_like`` of the co-add, no
+prior), as ``bench_pdf_fields.py`` prints them for the GalSim field.
 
 The galaxies' colours are the population's (``--colours population``) or replaced, to ask
 how each form copes when the real colours differ from the simulation's, by
@@ -34,11 +37,13 @@ import lumos.prior as prior_module
 from lumos.backgrounds import SyntheticSky
 from lumos.bands import PAUS_BANDS
 from lumos.bayes import apply_prior, coadd_likelihoods
+from lumos.coadd import inverse_variance_coadd
+from lumos.flags import UNUSABLE
 from lumos.model_io import load_default_model, load_model
 from lumos.simconfig import CatalogueErrors, apply_catalogue_errors
 from lumos.stats import sigma68
 from lumos.validation.draws import experiment_targets
-from lumos.validation.measuring import measure_lumos
+from lumos.validation.measuring import measure_all
 from lumos.validation.scenes import another_exposure, observe
 
 #: Catalogue i-magnitude bins of the report (those of the GalSim field checks).
@@ -52,7 +57,8 @@ LIKELIHOOD = ("flux_like", "flux_like_err", "flux_shared_err", "like_weight", "l
 
 
 def field_tables(model, n: int, band: int, colours: str, seed: int):
-    """The four exposures' likelihood tables of one simulated field, and its truth."""
+    """The four exposures' likelihood tables of one simulated field, its truth, and the
+    aperture-photometry inverse-variance co-add of the same exposures."""
     rng, first, _ = experiment_targets("prior-fields", n, seed, band=np.full(n, band))
     if COLOURS[colours] is not None:
         scatter, slope = COLOURS[colours]
@@ -64,20 +70,28 @@ def field_tables(model, n: int, band: int, colours: str, seed: int):
     catalogue = apply_catalogue_errors(errors, first.r50, first.n, first.q, first.pa,
                                        first.i_mag, first.psf_fwhm, rng)  # fmt: skip
     sky = SyntheticSky()
-    tables = []
+    tables, aperture = [], []
     for k in range(4):
         exposure = first if k == 0 else another_exposure(first, rng)
         cat = dict(catalogue)
         cat["psf_fwhm"] = exposure.psf_fwhm * np.exp(errors.psf_fwhm_frac
                                                      * rng.standard_normal(n))  # fmt: skip
-        res = measure_lumos(model, observe(exposure, sky, rng, catalogue=cat))
+        measured = measure_all(model, observe(exposure, sky, rng, catalogue=cat), ("aperture",))
+        res = measured["lumos"]
+        aperture.append(measured["aperture"])
         t = Table({"id": np.arange(n), "band": np.full(n, tuple(PAUS_BANDS)[band]),
                    "i_mag": first.i_mag, "flags": res["flags"]})  # fmt: skip
         for name in LIKELIHOOD:
             t[name] = res[name]
         t.meta.update({"EXPTIME": 0.0, "GAIN": 1.0})
         tables.append(t)
-    return tables, first.i_mag, first.flux
+    flux = np.array([a["flux"] for a in aperture])
+    err = np.array([a["flux_err"] for a in aperture])
+    ok = np.array([(a["flags"] & int(UNUSABLE)) == 0 for a in aperture]) & np.isfinite(flux) \
+        & np.isfinite(err) & (err > 0)  # fmt: skip
+    group = np.broadcast_to(np.arange(n), flux.shape).ravel()
+    ivar = inverse_variance_coadd(group, flux.ravel(), err.ravel(), ok.ravel(), n)[0]
+    return tables, first.i_mag, first.flux, ivar
 
 
 def _per_bin(i_mag, values, fn) -> list[float]:
@@ -98,13 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     band = tuple(PAUS_BANDS).index(args.band)
     learn = prior_module.empirical_prior
     keep = {f: {"single": [], "coadd": [], "rel": []} for f in FORMS}
-    i_single, i_coadd = [], []
+    i_single, i_coadd, rel_aperture, rel_like = [], [], [], []
     try:
         for field in range(args.fields):
-            tables, i_mag, truth = field_tables(model, args.n, band, args.colours,
-                                                args.seed + field)  # fmt: skip
+            tables, i_mag, truth, ivar = field_tables(model, args.n, band, args.colours,
+                                                      args.seed + field)  # fmt: skip
             i_single += [i_mag] * len(tables)
             i_coadd.append(i_mag)
+            rel_aperture.append((ivar - truth) / truth)
             for form in FORMS:
                 prior_module.empirical_prior = lambda *a, form=form, **k: learn(*a, form=form,
                                                                                 **k)  # fmt: skip
@@ -115,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 co.sort("id")
                 keep[form]["coadd"].append((co["flux_q16"] <= truth) & (truth <= co["flux_q84"]))
                 keep[form]["rel"].append((np.asarray(co["flux"]) - truth) / truth)
+                if form == FORMS[0]:  # the likelihood co-add does not depend on the prior
+                    rel_like.append((np.asarray(co["flux_like"]) - truth) / truth)
     finally:
         prior_module.empirical_prior = learn
     i_single, i_coadd = np.concatenate(i_single), np.concatenate(i_coadd)
@@ -129,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         for name, i_mag, values, fn, fmt in rows:
             cells = _per_bin(i_mag, np.concatenate(values).astype(float), fn)
             print(f"| {form} | {name} | " + " | ".join(fmt.format(c) for c in cells) + " |")
+    for name, values in (("aperture, co-add of 4 (Eq. 21), sigma68", rel_aperture),
+                         ("lumos likelihood alone, co-add of 4, sigma68", rel_like)):
+        cells = _per_bin(i_coadd, np.concatenate(values), sigma68)
+        print(f"| - | {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
     counts = ", ".join(str(int(((i_coadd >= a) & (i_coadd < b)).sum()))
                        for a, b in zip(I_EDGES[:-1], I_EDGES[1:], strict=True))  # fmt: skip
     print(f"\ngalaxies per bin: {counts}")
