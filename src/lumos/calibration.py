@@ -417,18 +417,18 @@ def calibrate_model(model: LumosNet, n: int = 8000, n_pairs: int = 16000,
         if shared in ("curve", "curve-size"):
             curve, bins = shared_error_curve(m1, m2, 6, constant=shared_c)
             changes.update(shared_error_widths=curve.widths, shared_error_values=curve.values)
-            d1 = sigma68(pair_d(m1, m2, curve))
             extra = {"shared_error_widths": curve.widths,
                      "shared_error_values": curve.values, "d_sigma68_bins": tuple(bins)}
+            sizes = None
             if shared == "curve-size":
                 sizes = (profile_half_light_radius(pairs.first.profile),
                          profile_half_light_radius(pairs.second.profile))
                 curve, by_size = shared_error_size_factors(m1, m2, *sizes, curve)
                 changes.update(shared_error_size_edges=curve.size_edges,
                                shared_error_size_factors=curve.size_factors)
-                d1 = sigma68(pair_d(m1, m2, curve, sizes))
                 extra.update(shared_error_size_edges=curve.size_edges,
                              shared_error_size_factors=curve.size_factors,
                              d_sigma68_sizes=tuple(by_size))
+            d1 = sigma68(pair_d(m1, m2, curve, sizes))
         out = out.with_config(out.config.replace(**changes))
     return out.eval(), CalibrationResult(scale, shared_c, cov0, cov1, d0, d1, **extra)

@@ -224,7 +224,8 @@ def fit_linear_gaussian(x, err, t) -> LinearGaussian:
                     and np.all(np.isfinite(t))):  # fmt: skip
         raise ValueError("fit_linear_gaussian needs non-empty 1-D finite x, err and t of one "
                          "length")  # fmt: skip
-    scale = float(np.std(x)) or float(np.max(np.abs(x))) or 1.0
+    spread = float(np.std(x))
+    scale = spread or float(np.max(np.abs(x))) or 1.0
     xs, e2 = x / scale, (err / scale) ** 2
     t0 = float(t.mean())
     d = t - t0
@@ -260,4 +261,4 @@ def fit_linear_gaussian(x, err, t) -> LinearGaussian:
     params[2] += np.log(scale)
     cov[:2, :] *= scale
     cov[:, :2] *= scale
-    return LinearGaussian(t0, (float(t.min()), float(t.max())), params, cov, float(np.std(x)))
+    return LinearGaussian(t0, (float(t.min()), float(t.max())), params, cov, spread)
