@@ -7,6 +7,8 @@ in editable mode) and this module as ``_common`` (Python puts the script's folde
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,8 @@ import numpy as np
 from lumos.stats import sigma68
 
 __all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "FIELD_I_EDGES", "median_sigma68",
-           "best_of", "galsim_toysim", "likelihood", "i_bin_header"]
+           "best_of", "galsim_toysim", "likelihood", "i_bin_header", "run_lumos",
+           "measure_folder"]
 
 #: The repository checkout.
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +39,32 @@ def i_bin_header(first_columns: tuple[str, ...], edges=FIELD_I_EDGES) -> str:
     heads = " | ".join(f"i {a:g}-{b:g}" for a, b in zip(edges[:-1], edges[1:], strict=True))
     names = " | ".join(first_columns)
     return f"| {names} | {heads} |\n|" + " --- |" * (len(first_columns) + len(edges) - 1)
+
+
+def run_lumos(args: list[str]) -> None:
+    """Run one ``lumos`` command quietly; a non-zero exit ends the bench with its command."""
+    from lumos.cli import main  # noqa: PLC0415
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        status = main(args)
+    if status != 0:
+        raise SystemExit(f"lumos {' '.join(args)} failed ({status})")
+
+
+def measure_folder(folder: Path, out: Path, method: str, model: str | None = None,
+                   prior: str = "auto", catalogue: Path | None = None):
+    """``lumos measure`` of a check field's ``image.fits`` and catalogue, read back as a Table.
+
+    ``model`` and ``prior`` apply to ``method="lumos"``; ``catalogue`` replaces the folder's.
+    """
+    from astropy.table import Table  # noqa: PLC0415
+
+    args = ["measure", str(folder / "image.fits"), str(catalogue or folder / "catalogue.fits"),
+            "--out", str(out), "--method", method, "--workers", "2"]
+    if method == "lumos":
+        args += ["--prior", prior] + (["--model", model] if model else [])
+    run_lumos(args)
+    return Table.read(out)
 
 
 def median_sigma68(x, min_count: int = 2) -> tuple[float, float]:

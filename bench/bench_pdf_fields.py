@@ -10,11 +10,16 @@ the model given by ``--model`` (default the shipped one) and aperture photometry
    ``flux_err``); the co-add of the four exposures (``lumos coadd``): 68% coverage, sigma68
    and median bias of (f - f_true) / f_true against aperture's inverse-variance co-add, and
    the sigma68 of lumos's co-added likelihood alone (its mean without the prior, and Eq. 21 of
-   ``flux_like``), which separates the pixels' precision from the prior's.
+   ``flux_like``), which separates the pixels' precision from the prior's; and two limits
+   from the truth: the Cramer-Rao bound of an unbiased co-add (``crb_sigma`` of each
+   exposure's truth table, the bound with the true profile and sky, combined in inverse
+   variance) and that bound's likelihood times an oracle prior (one Gaussian in ln f per i
+   bin, its mean linear in i, fitted to the true fluxes), what no method without better
+   knowledge of the galaxies can beat.
 2. Leakage: every catalogue ``i_mag`` shifted by +-0.5 mag, exposure e1 measured again:
    median |change| of ``flux_like`` and ``flux`` per i bin.
 3. ``field-nb685-sersic`` and ``field-nb685``: sigma68 and median bias per i bin of lumos
-   and aperture.
+   and aperture, and the Cramer-Rao limit of an unbiased measurement.
 
 These fields check the method; nothing is trained, calibrated or chosen on them.
 
@@ -26,37 +31,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import FIELD_I_EDGES, SHARED_DATA
+from _common import FIELD_I_EDGES, SHARED_DATA, measure_folder, run_lumos
 from astropy.table import Table
 
-from lumos.cli import main as lumos
 from lumos.stats import P16, P84, sigma68
 
 DATA = SHARED_DATA
 BINS = tuple(zip(FIELD_I_EDGES[:-1], FIELD_I_EDGES[1:], strict=True))
-
-
-def _run(args: list[str]) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        status = lumos(args)
-    if status != 0:
-        raise SystemExit(f"lumos {' '.join(args)} failed ({status})")
-
-
-def _measure(folder: Path, out: Path, method: str, model: str | None, prior: str,
-             catalogue: Path | None = None) -> Table:
-    args = ["measure", str(folder / "image.fits"), str(catalogue or folder / "catalogue.fits"),
-            "--out", str(out), "--method", method, "--workers", "2"]
-    if method == "lumos":
-        args += ["--prior", prior] + (["--model", model] if model else [])
-    _run(args)
-    return Table.read(out)
 
 
 def _bins(values: np.ndarray, i_mag: np.ndarray, fn) -> list[float]:
@@ -101,6 +86,36 @@ def _bootstrap_row(name: str, stat, i_mag: np.ndarray, n: int = 2000, seed: int 
     print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def _limit(rel_sigma: np.ndarray, i_mag: np.ndarray, flux_true: np.ndarray | None = None,
+           n: int = 2000, seed: int = 0) -> list[float]:
+    """Sigma68 per i bin of (f - f_true) / f_true for an efficient estimator.
+
+    Each galaxy's relative error is drawn ``n`` times from N(0, ``rel_sigma``) (seeded). With
+    ``flux_true`` the estimator is the posterior mean under an oracle prior: in each i bin a
+    Gaussian in ln f whose mean is linear in i and whose width ``tau`` is the true fluxes'
+    scatter about it, combined with the likelihood in the linear-Gaussian approximation,
+    error = w e - (1 - w) d with w = tau^2 / (tau^2 + rel_sigma^2), e the likelihood's draw
+    and d the galaxy's true offset from the prior mean (its colour, not a draw).
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for lo, hi in [*BINS, (-np.inf, np.inf)]:
+        k = (i_mag >= lo) & (i_mag < hi)
+        r = rel_sigma[k]
+        err = rng.standard_normal((n, r.size)) * r
+        if flux_true is not None and np.isfinite(lo):
+            x = np.log(flux_true[k])
+            design = np.vstack([np.ones(r.size), i_mag[k]]).T
+            d = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+            w = d.var() / (d.var() + r**2)
+            err = w * err - (1.0 - w) * d
+        elif flux_true is not None:
+            out.append(float("nan"))
+            continue
+        out.append(sigma68(err.ravel()))
+    return out
+
+
 def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     root = DATA / "field-nb685-repeat"
     truth = Table.read(root / "e1" / "truth.fits")
@@ -111,7 +126,7 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     for e in ("e1", "e2", "e3", "e4"):
         for method in tabs:
             out = tmp / f"repeat-{e}-{method}.fits"
-            t = _measure(root / e, out, method, model, prior)
+            t = measure_folder(root / e, out, method, model, prior)
             t.sort("id")
             tabs[method].append(t)
             paths[method].append(str(out))
@@ -137,8 +152,8 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
         per = [_s68(d[:, (im >= lo) & (im < hi)].ravel()) for lo, hi in BINS]
         _row(f"sigma68 of {name}", per, _s68(d.ravel()))
     out_l, out_a = tmp / "coadd-lumos.fits", tmp / "coadd-aperture.fits"
-    _run(["coadd", *paths["lumos"], "--out", str(out_l), "--prior", prior])
-    _run(["coadd", *paths["aperture"], "--out", str(out_a)])
+    run_lumos(["coadd", *paths["lumos"], "--out", str(out_l), "--prior", prior])
+    run_lumos(["coadd", *paths["aperture"], "--out", str(out_a)])
     cl, ca = Table.read(out_l), Table.read(out_a)
     cl.sort("id")
     ca.sort("id")
@@ -165,6 +180,18 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
         _row(name, s_r, _s68(r))
         _row("  its ratio to aperture", [a / b for a, b in zip(s_r, s_a, strict=True)],
              _s68(r) / _s68(ra))  # fmt: skip
+    crb = []
+    for e in ("e1", "e2", "e3", "e4"):
+        t = Table.read(root / e / "truth.fits")
+        t.sort("id")
+        crb.append(np.asarray(t["crb_sigma"], float))
+    crb = np.array(crb)
+    crb_rel = 1.0 / np.sqrt((1.0 / crb**2).sum(axis=0)) / ft
+    for name, limit in (("Cramer-Rao limit of an unbiased co-add", _limit(crb_rel, imc)),
+                        ("  that likelihood x oracle colour prior", _limit(crb_rel, imc, ft))):
+        _row(name, limit[:-1], limit[-1])
+        _row("  its ratio to aperture", [a / b for a, b in zip(limit, s_a, strict=False)],
+             limit[-1] / _s68(ra))  # fmt: skip
     _row("lumos co-add bias", _bins(rl, imc, _median_bias), _median_bias(rl), "{:+.4f}")
     _row("aperture co-add bias", _bins(ra, imc, _median_bias), _median_bias(ra), "{:+.4f}")
 
@@ -172,7 +199,7 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
 def leakage(tmp: Path, model: str | None, prior: str) -> None:
     folder = DATA / "field-nb685-repeat" / "e1"
     cat = Table.read(folder / "catalogue.fits")
-    base = _measure(folder, tmp / "leak-0.fits", "lumos", model, prior)
+    base = measure_folder(folder, tmp / "leak-0.fits", "lumos", model, prior)
     im = np.asarray(base["i_mag"], float)
     _header("leakage: every catalogue i_mag shifted, e1; median |relative change|")
     for shift in (-0.5, 0.5):
@@ -180,7 +207,7 @@ def leakage(tmp: Path, model: str | None, prior: str) -> None:
         shifted["i_mag"] = shifted["i_mag"] + shift
         path = tmp / f"cat{shift:+.1f}.fits"
         shifted.write(path, overwrite=True)
-        t = _measure(folder, tmp / f"leak{shift:+.1f}.fits", "lumos", model, prior, path)
+        t = measure_folder(folder, tmp / f"leak{shift:+.1f}.fits", "lumos", model, prior, path)
         for key in ("flux_like", "flux"):
             rel = np.abs(np.asarray(t[key], float) / np.asarray(base[key], float) - 1.0)
             _row(f"{key}, i_mag {shift:+.1f}", _bins(rel, im, _median_bias), _median_bias(rel),
@@ -194,7 +221,7 @@ def single_field(tmp: Path, name: str, model: str | None, prior: str) -> None:
     ft = np.asarray(truth["flux_true"], float)
     rel = {}
     for method in ("lumos", "aperture"):
-        t = _measure(folder, tmp / f"{name}-{method}.fits", method, model, prior)
+        t = measure_folder(folder, tmp / f"{name}-{method}.fits", method, model, prior)
         t.sort("id")
         rel[method] = (np.asarray(t["flux"], float) - ft) / ft
         im = np.asarray(Table.read(folder / "catalogue.fits")["i_mag"], float)[
@@ -204,6 +231,8 @@ def single_field(tmp: Path, name: str, model: str | None, prior: str) -> None:
         _row(f"{method} sigma68", _bins(r, im, _s68), _s68(r))
     for method, r in rel.items():
         _row(f"{method} bias", _bins(r, im, _median_bias), _median_bias(r), "{:+.4f}")
+    limit = _limit(np.asarray(truth["crb_sigma"], float) / ft, im)
+    _row("Cramer-Rao limit (unbiased)", limit[:-1], limit[-1])
     lum, ap = _bins(rel["lumos"], im, _s68), _bins(rel["aperture"], im, _s68)
     _row("ratio lumos / aperture", [a / b for a, b in zip(lum, ap, strict=True)],
          _s68(rel["lumos"]) / _s68(rel["aperture"]))  # fmt: skip
