@@ -7,8 +7,9 @@ catalogue shared by the four exposures, each exposure with its own PSF, offsets 
 measures each exposure with a likelihood model and prints, per catalogue i bin and pooled over
 the fields, for the binned (one Gaussian per i bin) and the smooth (one Gaussian following i,
 :func:`lumos.deconvolution.fit_linear_gaussian`) empirical prior: the 68% coverage of each
-exposure's posterior (``lumos measure --prior auto``), and the 68% coverage and sigma68 of
-``(flux - f_true) / f_true`` of the four-exposure co-add (``lumos coadd --prior auto``).
+exposure's posterior (``lumos measure --prior auto [--prior-form smooth]``), and the 68%
+coverage and sigma68 of ``(flux - f_true) / f_true`` of the four-exposure co-add
+(``lumos coadd --prior auto [--prior-form smooth]``).
 Beside them, on the same exposures, the sigma68 of aperture photometry's inverse-variance
 co-add (Eq. 21) and of lumos's co-added likelihood alone (``flux_like`` of the co-add, no
 prior), as ``bench_pdf_fields.py`` prints them for the GalSim field.
@@ -33,13 +34,13 @@ import numpy as np
 from _common import FIELD_I_EDGES, i_bin_header
 from astropy.table import Table
 
-import lumos.prior as prior_module
 from lumos.backgrounds import SyntheticSky
 from lumos.bands import PAUS_BANDS
 from lumos.bayes import apply_prior, coadd_likelihoods
 from lumos.coadd import inverse_variance_coadd
 from lumos.flags import UNUSABLE
 from lumos.model_io import load_default_model, load_model
+from lumos.prior import EMPIRICAL_FORMS, PriorChoice, magnitude_scale
 from lumos.simconfig import CatalogueErrors, apply_catalogue_errors
 from lumos.stats import sigma68
 from lumos.validation.draws import experiment_targets
@@ -51,7 +52,7 @@ I_EDGES = FIELD_I_EDGES
 #: (scatter in ln flux, change of ln flux per magnitude of i) of each colour scenario.
 COLOURS = {"population": None, "narrow": (0.05, 0.0), "medium": (0.15, 0.0),
            "trend": (0.15, 0.3 * np.log(10.0) / 2.5 / 5.0), "broad": (0.4, 0.0)}
-FORMS = ("binned", "smooth")
+FORMS = tuple(sorted(EMPIRICAL_FORMS))  # binned, smooth
 LIKELIHOOD = ("flux_like", "flux_like_err", "flux_shared_err", "like_weight", "like_mean",
               "like_sigma")
 
@@ -62,7 +63,7 @@ def field_tables(model, n: int, band: int, colours: str, seed: int):
     rng, first, _ = experiment_targets("prior-fields", n, seed, band=np.full(n, band))
     if COLOURS[colours] is not None:
         scatter, slope = COLOURS[colours]
-        scale = prior_module.magnitude_scale(first.i_mag)
+        scale = magnitude_scale(first.i_mag)
         k = np.median(first.flux / scale)
         z = rng.standard_normal(n)
         first = first.replace(flux=k * scale * np.exp(scatter * z + slope * (first.i_mag - 20.5)))
@@ -110,30 +111,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = (load_default_model() if args.model is None else load_model(args.model)).eval()
     band = tuple(PAUS_BANDS).index(args.band)
-    learn = prior_module.empirical_prior
     keep = {f: {"single": [], "coadd": [], "rel": []} for f in FORMS}
     i_single, i_coadd, rel_aperture, rel_like = [], [], [], []
-    try:
-        for field in range(args.fields):
-            tables, i_mag, truth, ivar = field_tables(model, args.n, band, args.colours,
-                                                      args.seed + field)  # fmt: skip
-            i_single += [i_mag] * len(tables)
-            i_coadd.append(i_mag)
-            rel_aperture.append((ivar - truth) / truth)
-            for form in FORMS:
-                prior_module.empirical_prior = lambda *a, form=form, **k: learn(*a, form=form,
-                                                                                **k)  # fmt: skip
-                for t in tables:
-                    p = apply_prior(t.copy(), "auto")
-                    keep[form]["single"].append((p["flux_q16"] <= truth) & (truth <= p["flux_q84"]))
-                co = coadd_likelihoods(tables, prior="auto")
-                co.sort("id")
-                keep[form]["coadd"].append((co["flux_q16"] <= truth) & (truth <= co["flux_q84"]))
-                keep[form]["rel"].append((np.asarray(co["flux"]) - truth) / truth)
-                if form == FORMS[0]:  # the likelihood co-add does not depend on the prior
-                    rel_like.append((np.asarray(co["flux_like"]) - truth) / truth)
-    finally:
-        prior_module.empirical_prior = learn
+    for field in range(args.fields):
+        tables, i_mag, truth, ivar = field_tables(model, args.n, band, args.colours,
+                                                  args.seed + field)  # fmt: skip
+        i_single += [i_mag] * len(tables)
+        i_coadd.append(i_mag)
+        rel_aperture.append((ivar - truth) / truth)
+        for form in FORMS:
+            choice = PriorChoice("auto", form)
+            for t in tables:
+                p = apply_prior(t.copy(), choice)
+                keep[form]["single"].append((p["flux_q16"] <= truth) & (truth <= p["flux_q84"]))
+            co = coadd_likelihoods(tables, prior=choice)
+            co.sort("id")
+            keep[form]["coadd"].append((co["flux_q16"] <= truth) & (truth <= co["flux_q84"]))
+            keep[form]["rel"].append((np.asarray(co["flux"]) - truth) / truth)
+            if form == FORMS[0]:  # the likelihood co-add does not depend on the prior
+                rel_like.append((np.asarray(co["flux_like"]) - truth) / truth)
     i_single, i_coadd = np.concatenate(i_single), np.concatenate(i_coadd)
     print(f"{args.fields} fields x {args.n} galaxies in {args.band}, 4 exposures, colours "
           f"{args.colours}, seeds {args.seed}+, {args.model or 'shipped model'}, prior auto "

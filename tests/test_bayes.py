@@ -137,6 +137,41 @@ def test_cli_rejects_unknown_prior(tmp_path, capsys):
     assert not (tmp_path / "c.fits").exists()
 
 
+def test_cli_prior_form_applies_to_a_learnt_prior_only(tmp_path, capsys):
+    from lumos.cli import main
+
+    t = _table([100.0], [10.0])
+    t.write(tmp_path / "a.fits")
+    for cmd in (["coadd", str(tmp_path / "a.fits")],
+                ["measure", str(tmp_path / "image.fits"), str(tmp_path / "a.fits")]):
+        out = tmp_path / "c.fits"
+        assert main([*cmd, "--out", str(out), "--prior", "population",
+                     "--prior-form", "smooth"]) == 1  # fmt: skip
+        err = capsys.readouterr().err
+        assert "--prior-form smooth applies to a prior learnt from the measured galaxies" in err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_coadd_with_the_smooth_learnt_prior_names_it():
+    from lumos.prior import PriorChoice
+
+    rng = np.random.default_rng(5)
+    n = 150
+    i_mag = rng.uniform(19.0, 22.0, n)
+    flux = 300.0 * 10 ** (-0.4 * (i_mag - 20.0)) * rng.lognormal(0.0, 0.2, n)
+    tables = []
+    for _ in range(2):
+        t = _table(flux + 5.0 * rng.standard_normal(n), np.full(n, 5.0))
+        t["i_mag"] = i_mag
+        tables.append(t)
+    co = coadd_likelihoods(tables, prior=PriorChoice("auto", "smooth"))
+    assert co.meta["PRIOR"] == "empirical (smooth)"
+    binned = coadd_likelihoods(tables, prior="auto")
+    assert binned.meta["PRIOR"] == "empirical"
+    np.testing.assert_array_equal(co["flux_like"], binned["flux_like"])
+    assert not np.allclose(co["flux"], binned["flux"])
+
+
 def test_cli_coadd_of_likelihood_tables(tmp_path, capsys):
     from lumos.cli import main
 

@@ -558,6 +558,9 @@ def test_manifest_parts_are_reused_only_while_their_inputs_are_unchanged(
     assert "reusing the results of 2 image(s) whose inputs are unchanged" in err
     assert {p.name: p.stat().st_mtime_ns for p in parts.iterdir()} == mtimes
     np.testing.assert_array_equal(again["flux"], first["flux"])
+    # another prior: both images are measured again
+    _, err = run(prior="none")
+    assert "measuring again 2 image(s)" in err
     # a one-row catalogue: both images are measured again
     Table.read(cat)[5:6].write(cat, overwrite=True)
     third, err = run()
@@ -577,6 +580,25 @@ def test_manifest_parts_are_reused_only_while_their_inputs_are_unchanged(
     fifth, err = run(method="aperture")
     assert "measuring again 2 image(s)" in err and fifth.meta["METHOD"] == "aperture"
     assert len(list(parts.iterdir())) == 2
+
+
+def test_manifest_applies_the_prior_it_is_given(field_dir, tmp_path, dask_scheduler):
+    from lumos.manifest import measure_manifest
+
+    torch.manual_seed(1)
+    like = tmp_path / "like"
+    save_model(LumosNet(NetworkConfig.tiny().replace(likelihood=True)), like)
+    Table({"path": [str(field_dir / "image.fits")]}).write(tmp_path / "images.csv")
+    cat = field_dir / "catalogue.fits"
+    table = measure_manifest(tmp_path / "images.csv", cat, tmp_path / "all.fits",
+                             model_path=like, scheduler=dask_scheduler, progress=False,
+                             prior="none")  # fmt: skip
+    none = measure_file(field_dir / "image.fits", cat, tmp_path / "none.fits", model_path=like,
+                        progress=False, prior="none")  # fmt: skip
+    auto = measure_file(field_dir / "image.fits", cat, tmp_path / "auto.fits", model_path=like,
+                        progress=False)  # fmt: skip
+    np.testing.assert_allclose(table["flux"], none["flux"], rtol=1e-5, equal_nan=True)
+    assert not np.allclose(table["flux"], auto["flux"], equal_nan=True)
 
 
 def test_failed_manifest_leaves_no_parts_folder(field_dir, tmp_path, dask_scheduler):

@@ -10,6 +10,7 @@ from lumos.errors import LumosError
 from lumos.mixture import GaussianMixture
 from lumos.prior import (
     FluxPrior,
+    PriorChoice,
     choose_prior,
     empirical_prior,
     fit_mixture_1d,
@@ -291,3 +292,22 @@ def test_lumos_prior_form_option(tmp_path, capsys):
         assert main(["prior", *tables, *bad, "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_prior_choice_names_the_learnt_prior_s_form():
+    rng = np.random.default_rng(25)
+    n = 300
+    i_mag = rng.uniform(18.0, 23.0, n)
+    lk = {"flux": 30.0 * magnitude_scale(i_mag) * rng.lognormal(0.0, 0.1, n),
+          "flux_err": np.full(n, 0.5), "i_mag": i_mag, "band": np.full(n, "NB685")}
+    smooth = choose_prior(PriorChoice("auto", "smooth"), lk)
+    direct = empirical_prior(lk["flux"], lk["flux_err"], i_mag, lk["band"], form="smooth")
+    assert smooth.i_edges == direct.i_edges
+    np.testing.assert_array_equal(smooth.sigma, direct.sigma)
+    binned = choose_prior(PriorChoice("empirical"), lk)
+    assert len(binned.i_edges) < 10 and str(PriorChoice("empirical")) == "empirical"
+    assert choose_prior(PriorChoice("none")) is None
+    with pytest.raises(ValueError, match="prior form must be one of smooth, binned, got 'x'"):
+        PriorChoice("auto", "x")
+    with pytest.raises(ValueError, match="learnt from the measurements .* not to 'population'"):
+        PriorChoice("population", "smooth")

@@ -41,7 +41,7 @@ from .coadd import group_by_id_and_band, group_slots, inverse_variance_coadd, ze
 from .errors import LumosError
 from .flags import UNUSABLE
 from .mixture import GaussianMixture, product
-from .prior import FluxPrior, choose_prior, posterior
+from .prior import EMPIRICAL_FORM, FluxPrior, PriorChoice, choose_prior, posterior
 from .shared_error import SharedError, relative_width
 
 __all__ = [
@@ -167,12 +167,16 @@ def _prior_for(table_like: dict, prior, unit) -> tuple[GaussianMixture | None, n
     if isinstance(prior, FluxPrior):
         chosen = prior
     else:
-        chosen = choose_prior(str(prior), table_like, population=default_population_prior())
+        choice = prior if isinstance(prior, PriorChoice) else str(prior)
+        chosen = choose_prior(choice, table_like, population=default_population_prior())
     if chosen is None:
         return None, np.zeros(len(table_like["i_mag"]), bool), "none"
     scale = unit if chosen.per_second else 1.0
     mix, known = chosen.mixture(table_like["band"], table_like["i_mag"], scale)
-    return mix, known, chosen.kind
+    kind = chosen.kind
+    if isinstance(prior, PriorChoice) and kind == "empirical" and prior.form != EMPIRICAL_FORM:
+        kind = f"{kind} ({prior.form})"
+    return mix, known, kind
 
 
 def _posterior_columns(out: Table) -> None:
@@ -212,8 +216,9 @@ def apply_prior(table: Table, prior="auto", exposure_time: float | None = None,
     table : astropy Table
         With ``band``, ``i_mag``, ``flags`` and :data:`LIKELIHOOD_COLUMNS`; changed in
         place (posterior columns it lacks are added).
-    prior : str or FluxPrior
-        A :data:`PRIOR_CHOICES` name, the path of a prior table, or a prior.
+    prior : str, PriorChoice or FluxPrior
+        A :data:`PRIOR_CHOICES` name, the path of a prior table, a
+        :class:`~lumos.prior.PriorChoice` (a name and the learnt prior's form), or a prior.
     exposure_time : float, optional
         Seconds (for a prior in electrons per second; default 1).
     gain : float
@@ -262,7 +267,7 @@ def coadd_likelihoods(tables: list[Table] | Table, prior="auto",
     ----------
     tables : astropy Table or list of Tables
         Measurement tables of a likelihood model (with ``i_mag``).
-    prior : str or FluxPrior
+    prior : str, PriorChoice or FluxPrior
         As in :func:`apply_prior`. A prior in electrons per second needs ``EXPTIME``
         and ``GAIN`` in the tables' meta.
     unusable : int

@@ -28,6 +28,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+#: Forms of a prior learnt from measurements (``lumos.prior.EMPIRICAL_FORMS``, kept here so
+#: that building the parser imports no numerical module).
+PRIOR_FORMS = ("binned", "smooth")
+
+
 def _simulation_inputs(p: argparse.ArgumentParser, survey_help: str) -> None:
     """``--survey``, ``--backgrounds`` and ``--background-fraction`` (simulate and train)."""
     p.add_argument("--survey", metavar="FILE", help=survey_help)
@@ -83,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flux prior of a likelihood model's posterior: auto (learnt from the "
                    "measured galaxies where a band has >= 100, else the simulation population), "
                    "population, empirical, none, or a prior table")
+    p.add_argument("--prior-form", choices=PRIOR_FORMS, default=None,
+                   help="form of the prior learnt from the measured galaxies (auto, empirical): "
+                   "binned (default: one Gaussian per band and i bin) or smooth (one Gaussian "
+                   "per band following i; see lumos prior --form)")
     p.add_argument("--keyword", action="append", default=[], metavar="ITEM=KEY",
                    help="read ITEM (band, psf_fwhm, psf_beta, pixel_scale, gain, "
                    "exposure_time, read_noise, camera_state, zero_point, unit) from header "
@@ -172,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--components", type=int, default=None,
                    help="most Gaussian components per band and i bin of a prior learnt from "
                    "tables (default 1, chosen by BIC up to this number)")
-    p.add_argument("--form", choices=("binned", "smooth"), default=None,
+    p.add_argument("--form", choices=PRIOR_FORMS, default=None,
                    help="form of a prior learnt from tables: binned (default: components per "
                    "i bin) or smooth (one Gaussian per band whose mean and log-width are "
                    "linear in i, fitted to all its galaxies, widened by the fit's uncertainty)")
@@ -239,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", default="auto",
                    help="prior of the likelihood co-add: auto, population, empirical, none or "
                    "a prior table (tables of a likelihood model only)")
+    p.add_argument("--prior-form", choices=PRIOR_FORMS, default=None,
+                   help="form of the prior learnt from the co-added likelihoods (auto, "
+                   "empirical): binned (default) or smooth")
 
     p = sub.add_parser("validate", help="validate a model on held-out simulations")
     p.add_argument("--model", help="model file (default: the shipped model)")

@@ -46,6 +46,7 @@ from astropy.table import Table, vstack
 from tqdm.auto import tqdm
 
 from . import __version__
+from .bayes import PRIOR_CHOICES
 from .errors import LumosError
 from .imageio import read_image
 from .interrupts import RUN_LOG_LEVELS, log_levels, quiet_dask, quiet_worker, sigint_ignored
@@ -226,6 +227,14 @@ def _file_state(path: str | Path) -> list:
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def _prior_state(method: str, prior) -> list | None:
+    """What of the prior decides a part's rows: its name and form, a prior table's state."""
+    if method != "lumos":
+        return None
+    name, form = str(prior), getattr(prior, "form", None)
+    return [name if name in PRIOR_CHOICES else _file_state(name), form]
+
+
 def _model_state(method: str, model_path: str | None) -> list | None:
     if method != "lumos":
         return None
@@ -297,7 +306,8 @@ def _survey_overrides(job: _Job, keywords) -> dict:
     return survey.image_overrides(header, wcs is not None, job.overrides, keywords)
 
 
-def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) -> str | None:
+def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns,
+             prior="auto") -> str | None:
     """Measure one image into its part file (in a worker process); returns an error
     message or None."""
     quiet_worker()
@@ -308,7 +318,7 @@ def _run_job(job: _Job, method: str, model_path: str | None, keywords, columns) 
             job.image, job.catalogue, job.part, method=method, model_path=model_path,
             overrides=overrides, keywords=keywords, columns=columns, progress=False,
             **(job.files or {}),
-            notes=False,
+            notes=False, prior=prior,
         )  # fmt: skip
     except LumosError as exc:
         return str(exc)
@@ -329,6 +339,7 @@ def measure_manifest(
     columns: dict | None = None,
     progress: bool = True,
     survey: str | Path | None = None,
+    prior="auto",
 ) -> Table:
     """Measure every image of a manifest in parallel and write one table.
 
@@ -357,6 +368,10 @@ def measure_manifest(
         Survey file (TOML) of the images, as ``--survey`` for one image: every worker
         loads it (registering its bands) and completes each image's metadata from it; a
         manifest ``band`` must be one of its bands.
+    prior : str or lumos.prior.PriorChoice
+        Prior of a likelihood model's posterior columns, applied to each image's rows as
+        :func:`lumos.measure.measure_file` applies it (``"auto"`` learns it from that
+        image's galaxies).
 
     Returns
     -------
@@ -381,6 +396,7 @@ def measure_manifest(
         "model": _model_state(method, model),
         "keywords": keywords or {},
         "columns": columns or {},
+        "prior": _prior_state(method, prior),
     }
     if survey is not None:
         common["survey"] = _file_state(survey)
@@ -407,7 +423,7 @@ def measure_manifest(
         if todo:
             parts.mkdir(exist_ok=True)
             _run_jobs(todo, failures, method, model, scheduler, n_workers, keywords, columns,
-                      progress)  # fmt: skip
+                      progress, prior)  # fmt: skip
         tables, defaults = [], []
         for job in jobs:
             if Path(job.part).exists():
@@ -435,7 +451,7 @@ def measure_manifest(
 
 def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: str | None,
               scheduler: str | None, n_workers: int | None, keywords, columns,
-              progress: bool) -> None:
+              progress: bool, prior="auto") -> None:
     """Measure the jobs on a Dask cluster; failures by manifest path into ``failures``.
 
     A local cluster's workers ignore SIGINT: on Ctrl-C this process stops the cluster
@@ -461,7 +477,8 @@ def _run_jobs(todo: list[_Job], failures: dict[str, str], method: str, model: st
             if cluster is not None:
                 client.run(quiet_worker)
             futures = {
-                client.submit(_run_job, job, method, model, keywords, columns, pure=False): job
+                client.submit(_run_job, job, method, model, keywords, columns, prior,
+                              pure=False): job
                 for job in todo
             }
             with tqdm(total=len(todo), desc="images", unit="img", disable=not progress) as bar:

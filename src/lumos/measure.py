@@ -173,10 +173,11 @@ def measure_image(
         Chunks measured at the same time, each on its own thread with one torch thread
         (default ``torch.get_num_threads()``, one per core unless set lower). The result
         does not depend on it.
-    prior : str or lumos.prior.FluxPrior
+    prior : str, lumos.prior.PriorChoice or lumos.prior.FluxPrior
         Prior of a likelihood model's posterior columns (:func:`lumos.bayes.apply_prior`:
         ``"auto"``, ``"population"``, ``"empirical"``, ``"none"`` or a prior table's
-        path); other models and methods ignore it.
+        path, optionally with the learnt prior's form as a ``PriorChoice``); other models
+        and methods ignore it.
     psf : PSFSource, optional
         The PSF (:mod:`lumos.psfsource`: PSF image or PSFEx model) used for the model
         profiles of the network and of the classical methods; default the Moffat of
@@ -380,7 +381,7 @@ def measure_file(
         Galaxies per batch.
     workers : int, optional
         Threads measuring batches side by side (see :func:`measure_image`).
-    prior : str
+    prior : str or lumos.prior.PriorChoice
         Prior of a likelihood model's posterior (see :func:`measure_image`).
     psf_path : str or Path, optional
         PSFEx model or FITS PSF image (see :func:`lumos.psfsource.load_psf`) replacing the

@@ -59,6 +59,7 @@ __all__ = [
     "EMPIRICAL_FORMS",
     "EMPIRICAL_STEP",
     "FluxPrior",
+    "PriorChoice",
     "magnitude_scale",
     "fit_mixture_1d",
     "fit_mixture_bic",
@@ -391,16 +392,52 @@ def _smooth_prior(x, ex, i_mag, bands, ok, names) -> FluxPrior:
                      per_second=False)  # fmt: skip
 
 
-def choose_prior(name: str, likelihood: dict | None = None,
+@dataclass(frozen=True)
+class PriorChoice:
+    """A prior as the command line names it, with the form of a prior learnt from the data.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"``, ``"population"``, ``"empirical"``, ``"none"`` or the path of a prior
+        table (see :func:`choose_prior`).
+    form : str
+        Form of the empirical prior (:data:`EMPIRICAL_FORMS`, see :func:`empirical_prior`);
+        used where the prior is learnt (``"auto"`` with enough galaxies, ``"empirical"``).
+
+    Raises
+    ------
+    ValueError
+        If ``form`` is unknown, or not the default for a prior that is not learnt.
+    """
+
+    name: str = "auto"
+    form: str = EMPIRICAL_FORM
+
+    def __post_init__(self) -> None:
+        if self.form not in EMPIRICAL_FORMS:
+            raise ValueError(f"prior form must be one of {', '.join(EMPIRICAL_FORMS)}, "
+                             f"got {self.form!r}")  # fmt: skip
+        if self.form != EMPIRICAL_FORM and self.name not in ("auto", "empirical"):
+            raise ValueError(f"the prior form applies to a prior learnt from the measurements "
+                             f"(auto or empirical), not to {self.name!r}")  # fmt: skip
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def choose_prior(name: str | PriorChoice, likelihood: dict | None = None,
                  population: FluxPrior | None = None) -> FluxPrior | None:
     """The prior named on the command line.
 
     Parameters
     ----------
-    name : str
+    name : str or PriorChoice
         ``"auto"`` (empirical where every band has ``EMPIRICAL_MIN_GALAXIES`` usable
         measurements, else the population prior), ``"population"``, ``"empirical"``,
-        ``"none"`` (a flat prior on positive fluxes), or the path of a prior table.
+        ``"none"`` (a flat prior on positive fluxes), or the path of a prior table; a
+        :class:`PriorChoice` also gives the empirical prior's form (default
+        :data:`EMPIRICAL_FORM`).
     likelihood : dict, optional
         ``flux``, ``flux_err``, ``i_mag``, ``band`` arrays of the measured galaxies (for
         the empirical prior).
@@ -412,6 +449,8 @@ def choose_prior(name: str, likelihood: dict | None = None,
     FluxPrior or None
         None for ``"none"``.
     """
+    choice = name if isinstance(name, PriorChoice) else PriorChoice(str(name))
+    name = choice.name
     if name == "none":
         return None
     if name not in ("auto", "population", "empirical"):
@@ -424,7 +463,8 @@ def choose_prior(name: str, likelihood: dict | None = None,
         enough = bool(ok.any()) and all(int((ok & (bands == b)).sum()) >= EMPIRICAL_MIN_GALAXIES
                                         for b in set(bands[ok]))  # fmt: skip
         if name == "empirical" or enough:
-            return empirical_prior(lk["flux"], lk["flux_err"], lk["i_mag"], bands)
+            return empirical_prior(lk["flux"], lk["flux_err"], lk["i_mag"], bands,
+                                   form=choice.form)
     if name == "empirical":
         raise LumosError("the empirical prior needs the measured likelihoods")
     return population if population is not None else population_prior()

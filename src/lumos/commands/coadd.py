@@ -11,9 +11,9 @@ from ..errors import LumosError
 def run(args: argparse.Namespace) -> int:
     from ..coadd import check_exposures, coadd_tables
     from ..tableio import announce_overwrite, check_output_path, read_table, write_table
-    from .measure import check_prior
+    from .measure import prior_choice
 
-    check_prior(getattr(args, "prior", "auto"))
+    prior = prior_choice(args)
     out = check_output_path(args.out)
     announce_overwrite("coadd", out)
     tables, exposures = [], []
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if all(likelihood):
             from ..bayes import coadd_likelihoods
 
-            result = coadd_likelihoods(tables, prior=getattr(args, "prior", "auto"),
+            result = coadd_likelihoods(tables, prior=prior,
                                        zero_points=zero_points)
             print(f"lumos coadd: likelihoods multiplied, shared error and the "
                   f"{result.meta['PRIOR']} prior applied once")

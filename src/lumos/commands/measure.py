@@ -27,16 +27,30 @@ def _pairs(values: list[str], option: str, allowed: tuple[str, ...] | None = Non
     return out
 
 
-def check_prior(prior: str) -> None:
-    """One-line error for a ``--prior`` that is neither a known name nor a file."""
+def prior_choice(args: argparse.Namespace):
+    """``--prior`` and ``--prior-form`` as the ``prior`` of measure and co-add.
+
+    Returns the name (or prior table path) itself, or a :class:`lumos.prior.PriorChoice`
+    when ``--prior-form`` is given; a name that is neither known nor a file, or a form
+    for a prior that is not learnt, is a one-line error.
+    """
     from pathlib import Path
 
     from ..bayes import PRIOR_CHOICES
     from ..errors import LumosError
+    from ..prior import PriorChoice
 
+    prior = getattr(args, "prior", "auto")
+    form = getattr(args, "prior_form", None)
     if prior not in PRIOR_CHOICES and not Path(prior).is_file():
         raise LumosError(f"--prior {prior!r}: choose {', '.join(PRIOR_CHOICES)} or give an "
                          "existing prior table")
+    if form is None:
+        return prior
+    if prior not in ("auto", "empirical"):
+        raise LumosError(f"--prior-form {form} applies to a prior learnt from the measured "
+                         f"galaxies (--prior auto or empirical), not to --prior {prior}")
+    return PriorChoice(prior, form)
 
 
 def _pixel_files(args: argparse.Namespace) -> dict:
@@ -81,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         "exposure_time": getattr(args, "exptime", None),
         "read_noise": getattr(args, "read_noise", None),
     }
-    check_prior(getattr(args, "prior", "auto"))
+    prior = prior_choice(args)
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
     files = _pixel_files(args)
@@ -96,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         table = measure_manifest(
             args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
             scheduler=args.scheduler, keywords=keywords or None, columns=columns or None,
-            survey=getattr(args, "survey", None),
+            survey=getattr(args, "survey", None), prior=prior,
         )  # fmt: skip
         failed = table.meta.get("FAILED", "")
         print(f"wrote {len(table)} rows from {table.meta['NIMAGES']} images to {args.out}"
@@ -105,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     table = measure_file(
         args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
         overrides=overrides, keywords=keywords or None, columns=columns or None,
-        workers=args.workers, prior=getattr(args, "prior", "auto"), **files,
+        workers=args.workers, prior=prior, **files,
     )  # fmt: skip
     print(f"wrote {len(table)} rows to {args.out}")
     return 0
