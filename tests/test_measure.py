@@ -601,6 +601,29 @@ def test_manifest_applies_the_prior_it_is_given(field_dir, tmp_path, dask_schedu
     assert not np.allclose(table["flux"], auto["flux"], equal_nan=True)
 
 
+def test_manifest_cli_refuses_one_image_options_and_passes_workers(field_dir, tmp_path, capsys,
+                                                                    monkeypatch):
+    import lumos.manifest
+
+    Table({"path": [str(field_dir / "image.fits")]}).write(tmp_path / "images.csv")
+    args = ["measure", tmp_path / "images.csv", field_dir / "catalogue.fits", "--out"]
+    out = tmp_path / "o.fits"
+    status, _, err = _run([*args, out, "--psf-fwhm", "1.0", "--exptime", "90"], capsys)
+    assert status == 1 and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert "--psf-fwhm, --exptime: options of one image; give each image's values in the " \
+        "manifest's columns (band, psf_fwhm" in err  # fmt: skip
+    seen = {}
+
+    def fake(*a, **k):
+        seen.update(k)
+        return Table({"flux": [1.0]}, meta={"NIMAGES": 1})
+
+    monkeypatch.setattr(lumos.manifest, "measure_manifest", fake)
+    status, stdout, _ = _run([*args, out, "--workers", "3", "--prior", "none"], capsys)
+    assert status == 0 and "from 1 images" in stdout
+    assert seen["n_workers"] == 3 and seen["prior"] == "none"
+
+
 def test_failed_manifest_leaves_no_parts_folder(field_dir, tmp_path, dask_scheduler):
     from lumos.errors import LumosError
     from lumos.manifest import measure_manifest

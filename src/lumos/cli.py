@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "manifest): its bands can then be measured (default PAUS)")  # fmt: skip
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (manifests)")
     p.add_argument("--workers", type=int,
-                   help="batches measured side by side in one image (default: one per core)")
+                   help="batches measured side by side in one image, or for a manifest the "
+                   "images measured side by side on the local Dask cluster (default: one per "
+                   "core)")
 
     p = sub.add_parser("simulate", help="write TEAHUPOO simulated stamps to HDF5")
     p.add_argument("--n", type=int, required=True, help="number of stamps")

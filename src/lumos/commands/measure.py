@@ -53,6 +53,24 @@ def prior_choice(args: argparse.Namespace):
     return PriorChoice(prior, form)
 
 
+def _check_manifest_options(files: dict, overrides: dict) -> None:
+    """One-line error for one-image options given with a manifest (they would be ignored)."""
+    from ..errors import LumosError
+    from ..manifest import MANIFEST_COLUMNS
+
+    if files:
+        names = ", ".join("--" + name.removesuffix("_path") for name in files)
+        raise LumosError(f"{names}: give each image's files in the manifest's psf, weight "
+                         "and mask columns")  # fmt: skip
+    given = [name for name, value in overrides.items() if value is not None]
+    if given:
+        options = {"exposure_time": "exptime"}
+        names = ", ".join("--" + options.get(n, n).replace("_", "-") for n in given)
+        raise LumosError(f"{names}: options of one image; give each image's values in the "
+                         f"manifest's columns ({', '.join(MANIFEST_COLUMNS)}) or its header "
+                         "keywords (--keyword)")  # fmt: skip
+
+
 def _pixel_files(args: argparse.Namespace) -> dict:
     """``--psf``, ``--weight`` and ``--mask`` as ``measure_file`` keywords (given ones only)."""
     from ..errors import LumosError
@@ -77,7 +95,6 @@ def _survey_defaults(args: argparse.Namespace, overrides: dict, keywords: dict) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import LumosError
     from ..imageio import DEFAULT_KEYWORDS
     from ..manifest import is_manifest, measure_manifest
     from ..measure import measure_file
@@ -101,16 +118,15 @@ def run(args: argparse.Namespace) -> int:
     files = _pixel_files(args)
     if getattr(args, "survey", None) is not None and not is_manifest(args.image):
         overrides = _survey_defaults(args, overrides, keywords)
+    manifest = is_manifest(args.image)
+    if manifest:
+        _check_manifest_options(files, overrides)
     announce_overwrite("measure", args.out)
-    if is_manifest(args.image):
-        if files:
-            names = ", ".join("--" + name.removesuffix("_path") for name in files)
-            raise LumosError(f"{names}: give each image's files in the manifest's psf, weight "
-                             "and mask columns")  # fmt: skip
+    if manifest:
         table = measure_manifest(
             args.image, args.catalogue, args.out, method=args.method, model_path=args.model,
-            scheduler=args.scheduler, keywords=keywords or None, columns=columns or None,
-            survey=getattr(args, "survey", None), prior=prior,
+            scheduler=args.scheduler, n_workers=args.workers, keywords=keywords or None,
+            columns=columns or None, survey=getattr(args, "survey", None), prior=prior,
         )  # fmt: skip
         failed = table.meta.get("FAILED", "")
         print(f"wrote {len(table)} rows from {table.meta['NIMAGES']} images to {args.out}"
