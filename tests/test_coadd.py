@@ -283,7 +283,9 @@ def test_coadd_command_refuses_a_table_twice_and_mixed_methods(rng, tmp_path, ca
     cases = [([a, a], "galaxy id 0 appears twice for exposure /data/e1.fits (in a.fits and "
                       "a.fits)"),
              ([a, same_image], "(in a.fits and again.fits)"),
-             ([a, ap], "mix measurement methods: aperture (ap.fits), lumos (a.fits)")]
+             ([a, ap], "mix measurement methods: aperture (ap.fits), lumos (a.fits)"),
+             ([ap, "--prior", "none"], "--prior: for tables of a likelihood model; these are "
+                                       "co-added by inverse variance")]
     for tables, message in cases:
         status = main(["coadd", *map(str, tables), "--out", str(out)])
         err = capsys.readouterr().err

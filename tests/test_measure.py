@@ -173,6 +173,7 @@ def _table_only(path):
         ("unknown band", "unknown band 'NB999'"),
         ("missing out dir", "output directory does not exist"),
         ("not a model", "model"),
+        ("model with aperture", "--model, --prior: for --method lumos, not --method aperture"),
     ],
 )
 def test_bad_input_one_line_error_nonzero_exit_no_output(
@@ -200,6 +201,8 @@ def test_bad_input_one_line_error_nonzero_exit_no_output(
         extra += ["--band", "NB999"]
     elif case == "missing out dir":
         out = tmp_path / "nowhere" / "out.fits"
+    elif case == "model with aperture":
+        extra += ["--method", "aperture", "--prior", "none"]
     elif case == "not a model":
         fake = tmp_path / "model.pt"
         fake.write_bytes(b"\x80\x04\x95 not a lumos model")

@@ -84,10 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-state", type=int, choices=(0, 1), help="0 before, 1 after")
     p.add_argument("--exptime", type=float, help="exposure time in s (default: header EXPTIME)")
     p.add_argument("--read-noise", type=float, help="read noise in e- (default: header RDNOISE)")
-    p.add_argument("--prior", default="auto",
-                   help="flux prior of a likelihood model's posterior: auto (learnt from the "
-                   "measured galaxies where a band has >= 100, else the simulation population), "
-                   "population, empirical, none, or a prior table")
+    p.add_argument("--prior", default=None,
+                   help="flux prior of a likelihood model's posterior (--method lumos): auto "
+                   "(default; learnt from the measured galaxies where a band has >= 100, else "
+                   "the simulation population), population, empirical, none, or a prior table")
     p.add_argument("--prior-form", choices=PRIOR_FORMS, default=None,
                    help="form of the prior learnt from the measured galaxies (auto, empirical): "
                    "binned (default: one Gaussian per band and i bin) or smooth (one Gaussian "
@@ -247,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tables", nargs="+", help="measurement tables")
     p.add_argument("--out", required=True, help="output table")
     p.add_argument("--zero-points", help="table of zero points (image or band, zp, zp_err)")
-    p.add_argument("--prior", default="auto",
-                   help="prior of the likelihood co-add: auto, population, empirical, none or "
-                   "a prior table (tables of a likelihood model only)")
+    p.add_argument("--prior", default=None,
+                   help="prior of the likelihood co-add: auto (default), population, "
+                   "empirical, none or a prior table (tables of a likelihood model only)")
     p.add_argument("--prior-form", choices=PRIOR_FORMS, default=None,
                    help="form of the prior learnt from the co-added likelihoods (auto, "
                    "empirical): binned (default) or smooth")

@@ -11,11 +11,10 @@ from ..errors import LumosError
 def run(args: argparse.Namespace) -> int:
     from ..coadd import check_exposures, coadd_tables
     from ..tableio import announce_overwrite, check_output_path, read_table, write_table
-    from .measure import prior_choice
+    from .measure import lumos_only_options, prior_choice
 
     prior = prior_choice(args)
     out = check_output_path(args.out)
-    announce_overwrite("coadd", out)
     tables, exposures = [], []
     for path in args.tables:
         table = read_table(path, "measurement table")
@@ -33,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     if any(likelihood) and not all(likelihood):
         raise LumosError("the tables mix a likelihood model's measurements with others; "
                          "co-add them separately")
+    given = lumos_only_options(args, ("prior", "prior_form"))
+    if given and not all(likelihood):
+        raise LumosError(f"{', '.join(given)}: for tables of a likelihood model; these are "
+                         "co-added by inverse variance and the product of their PDFs")
+    announce_overwrite("coadd", out)
     try:
         if all(likelihood):
             from ..bayes import coadd_likelihoods

@@ -40,7 +40,7 @@ def prior_choice(args: argparse.Namespace):
     from ..errors import LumosError
     from ..prior import PriorChoice
 
-    prior = getattr(args, "prior", "auto")
+    prior = getattr(args, "prior", None) or "auto"
     form = getattr(args, "prior_form", None)
     if prior not in PRIOR_CHOICES and not Path(prior).is_file():
         raise LumosError(f"--prior {prior!r}: choose {', '.join(PRIOR_CHOICES)} or give an "
@@ -51,6 +51,20 @@ def prior_choice(args: argparse.Namespace):
         raise LumosError(f"--prior-form {form} applies to a prior learnt from the measured "
                          f"galaxies (--prior auto or empirical), not to --prior {prior}")
     return PriorChoice(prior, form)
+
+
+def lumos_only_options(args: argparse.Namespace, names=("model", "prior", "prior_form")):
+    """The options among ``names`` given on the command line (not None), as ``--name``."""
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+
+
+def _check_method_options(args: argparse.Namespace) -> None:
+    """One-line error for options of the lumos method given with a classical one."""
+    from ..errors import LumosError
+
+    given = lumos_only_options(args)
+    if args.method != "lumos" and given:
+        raise LumosError(f"{', '.join(given)}: for --method lumos, not --method {args.method}")
 
 
 def _check_manifest_options(files: dict, overrides: dict) -> None:
@@ -113,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         "read_noise": getattr(args, "read_noise", None),
     }
     prior = prior_choice(args)
+    _check_method_options(args)
     keywords = _pairs(getattr(args, "keyword", []), "--keyword", tuple(DEFAULT_KEYWORDS))
     columns = _pairs(getattr(args, "column", []), "--column")
     files = _pixel_files(args)
