@@ -67,8 +67,10 @@ def _print(name: str, values: np.ndarray, band: tuple[float, float]) -> float:
     return inside
 
 
-def repeat_field(tmp: Path, draws: int, rng: np.random.Generator) -> list[np.ndarray]:
-    root = SHARED_DATA / "field-nb685-repeat"
+def repeat_field(tmp: Path, draws: int, rng: np.random.Generator,
+                 root: Path | None = None) -> list[np.ndarray]:
+    """The repeat-field criteria; ``root`` holds e1..e4 (default ``field-nb685-repeat``)."""
+    root = SHARED_DATA / "field-nb685-repeat" if root is None else root
     truth = [_sorted(root / e / "truth.fits") for e in EXPOSURES]
     ft = np.asarray(truth[0]["flux_true"], float)
     i_mag = np.asarray(_sorted(root / "e1" / "catalogue.fits")["i_mag"], float)
@@ -116,8 +118,10 @@ def repeat_field(tmp: Path, draws: int, rng: np.random.Generator) -> list[np.nda
     return passes
 
 
-def sersic_field(tmp: Path, draws: int, rng: np.random.Generator) -> list[np.ndarray]:
-    folder = SHARED_DATA / "field-nb685-sersic"
+def sersic_field(tmp: Path, draws: int, rng: np.random.Generator,
+                 folder: Path | None = None) -> list[np.ndarray]:
+    """The sersic-field criteria; ``folder`` holds it (default ``field-nb685-sersic``)."""
+    folder = SHARED_DATA / "field-nb685-sersic" if folder is None else folder
     truth = _sorted(folder / "truth.fits")
     ft = np.asarray(truth["flux_true"], float)
     crb = np.asarray(truth["crb_sigma"], float)

@@ -116,8 +116,9 @@ def _limit(rel_sigma: np.ndarray, i_mag: np.ndarray, flux_true: np.ndarray | Non
     return out
 
 
-def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
-    root = DATA / "field-nb685-repeat"
+def repeat_field(tmp: Path, model: str | None, prior: str, root: Path | None = None) -> None:
+    """The repeat-field tables; ``root`` holds e1..e4 (default ``field-nb685-repeat``)."""
+    root = DATA / "field-nb685-repeat" if root is None else root
     truth = Table.read(root / "e1" / "truth.fits")
     truth.sort("id")
     ft = np.asarray(truth["flux_true"], float)
@@ -132,7 +133,8 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
             paths[method].append(str(out))
     lum = tabs["lumos"]
     im = np.asarray(lum[0]["i_mag"], float)
-    _header("field-nb685-repeat, single exposures (4 x 225 rows) and pairs (6 x 225)")
+    n = len(ft)
+    _header(f"{root.name}, single exposures (4 x {n} rows) and pairs (6 x {n})")
     cov = np.mean([((t["flux_q16"] <= ft) & (ft <= t["flux_q84"])).astype(float)
                    for t in lum], axis=0)  # fmt: skip
     _row("lumos posterior 68% coverage", _bins(cov, im, np.mean), cov.mean())
@@ -145,6 +147,14 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     cov_a = np.mean([(np.abs(t["flux"] - ft) <= t["flux_err"]).astype(float) for t in ap],
                     axis=0)  # fmt: skip
     _row("aperture 68% coverage", _bins(cov_a, im, np.mean), cov_a.mean())
+    rel_a = (np.asarray(ap[0]["flux"], float) - ft) / ft
+    crb_1 = np.asarray(truth["crb_sigma"], float) / ft
+    for name, keep in (("aperture (e1) sigma68 / Cramer-Rao limit", np.ones(n, bool)),
+                       ("  galaxies without a neighbour", np.asarray(truth["neighbour"]) == 0)):
+        limit = _limit(crb_1[keep], im[keep])
+        mine = [*_bins(rel_a[keep], im[keep], _s68), _s68(rel_a[keep])]
+        ratio = [a / b for a, b in zip(mine, limit, strict=True)]
+        _row(name, ratio[:-1], ratio[-1])
     for name, key, ekey, ts in (("lumos D (flux_like)", "flux_like", "flux_like_err", lum),
                                 ("aperture D", "flux", "flux_err", ap)):
         d = np.array([(ts[a][key] - ts[b][key]) / np.hypot(ts[a][ekey], ts[b][ekey])
@@ -158,7 +168,7 @@ def repeat_field(tmp: Path, model: str | None, prior: str) -> None:
     cl.sort("id")
     ca.sort("id")
     imc = np.asarray(cl["i_mag"], float)
-    _header(f"field-nb685-repeat, co-add of 4 exposures (prior: {cl.meta.get('PRIOR')})")
+    _header(f"{root.name}, co-add of 4 exposures (prior: {cl.meta.get('PRIOR')})")
     cc = ((cl["flux_q16"] <= ft) & (ft <= cl["flux_q84"])).astype(float)
     _row("lumos co-add 68% coverage", _bins(cc, imc, np.mean), cc.mean())
     _bootstrap_row("  its bootstrap 68% interval (galaxies)", lambda k: cc[k].mean(), imc)
@@ -214,8 +224,10 @@ def leakage(tmp: Path, model: str | None, prior: str) -> None:
                  "{:.4f}")  # fmt: skip
 
 
-def single_field(tmp: Path, name: str, model: str | None, prior: str) -> None:
-    folder = DATA / name
+def single_field(tmp: Path, name: str, model: str | None, prior: str,
+                 folder: Path | None = None) -> None:
+    """One exposure's accuracy; ``folder`` holds it (default ``DATA / name``)."""
+    folder = DATA / name if folder is None else folder
     truth = Table.read(folder / "truth.fits")
     truth.sort("id")
     ft = np.asarray(truth["flux_true"], float)
