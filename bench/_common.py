@@ -19,7 +19,7 @@ from lumos.stats import sigma68
 
 __all__ = ["ROOT", "SHARED_DATA", "FIELD_DIR", "KIDS_DIR", "FIELD_I_EDGES", "median_sigma68",
            "best_of", "galsim_toysim", "likelihood", "i_bin_header", "run_lumos",
-           "measure_folder"]
+           "measure_folder", "i_bin_counts"]
 
 #: The repository checkout.
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,13 @@ def i_bin_header(first_columns: tuple[str, ...], edges=FIELD_I_EDGES) -> str:
     heads = " | ".join(f"i {a:g}-{b:g}" for a, b in zip(edges[:-1], edges[1:], strict=True))
     names = " | ".join(first_columns)
     return f"| {names} | {heads} |\n|" + " --- |" * (len(first_columns) + len(edges) - 1)
+
+
+def i_bin_counts(i_mag, edges=FIELD_I_EDGES) -> str:
+    """The number of galaxies in each i bin, comma-separated."""
+    i_mag = np.asarray(i_mag, float)
+    return ", ".join(str(int(((i_mag >= a) & (i_mag < b)).sum()))
+                     for a, b in zip(edges[:-1], edges[1:], strict=True))  # fmt: skip
 
 
 def run_lumos(args: list[str]) -> None:

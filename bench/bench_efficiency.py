@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import FIELD_I_EDGES, i_bin_header
+from _common import FIELD_I_EDGES, i_bin_counts, i_bin_header
 
 from lumos.bands import PAUS_BANDS
 from lumos.model_io import load_default_model, load_model
@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         ratio = [a[j] / b[j] for a, b in zip(cells["lumos"], cells["weighted_oracle"],
                                              strict=True)]  # fmt: skip
         print(f"| lumos / oracle | {label} | " + " | ".join(f"{r:.3f}" for r in ratio) + " |")
-    counts = ", ".join(str(int(((i_mag >= a) & (i_mag < b)).sum()))
-                       for a, b in zip(edges[:-1], edges[1:], strict=True))  # fmt: skip
-    print(f"\ngalaxies per bin: {counts}")
+    print(f"\ngalaxies per bin: {i_bin_counts(i_mag)}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import FIELD_I_EDGES, i_bin_header
+from _common import FIELD_I_EDGES, i_bin_counts, i_bin_header
 from astropy.table import Table
 
 from lumos.backgrounds import SyntheticSky
@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                          ("lumos likelihood alone, co-add of 4, sigma68", rel_like)):
         cells = _per_bin(i_coadd, np.concatenate(values), sigma68)
         print(f"| - | {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
-    counts = ", ".join(str(int(((i_coadd >= a) & (i_coadd < b)).sum()))
-                       for a, b in zip(I_EDGES[:-1], I_EDGES[1:], strict=True))  # fmt: skip
-    print(f"\ngalaxies per bin: {counts}")
+    print(f"\ngalaxies per bin: {i_bin_counts(i_coadd, I_EDGES)}")
 
 
 if __name__ == "__main__":
