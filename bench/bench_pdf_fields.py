@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import FIELD_I_EDGES, SHARED_DATA, measure_folder, run_lumos
+from _common import FIELD_I_EDGES, SHARED_DATA, efficient_sigma68, measure_folder, run_lumos
 from astropy.table import Table
 
 from lumos.stats import P16, P84, sigma68
@@ -86,36 +86,6 @@ def _bootstrap_row(name: str, stat, i_mag: np.ndarray, n: int = 2000, seed: int 
     print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def _limit(rel_sigma: np.ndarray, i_mag: np.ndarray, flux_true: np.ndarray | None = None,
-           n: int = 2000, seed: int = 0) -> list[float]:
-    """Sigma68 per i bin of (f - f_true) / f_true for an efficient estimator.
-
-    Each galaxy's relative error is drawn ``n`` times from N(0, ``rel_sigma``) (seeded). With
-    ``flux_true`` the estimator is the posterior mean under an oracle prior: in each i bin a
-    Gaussian in ln f whose mean is linear in i and whose width ``tau`` is the true fluxes'
-    scatter about it, combined with the likelihood in the linear-Gaussian approximation,
-    error = w e - (1 - w) d with w = tau^2 / (tau^2 + rel_sigma^2), e the likelihood's draw
-    and d the galaxy's true offset from the prior mean (its colour, not a draw).
-    """
-    rng = np.random.default_rng(seed)
-    out = []
-    for lo, hi in [*BINS, (-np.inf, np.inf)]:
-        k = (i_mag >= lo) & (i_mag < hi)
-        r = rel_sigma[k]
-        err = rng.standard_normal((n, r.size)) * r
-        if flux_true is not None and np.isfinite(lo):
-            x = np.log(flux_true[k])
-            design = np.vstack([np.ones(r.size), i_mag[k]]).T
-            d = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
-            w = d.var() / (d.var() + r**2)
-            err = w * err - (1.0 - w) * d
-        elif flux_true is not None:
-            out.append(float("nan"))
-            continue
-        out.append(sigma68(err.ravel()))
-    return out
-
-
 def repeat_field(tmp: Path, model: str | None, prior: str, root: Path | None = None) -> None:
     """The repeat-field tables; ``root`` holds e1..e4 (default ``field-nb685-repeat``)."""
     root = DATA / "field-nb685-repeat" if root is None else root
@@ -151,7 +121,7 @@ def repeat_field(tmp: Path, model: str | None, prior: str, root: Path | None = N
     crb_1 = np.asarray(truth["crb_sigma"], float) / ft
     for name, keep in (("aperture (e1) sigma68 / Cramer-Rao limit", np.ones(n, bool)),
                        ("  galaxies without a neighbour", np.asarray(truth["neighbour"]) == 0)):
-        limit = _limit(crb_1[keep], im[keep])
+        limit = efficient_sigma68(crb_1[keep], im[keep])
         mine = [*_bins(rel_a[keep], im[keep], _s68), _s68(rel_a[keep])]
         ratio = [a / b for a, b in zip(mine, limit, strict=True)]
         _row(name, ratio[:-1], ratio[-1])
@@ -197,8 +167,9 @@ def repeat_field(tmp: Path, model: str | None, prior: str, root: Path | None = N
         crb.append(np.asarray(t["crb_sigma"], float))
     crb = np.array(crb)
     crb_rel = 1.0 / np.sqrt((1.0 / crb**2).sum(axis=0)) / ft
-    for name, limit in (("Cramer-Rao limit of an unbiased co-add", _limit(crb_rel, imc)),
-                        ("  that likelihood x oracle colour prior", _limit(crb_rel, imc, ft))):
+    for name, limit in (
+            ("Cramer-Rao limit of an unbiased co-add", efficient_sigma68(crb_rel, imc)),
+            ("  that likelihood x oracle colour prior", efficient_sigma68(crb_rel, imc, ft))):
         _row(name, limit[:-1], limit[-1])
         _row("  its ratio to aperture", [a / b for a, b in zip(limit, s_a, strict=False)],
              limit[-1] / _s68(ra))  # fmt: skip
@@ -231,19 +202,20 @@ def single_field(tmp: Path, name: str, model: str | None, prior: str,
     truth = Table.read(folder / "truth.fits")
     truth.sort("id")
     ft = np.asarray(truth["flux_true"], float)
+    catalogue = Table.read(folder / "catalogue.fits")
+    catalogue.sort("id")
+    im = np.asarray(catalogue["i_mag"], float)
     rel = {}
     for method in ("lumos", "aperture"):
         t = measure_folder(folder, tmp / f"{name}-{method}.fits", method, model, prior)
         t.sort("id")
         rel[method] = (np.asarray(t["flux"], float) - ft) / ft
-        im = np.asarray(Table.read(folder / "catalogue.fits")["i_mag"], float)[
-            np.argsort(Table.read(folder / "catalogue.fits")["id"])]
     _header(f"{name}: (f - f_true) / f_true")
     for method, r in rel.items():
         _row(f"{method} sigma68", _bins(r, im, _s68), _s68(r))
     for method, r in rel.items():
         _row(f"{method} bias", _bins(r, im, _median_bias), _median_bias(r), "{:+.4f}")
-    limit = _limit(np.asarray(truth["crb_sigma"], float) / ft, im)
+    limit = efficient_sigma68(np.asarray(truth["crb_sigma"], float) / ft, im)
     _row("Cramer-Rao limit (unbiased)", limit[:-1], limit[-1])
     lum, ap = _bins(rel["lumos"], im, _s68), _bins(rel["aperture"], im, _s68)
     _row("ratio lumos / aperture", [a / b for a, b in zip(lum, ap, strict=True)],

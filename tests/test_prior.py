@@ -168,6 +168,16 @@ def test_empirical_prior_is_one_gaussian_unless_asked_for_more():
         empirical_prior(*args, k=0)
 
 
+def _refused(capsys, tmp_path, args: list[str], message: str) -> None:
+    """``lumos prior ARGS`` fails in one line naming ``message`` and writes nothing."""
+    from lumos.cli import main
+
+    out = tmp_path / "x.ecsv"
+    assert main(["prior", *args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_lumos_prior_components_option(tmp_path, capsys):
     from astropy.table import Table
 
@@ -184,13 +194,9 @@ def test_lumos_prior_components_option(tmp_path, capsys):
     assert main(["prior", str(tmp_path / "m.fits"), "--components", "2",
                  "--out", str(tmp_path / "p2.ecsv")]) == 0  # fmt: skip
     assert FluxPrior.read(tmp_path / "p2.ecsv").weight.shape[-1] == 2
-    for bad, message in ((["--components", "0"], "--components must be 1 to 5, got 0"),
-                         (["--components", "2"], "--components applies to a prior learnt")):
-        tables = [] if "applies" in message else [str(tmp_path / "m.fits")]
-        out = tmp_path / "x.ecsv"
-        assert main(["prior", *tables, *bad, "--out", str(out)]) == 1
-        err = capsys.readouterr().err
-        assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    table = str(tmp_path / "m.fits")
+    _refused(capsys, tmp_path, [table, "--components", "0"], "--components must be 1 to 5, got 0")
+    _refused(capsys, tmp_path, ["--components", "2"], "--components applies to a prior learnt")
 
 
 def test_fit_linear_gaussian_recovers_a_mean_and_width_that_follow_t():
@@ -284,14 +290,9 @@ def test_lumos_prior_form_option(tmp_path, capsys):
                  "--out", str(tmp_path / "s.ecsv")]) == 0  # fmt: skip
     assert "form smooth" in capsys.readouterr().out
     assert len(FluxPrior.read(tmp_path / "s.ecsv").i_edges) > 50
-    for bad, message in ((["--form", "smooth", "--components", "2"],
-                          "--form smooth has one component per band, got --components 2"),
-                         (["--form", "smooth"], "--form applies to a prior learnt")):
-        tables = [] if "applies" in message else [str(tmp_path / "m.fits")]
-        out = tmp_path / "x.ecsv"
-        assert main(["prior", *tables, *bad, "--out", str(out)]) == 1
-        err = capsys.readouterr().err
-        assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    _refused(capsys, tmp_path, [str(tmp_path / "m.fits"), "--form", "smooth", "--components", "2"],
+             "--form smooth has one component per band, got --components 2")
+    _refused(capsys, tmp_path, ["--form", "smooth"], "--form applies to a prior learnt")
 
 
 def test_prior_choice_names_the_learnt_prior_s_form():
